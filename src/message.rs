@@ -1,0 +1,201 @@
+//! Wire types: what travels between nodes and between a client and a node.
+//!
+//! Every frame is one line of JSON (see `transport`). A person can read the
+//! traffic with `nc` or `tcpdump`, which is the point in a teaching project.
+//!
+//! Messages between peers are one-way: a response is a message too, sent on
+//! the responder's own connection. So the core never waits on a socket.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A term number (§5.1). Terms only ever increase on a node.
+pub type Term = u64;
+
+/// A log index. The first entry of the log has index 1; index 0 means "before
+/// the first entry" and always has term 0.
+pub type Index = u64;
+
+/// How a node is named. A node listening on 127.0.0.1 is known by its port
+/// (`8000`), as in the original Python project; any other node by `HOST:PORT`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(pub String);
+
+impl NodeId {
+    pub fn new(name: impl Into<String>) -> NodeId {
+        NodeId(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One entry of the replicated log (Figure 2, "log[]").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The term in which a leader created this entry.
+    pub term: Term,
+    /// Its position in the log.
+    pub index: Index,
+    /// What it carries.
+    pub data: EntryData,
+}
+
+/// What a log entry carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryData {
+    /// Appended by every new leader (§8): committing it commits everything
+    /// before it, and lets the leader learn the commit index of its term.
+    Noop,
+    /// A command for the state machine, opaque to Raft.
+    Command(String),
+}
+
+/// The state a node must keep on stable storage before it answers any
+/// message (Figure 2, "Persistent state on all servers"); the log is kept
+/// beside it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardState {
+    /// Latest term this node has seen.
+    pub current_term: Term,
+    /// The candidate that received this node's vote in `current_term`.
+    pub voted_for: Option<NodeId>,
+}
+
+/// A message between two Raft nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub from: NodeId,
+    pub to: NodeId,
+    /// The sender's current term; every rule about terms looks at this.
+    pub term: Term,
+    pub body: MessageBody,
+}
+
+/// The RPCs of Figure 2, each split into a request and a response message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MessageBody {
+    /// Figure 2, RequestVote RPC: sent by candidates to gather votes.
+    RequestVote {
+        last_log_index: Index,
+        last_log_term: Term,
+    },
+    /// The answer to `RequestVote`.
+    RequestVoteResponse { vote_granted: bool },
+    /// Figure 2, AppendEntries RPC: sent by the leader to replicate entries
+    /// and, with no entries, as a heartbeat.
+    AppendEntries {
+        prev_log_index: Index,
+        prev_log_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: Index,
+        /// Echoed back by the follower: the leader uses it to confirm it
+        /// still leads before serving reads (ReadIndex, dissertation §6.4).
+        #[serde(default)]
+        read_seq: u64,
+    },
+    /// The answer to `AppendEntries`.
+    AppendEntriesResponse {
+        success: bool,
+        /// On success, the index of the last entry the follower now holds
+        /// that matches the leader's log.
+        match_index: Index,
+        /// On failure, a hint so the leader can skip a whole term at a time.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conflict: Option<Conflict>,
+        /// The `read_seq` of the request this answers.
+        #[serde(default)]
+        read_seq: u64,
+    },
+}
+
+/// Why a follower rejected AppendEntries, so the leader can back up
+/// `next_index` by a term at a time instead of an entry at a time (§5.3,
+/// the optimisation described at the end of the section).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// The term of the follower's entry at `prev_log_index`, if it has one.
+    pub term: Option<Term>,
+    /// With `term`: the first index the follower holds for that term.
+    /// Without: one past the follower's last index (its log is too short).
+    pub index: Index,
+}
+
+/// A request from a client (`raft client`, or a node forwarding a `set`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRequest {
+    /// Chosen by the client; echoed in the response.
+    pub id: u64,
+    pub command: ClientCommand,
+}
+
+/// What a client can ask a node to do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ClientCommand {
+    /// Replace the value; answered once the entry is committed and applied.
+    Set { value: String },
+    /// Read the value, linearizably.
+    Get,
+    /// This node's view of itself; not linearizable, answered at once.
+    Status,
+}
+
+/// A node's answer to a `ClientRequest`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientResponse {
+    pub id: u64,
+    pub result: ClientResult,
+}
+
+/// The outcome of a client request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ClientResult {
+    /// The `set` committed at `index`.
+    Written { index: Index },
+    /// The value a `get` read.
+    Value { value: String },
+    /// The answer to `status`.
+    Status(Status),
+    /// This node does not lead; try `leader` (an address) if known.
+    NotLeader { leader: Option<String> },
+    /// The request failed; `message` says why.
+    Error { message: String },
+}
+
+/// What `status` reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub id: NodeId,
+    pub role: String,
+    pub term: Term,
+    pub leader: Option<NodeId>,
+    pub commit_index: Index,
+    pub last_applied: Index,
+    pub last_log_index: Index,
+    pub value: String,
+    pub members: Vec<NodeId>,
+}
+
+/// One line on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Frame {
+    /// Between Raft nodes.
+    Peer(Message),
+    /// From a client to a node.
+    Request(ClientRequest),
+    /// From a node back to a client, on the client's connection.
+    Response(ClientResponse),
+}
