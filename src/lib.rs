@@ -3,3 +3,5 @@
 //! (The reading map is written once the modules exist.)
 
 pub mod message;
+pub mod core;
+pub mod state_machine;

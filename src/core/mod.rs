@@ -1,0 +1,593 @@
+//! The pure Raft core: every rule of the protocol, and nothing else.
+//!
+//! [`Raft`] does no I/O, reads no clock and starts no thread. Time enters as
+//! [`Raft::tick`], messages as [`Raft::step`], requests as [`Raft::propose`]
+//! and [`Raft::read_index`]. What the core wants done comes back from
+//! [`Raft::ready`] as data (a [`Ready`]): state to make durable, messages to
+//! send, committed entries to apply, reads that may be answered. The caller
+//! (the driver in `node.rs`, or the simulator in `tests/`) must handle a
+//! `Ready` in this order:
+//!
+//! 1. **persist** `hard_state` and `entries`, with one fsync;
+//! 2. call [`Raft::advance`] to tell the core they are durable;
+//! 3. **send** `messages` (only now: a vote or an acknowledgement sent before
+//!    the fsync could elect two leaders or lose a committed entry after a
+//!    crash);
+//! 4. **apply** `committed` entries in order, then answer `reads`.
+//!
+//! Because of this shape the same core runs in the real binary, in the
+//! deterministic simulator, and in any program that embeds the library.
+//!
+//! The rules live in the submodules, each citing the paper:
+//! [`election`] (RequestVote, timers), [`replication`] (AppendEntries, the
+//! commit rule), [`read`] (ReadIndex reads), [`log`] (the log itself).
+
+pub mod election;
+pub mod log;
+pub mod read;
+pub mod replication;
+
+use crate::message::{Entry, EntryData, HardState, Index, Message, MessageBody, NodeId, Term};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet};
+
+pub use self::log::Log;
+pub use self::read::ReadOutcome;
+use self::read::ReadQueue;
+use self::replication::Progress;
+
+/// Most entries one AppendEntries message carries.
+pub const MAX_ENTRIES_PER_APPEND: usize = 512;
+/// Most entries the leader lets be in flight (sent, not yet acknowledged) to
+/// one follower before it waits for answers.
+pub const MAX_INFLIGHT_ENTRIES: u64 = 4096;
+
+/// How a node is configured. Times are in ticks; the driver decides how long
+/// a tick is.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This node.
+    pub id: NodeId,
+    /// Every voting member of the cluster, this node included.
+    pub voters: Vec<NodeId>,
+    /// The election timeout is drawn uniformly from this inclusive range
+    /// each time the timer is reset (§5.2: randomised timeouts make split
+    /// votes rare).
+    pub election_timeout_ticks: (u64, u64),
+    /// How often a leader sends AppendEntries when it has nothing else to
+    /// say; must be well below the election timeout.
+    pub heartbeat_ticks: u64,
+    /// Switches that each break one rule on purpose, so the simulator can
+    /// show that its checks catch the bug. Test builds only.
+    #[cfg(feature = "bug-switches")]
+    pub bugs: BugSwitches,
+}
+
+impl Config {
+    /// A configuration with the defaults: with a 10 ms tick, an election
+    /// timeout of 150–300 ms and a heartbeat every 50 ms.
+    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
+        Config {
+            id,
+            voters,
+            election_timeout_ticks: (15, 30),
+            heartbeat_ticks: 5,
+            #[cfg(feature = "bug-switches")]
+            bugs: BugSwitches::default(),
+        }
+    }
+}
+
+/// Deliberate bugs, one per rule, for tests that prove the checks can fail.
+/// They can only be turned on through `Config::bugs`, which exists only
+/// with the `bug-switches` feature; in a release build every switch reads
+/// as off.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BugSwitches {
+    /// Break §5.4.2: commit entries of earlier terms by counting replicas.
+    pub commit_earlier_term: bool,
+    /// Break §5.4.1: grant votes without the up-to-date check.
+    pub vote_without_log_check: bool,
+    /// Break Figure 2, AppendEntries receiver, rule 3: overwrite a
+    /// conflicting entry but keep the entries after it.
+    pub keep_conflicting_suffix: bool,
+    /// Break §6.4: answer reads from local state without confirming
+    /// leadership with a round of heartbeats.
+    pub read_without_quorum: bool,
+}
+
+/// What a node currently is, with the state that only that role has.
+#[derive(Clone, Debug)]
+pub enum Role {
+    /// Passive: answers leaders and candidates (§5.1).
+    Follower {
+        /// The leader of `current_term`, once heard from.
+        leader: Option<NodeId>,
+    },
+    /// Asking for votes (§5.2).
+    Candidate {
+        /// Who has granted a vote in this term, this node included.
+        votes: BTreeSet<NodeId>,
+    },
+    /// Handles all client requests and replicates the log (§5.3).
+    Leader(Box<LeaderState>),
+}
+
+/// The leader's volatile state (Figure 2, "Volatile state on leaders"),
+/// which exists only while the node leads.
+#[derive(Clone, Debug)]
+pub struct LeaderState {
+    /// `next_index` and `match_index` for each other member.
+    progress: BTreeMap<NodeId, Progress>,
+    /// Reads waiting for a round of heartbeats (ReadIndex).
+    reads: ReadQueue,
+    /// Ticks since the last heartbeat.
+    heartbeat_elapsed: u64,
+}
+
+/// The name of a role, for status lines and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleKind {
+    Follower,
+    Candidate,
+    Leader,
+}
+
+impl std::fmt::Display for RoleKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RoleKind::Follower => "follower",
+            RoleKind::Candidate => "candidate",
+            RoleKind::Leader => "leader",
+        })
+    }
+}
+
+/// Something a person watching the node would want to know; the driver
+/// prints these as the user-facing lines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// "Node 8000 starting election for term 1".
+    ElectionStarted { term: Term },
+    /// "Node 8000 elected as leader for term 1".
+    BecameLeader { term: Term },
+    /// A leader saw a higher term and became a follower.
+    SteppedDown { term: Term },
+}
+
+/// Why a request cannot be served here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotLeader {
+    /// The leader this node knows of, if any: try there.
+    pub leader: Option<NodeId>,
+}
+
+/// The work the core hands to its driver. See the module docs for the order
+/// in which it must be done.
+#[derive(Clone, Debug, Default)]
+pub struct Ready {
+    /// Term and vote to make durable, if they changed.
+    pub hard_state: Option<HardState>,
+    /// Entries to make durable. If the first one's index is at or below the
+    /// last stored index, the stored entries from that index on must be
+    /// dropped first (a conflicting suffix, §5.3).
+    pub entries: Vec<Entry>,
+    /// Messages to send, after persisting.
+    pub messages: Vec<Message>,
+    /// Newly committed entries to apply, in order.
+    pub committed: Vec<Entry>,
+    /// Reads whose index is now known (or that failed), to answer after
+    /// applying `committed`.
+    pub reads: Vec<(u64, ReadOutcome)>,
+    /// Things worth telling a person.
+    pub events: Vec<Event>,
+}
+
+impl Ready {
+    /// True if there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.hard_state.is_none()
+            && self.entries.is_empty()
+            && self.messages.is_empty()
+            && self.committed.is_empty()
+            && self.reads.is_empty()
+            && self.events.is_empty()
+    }
+}
+
+/// One Raft node's protocol state.
+#[derive(Debug)]
+pub struct Raft {
+    config: Config,
+
+    // Figure 2, "Persistent state on all servers".
+    current_term: Term,
+    voted_for: Option<NodeId>,
+    log: Log,
+
+    // Figure 2, "Volatile state on all servers".
+    commit_index: Index,
+    last_applied: Index,
+
+    role: Role,
+    /// Ticks since the election timer was last reset.
+    election_elapsed: u64,
+    /// The current randomised election timeout, in ticks.
+    election_timeout: u64,
+    rng: StdRng,
+
+    /// The highest log index known to be durable on this node. A leader
+    /// counts its own copy of an entry towards a majority only up to here.
+    stable_index: Index,
+
+    // Output collected since the last `ready()`.
+    hard_state_changed: bool,
+    /// Lowest log index changed since the last `ready()`.
+    unstable_from: Option<Index>,
+    messages: Vec<Message>,
+    reads_done: Vec<(u64, ReadOutcome)>,
+    events: Vec<Event>,
+}
+
+impl Raft {
+    /// Builds a node from what it recovered from stable storage (or nothing,
+    /// for a new node). Every node starts as a follower (§5.2). `seed`
+    /// drives the randomised timeouts, so a run can be replayed.
+    pub fn new(config: Config, hard_state: HardState, entries: Vec<Entry>, seed: u64) -> Raft {
+        assert!(
+            config.voters.contains(&config.id),
+            "node {} must be one of the voters {:?}",
+            config.id,
+            config.voters
+        );
+        assert!(
+            config.election_timeout_ticks.0 > config.heartbeat_ticks
+                && config.election_timeout_ticks.0 <= config.election_timeout_ticks.1
+                && config.heartbeat_ticks > 0,
+            "timeouts must satisfy 0 < heartbeat < election_min <= election_max"
+        );
+        let log = Log::from_entries(entries);
+        let stable_index = log.last_index();
+        let mut raft = Raft {
+            config,
+            current_term: hard_state.current_term,
+            voted_for: hard_state.voted_for,
+            log,
+            commit_index: 0,
+            last_applied: 0,
+            role: Role::Follower { leader: None },
+            election_elapsed: 0,
+            election_timeout: 0,
+            rng: StdRng::seed_from_u64(seed),
+            stable_index,
+            hard_state_changed: false,
+            unstable_from: None,
+            messages: Vec::new(),
+            reads_done: Vec::new(),
+            events: Vec::new(),
+        };
+        raft.reset_election_timer();
+        raft
+    }
+
+    // ----- inputs -------------------------------------------------------
+
+    /// One unit of logical time has passed.
+    pub fn tick(&mut self) {
+        match &mut self.role {
+            Role::Leader(leader) => {
+                leader.heartbeat_elapsed += 1;
+                if leader.heartbeat_elapsed >= self.config.heartbeat_ticks {
+                    self.on_heartbeat_timeout();
+                }
+            }
+            Role::Follower { .. } | Role::Candidate { .. } => {
+                self.election_elapsed += 1;
+                if self.election_elapsed >= self.election_timeout {
+                    self.on_election_timeout();
+                }
+            }
+        }
+    }
+
+    /// Handles one message from another node.
+    pub fn step(&mut self, msg: Message) {
+        debug_assert_eq!(msg.to, self.config.id, "message delivered to the wrong node");
+        if !self.config.voters.contains(&msg.from) || msg.from == self.config.id {
+            return; // not a member: nothing from it reaches the rules
+        }
+        if !self.observe_term(&msg) {
+            self.reject_stale(msg);
+            return;
+        }
+        let before = self.invariant_snapshot();
+        match msg.body {
+            MessageBody::RequestVote {
+                last_log_index,
+                last_log_term,
+            } => self.on_request_vote(msg.from, last_log_index, last_log_term),
+            MessageBody::RequestVoteResponse { vote_granted } => {
+                self.on_vote_response(msg.from, vote_granted)
+            }
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                read_seq,
+            } => self.on_append_entries(
+                msg.from,
+                replication::AppendRequest {
+                    prev_log_index,
+                    prev_log_term,
+                    entries,
+                    leader_commit,
+                    read_seq,
+                },
+            ),
+            MessageBody::AppendEntriesResponse {
+                success,
+                match_index,
+                conflict,
+                read_seq,
+            } => self.on_append_response(msg.from, success, match_index, conflict, read_seq),
+        }
+        self.check_invariants(before);
+    }
+
+    /// Figure 2, Rules for Servers, Leaders: "If command received from
+    /// client: append entry to local log, respond after entry applied to
+    /// state machine." Returns the index the entry will have if it commits.
+    pub fn propose(&mut self, command: String) -> Result<Index, NotLeader> {
+        if !matches!(self.role, Role::Leader(_)) {
+            return Err(self.not_leader());
+        }
+        let index = self.append_as_leader(EntryData::Command(command));
+        Ok(index)
+    }
+
+    /// The driver made everything of a `Ready` durable: entries up to the
+    /// last one it held, and the hard state. A leader may now count its own
+    /// copy of those entries (it must not before: §5.4 relies on a majority
+    /// having the entry on stable storage).
+    pub fn advance(&mut self, persisted: &Ready) {
+        if let Some(last) = persisted.entries.last() {
+            if self.log.term_at(last.index) == Some(last.term) {
+                self.stable_index = self.stable_index.max(last.index);
+            }
+        }
+        if let Role::Leader(_) = self.role {
+            self.maybe_commit();
+        }
+    }
+
+    /// Takes the work accumulated since the last call.
+    pub fn ready(&mut self) -> Ready {
+        self.send_read_round();
+        let hard_state = std::mem::take(&mut self.hard_state_changed).then(|| self.hard_state());
+        let entries = match self.unstable_from.take() {
+            Some(from) => self.log.slice(from, self.log.last_index()).to_vec(),
+            None => Vec::new(),
+        };
+        // Figure 2, Rules for Servers, All Servers, rule 1: "If commitIndex >
+        // lastApplied: increment lastApplied, apply log[lastApplied] to state
+        // machine." The driver applies what we hand out here.
+        let committed = if self.commit_index > self.last_applied {
+            let out = self.log.slice(self.last_applied + 1, self.commit_index).to_vec();
+            self.last_applied = self.commit_index;
+            out
+        } else {
+            Vec::new()
+        };
+        Ready {
+            hard_state,
+            entries,
+            messages: std::mem::take(&mut self.messages),
+            committed,
+            reads: std::mem::take(&mut self.reads_done),
+            events: std::mem::take(&mut self.events),
+        }
+    }
+
+    /// True if `ready()` would return work.
+    pub fn has_ready(&self) -> bool {
+        self.hard_state_changed
+            || self.unstable_from.is_some()
+            || !self.messages.is_empty()
+            || self.commit_index > self.last_applied
+            || !self.reads_done.is_empty()
+            || !self.events.is_empty()
+            || self.has_unsent_reads()
+    }
+
+    // ----- what the node looks like -------------------------------------
+
+    pub fn id(&self) -> &NodeId {
+        &self.config.id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn current_term(&self) -> Term {
+        self.current_term
+    }
+
+    pub fn voted_for(&self) -> Option<&NodeId> {
+        self.voted_for.as_ref()
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            current_term: self.current_term,
+            voted_for: self.voted_for.clone(),
+        }
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub fn commit_index(&self) -> Index {
+        self.commit_index
+    }
+
+    /// The last index handed to the driver to apply.
+    pub fn last_applied(&self) -> Index {
+        self.last_applied
+    }
+
+    pub fn role(&self) -> RoleKind {
+        match self.role {
+            Role::Follower { .. } => RoleKind::Follower,
+            Role::Candidate { .. } => RoleKind::Candidate,
+            Role::Leader(_) => RoleKind::Leader,
+        }
+    }
+
+    /// The leader of the current term as far as this node knows.
+    pub fn leader(&self) -> Option<&NodeId> {
+        match &self.role {
+            Role::Follower { leader } => leader.as_ref(),
+            Role::Candidate { .. } => None,
+            Role::Leader(_) => Some(&self.config.id),
+        }
+    }
+
+    /// For a leader: each follower's `match_index`.
+    pub fn match_indexes(&self) -> Option<BTreeMap<NodeId, Index>> {
+        match &self.role {
+            Role::Leader(leader) => Some(
+                leader
+                    .progress
+                    .iter()
+                    .map(|(id, p)| (id.clone(), p.match_index))
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
+    // ----- shared helpers -----------------------------------------------
+
+    /// Figure 2, Rules for Servers, All Servers, rule 2: "If RPC request or
+    /// response contains term T > currentTerm: set currentTerm = T, convert
+    /// to follower." Returns false if the message is from an older term.
+    fn observe_term(&mut self, msg: &Message) -> bool {
+        if msg.term > self.current_term {
+            let leader = matches!(msg.body, MessageBody::AppendEntries { .. })
+                .then(|| msg.from.clone());
+            self.become_follower(msg.term, leader);
+        }
+        msg.term >= self.current_term
+    }
+
+    /// A request from an older term is answered with a refusal that carries
+    /// our term, so the stale sender learns of it and steps down (Figure 2,
+    /// receiver rule 1 of both RPCs). Stale responses are dropped.
+    fn reject_stale(&mut self, msg: Message) {
+        let body = match msg.body {
+            MessageBody::RequestVote { .. } => MessageBody::RequestVoteResponse {
+                vote_granted: false,
+            },
+            MessageBody::AppendEntries { read_seq, .. } => MessageBody::AppendEntriesResponse {
+                success: false,
+                match_index: 0,
+                conflict: None,
+                read_seq,
+            },
+            MessageBody::RequestVoteResponse { .. }
+            | MessageBody::AppendEntriesResponse { .. } => return,
+        };
+        self.send(msg.from, body);
+    }
+
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        debug_assert!(term >= self.current_term);
+        if let Role::Leader(state) = &mut self.role {
+            let reads = std::mem::take(&mut state.reads);
+            self.reads_done.extend(reads.fail_all());
+            self.events.push(Event::SteppedDown { term });
+        }
+        if term > self.current_term {
+            self.current_term = term;
+            self.voted_for = None;
+            self.hard_state_changed = true;
+        }
+        self.role = Role::Follower { leader };
+        self.reset_election_timer();
+    }
+
+    fn reset_election_timer(&mut self) {
+        let (min, max) = self.config.election_timeout_ticks;
+        self.election_elapsed = 0;
+        self.election_timeout = self.rng.random_range(min..=max);
+    }
+
+    fn not_leader(&self) -> NotLeader {
+        NotLeader {
+            leader: self.leader().cloned(),
+        }
+    }
+
+    fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.messages.push(Message {
+            from: self.config.id.clone(),
+            to,
+            term: self.current_term,
+            body,
+        });
+    }
+
+    /// The other voters, in a fixed order.
+    fn peers(&self) -> Vec<NodeId> {
+        self.config
+            .voters
+            .iter()
+            .filter(|id| **id != self.config.id)
+            .cloned()
+            .collect()
+    }
+
+    /// How many voters make a majority.
+    fn quorum(&self) -> usize {
+        self.config.voters.len() / 2 + 1
+    }
+
+    /// Records that log entries from `index` on have changed and must be
+    /// persisted.
+    fn mark_unstable(&mut self, index: Index) {
+        self.unstable_from = Some(self.unstable_from.map_or(index, |i| i.min(index)));
+        self.stable_index = self.stable_index.min(index - 1);
+    }
+
+    /// The deliberate bugs switched on (none, outside test builds).
+    fn bugs(&self) -> BugSwitches {
+        #[cfg(feature = "bug-switches")]
+        {
+            self.config.bugs
+        }
+        #[cfg(not(feature = "bug-switches"))]
+        {
+            BugSwitches::default()
+        }
+    }
+
+    // ----- invariants (checked in debug builds after every step) --------
+
+    fn invariant_snapshot(&self) -> (Term, Index) {
+        (self.current_term, self.commit_index)
+    }
+
+    /// LogCabin-style delta checks: terms and the commit index never go
+    /// down, and `last_applied <= commit_index <= last_index`.
+    fn check_invariants(&self, before: (Term, Index)) {
+        debug_assert!(self.current_term >= before.0, "current_term went down");
+        debug_assert!(self.commit_index >= before.1, "commit_index went down");
+        debug_assert!(self.last_applied <= self.commit_index);
+        debug_assert!(self.commit_index <= self.log.last_index());
+        debug_assert!(self.stable_index <= self.log.last_index());
+    }
+}

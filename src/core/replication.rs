@@ -1,0 +1,329 @@
+//! Log replication (§5.3) and the commit rule (§5.4.2).
+//!
+//! The leader sends each follower the entries from that follower's
+//! `next_index` on, preceded by the index and term of the entry before them.
+//! A follower accepts only if its log holds that previous entry (the
+//! consistency check); otherwise it refuses with a hint, and the leader
+//! backs `next_index` up and tries again. Once a majority holds an entry of
+//! the leader's current term, that entry and all before it are committed.
+
+use super::{Raft, Role, MAX_ENTRIES_PER_APPEND, MAX_INFLIGHT_ENTRIES};
+use crate::message::{Conflict, Entry, EntryData, Index, MessageBody, NodeId, Term};
+
+/// What the leader knows about one follower (Figure 2, "Volatile state on
+/// leaders").
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// Index of the next log entry to send to that server.
+    pub next_index: Index,
+    /// Index of the highest log entry known to be replicated on that server.
+    pub match_index: Index,
+    /// While probing, the leader sends one AppendEntries at a time and waits
+    /// for the answer (or the next heartbeat) before sending another. Once a
+    /// follower has accepted, the leader streams entries to it, up to
+    /// `MAX_INFLIGHT_ENTRIES` ahead of `match_index`.
+    pub probing: bool,
+    /// `match_index` at the previous heartbeat; if it has not moved while
+    /// entries are in flight, they were probably lost and are sent again.
+    pub match_at_last_heartbeat: Index,
+    /// The highest `read_seq` this follower has echoed in the current term.
+    pub read_seq_acked: u64,
+}
+
+impl Progress {
+    /// Figure 2: "nextIndex: initialized to leader last log index + 1;
+    /// matchIndex: initialized to 0".
+    pub fn new(next_index: Index) -> Progress {
+        Progress {
+            next_index,
+            match_index: 0,
+            probing: true,
+            match_at_last_heartbeat: 0,
+            read_seq_acked: 0,
+        }
+    }
+}
+
+/// Why the leader is about to send AppendEntries to a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trigger {
+    /// The heartbeat timer, or a read round: always send.
+    Heartbeat,
+    /// The follower answered: send more if there is more.
+    Answer,
+    /// The leader appended an entry: stream it unless probing.
+    NewEntry,
+}
+
+/// The fields of an AppendEntries request, gathered for the handler.
+pub(super) struct AppendRequest {
+    pub prev_log_index: Index,
+    pub prev_log_term: Term,
+    pub entries: Vec<Entry>,
+    pub leader_commit: Index,
+    pub read_seq: u64,
+}
+
+impl Raft {
+    /// Appends a new entry of the current term to the leader's own log and
+    /// sends it on at once.
+    pub(super) fn append_as_leader(&mut self, data: EntryData) -> Index {
+        debug_assert!(matches!(self.role, Role::Leader(_)));
+        let index = self.log.append_new(self.current_term, data);
+        self.mark_unstable(index);
+        for peer in self.peers() {
+            self.send_append(&peer, Trigger::NewEntry);
+        }
+        // A cluster of one commits once the entry is durable (see `advance`).
+        index
+    }
+
+    /// The heartbeat timer fired: send every follower what it is missing,
+    /// or an empty AppendEntries if nothing (Figure 2, Rules for Servers,
+    /// Leaders: "repeat during idle periods to prevent election timeouts").
+    pub(super) fn on_heartbeat_timeout(&mut self) {
+        if let Role::Leader(leader) = &mut self.role {
+            leader.heartbeat_elapsed = 0;
+            for progress in leader.progress.values_mut() {
+                // Entries in flight since the last heartbeat and no progress:
+                // assume they were lost and fall back to probing.
+                let stalled = !progress.probing
+                    && progress.match_index == progress.match_at_last_heartbeat
+                    && progress.next_index > progress.match_index + 1;
+                if stalled {
+                    progress.probing = true;
+                    progress.next_index = progress.match_index + 1;
+                }
+                progress.match_at_last_heartbeat = progress.match_index;
+            }
+        }
+        self.broadcast_append();
+    }
+
+    /// Sends every follower one AppendEntries, even if it carries no entries.
+    pub(super) fn broadcast_append(&mut self) {
+        if let Role::Leader(leader) = &mut self.role {
+            leader.heartbeat_elapsed = 0;
+        }
+        for peer in self.peers() {
+            self.send_append(&peer, Trigger::Heartbeat);
+        }
+    }
+
+    /// Sends one AppendEntries to `peer` with the entries from its
+    /// `next_index`, if the flow-control window allows. A heartbeat is sent
+    /// even if there is nothing new.
+    fn send_append(&mut self, peer: &NodeId, trigger: Trigger) {
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let read_seq = leader.reads.latest_seq();
+        let Some(progress) = leader.progress.get_mut(peer) else {
+            return;
+        };
+        let last_index = self.log.last_index();
+        let window_open = progress.next_index <= last_index
+            && (progress.next_index - 1).saturating_sub(progress.match_index) < MAX_INFLIGHT_ENTRIES;
+        let send = match trigger {
+            Trigger::Heartbeat => true,
+            Trigger::Answer => window_open,
+            // A probe is already out; wait for its answer.
+            Trigger::NewEntry => window_open && !progress.probing,
+        };
+        if !send {
+            return;
+        }
+        let prev_log_index = progress.next_index - 1;
+        let entries = if window_open {
+            self.log
+                .entries_from(progress.next_index, MAX_ENTRIES_PER_APPEND)
+                .to_vec()
+        } else {
+            Vec::new()
+        };
+        // While probing, send again only on the next heartbeat; while
+        // streaming, assume the entries arrive and send the next ones.
+        if !progress.probing {
+            progress.next_index += entries.len() as Index;
+        }
+        let Some(prev_log_term) = self.log.term_at(prev_log_index) else {
+            debug_assert!(false, "next_index beyond the leader's log");
+            return;
+        };
+        let leader_commit = self.commit_index;
+        self.send(
+            peer.clone(),
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                read_seq,
+            },
+        );
+    }
+
+    /// Figure 2, AppendEntries RPC, receiver implementation. Rule 1 (reply
+    /// false if term < currentTerm) is applied in `step` before we get here.
+    pub(super) fn on_append_entries(&mut self, leader: NodeId, request: AppendRequest) {
+        debug_assert!(!matches!(self.role, Role::Leader(_)), "two leaders in one term");
+        // §5.2: a candidate that hears from the leader of its term steps
+        // back; any follower remembers who leads and resets its timer.
+        self.become_follower(self.current_term, Some(leader.clone()));
+        let AppendRequest {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+            read_seq,
+        } = request;
+
+        if let Some(conflict) = self.consistency_check(prev_log_index, prev_log_term) {
+            let body = MessageBody::AppendEntriesResponse {
+                success: false,
+                match_index: 0,
+                conflict: Some(conflict),
+                read_seq,
+            };
+            self.send(leader, body);
+            return;
+        }
+        self.append_from_leader(&entries);
+        let last_new_index = prev_log_index + entries.len() as Index;
+        self.advance_follower_commit(leader_commit, last_new_index);
+        // Sent only once the entries are durable: the driver persists a
+        // Ready before it sends the messages in it.
+        let body = MessageBody::AppendEntriesResponse {
+            success: true,
+            match_index: last_new_index,
+            conflict: None,
+            read_seq,
+        };
+        self.send(leader, body);
+    }
+
+    /// Figure 2, AppendEntries RPC, receiver rule 2: "Reply false if log
+    /// doesn't contain an entry at prevLogIndex whose term matches
+    /// prevLogTerm." The answer says where our log diverges so the leader can
+    /// skip a whole term per round trip.
+    fn consistency_check(&self, prev_log_index: Index, prev_log_term: Term) -> Option<Conflict> {
+        match self.log.term_at(prev_log_index) {
+            Some(term) if term == prev_log_term => None,
+            Some(term) => Some(Conflict {
+                term: Some(term),
+                index: self.log.first_index_of_term_at(prev_log_index),
+            }),
+            None => Some(Conflict {
+                term: None,
+                index: self.log.last_index() + 1,
+            }),
+        }
+    }
+
+    /// Figure 2, AppendEntries RPC, receiver rules 3 and 4: "If an existing
+    /// entry conflicts with a new one (same index but different terms),
+    /// delete the existing entry and all that follow it. Append any new
+    /// entries not already in the log." Entries we already hold with the same
+    /// term are kept: the request may be an old, delayed one, and truncating
+    /// matching entries could drop entries we already acknowledged.
+    fn append_from_leader(&mut self, entries: &[Entry]) {
+        for (position, entry) in entries.iter().enumerate() {
+            match self.log.term_at(entry.index) {
+                Some(term) if term == entry.term => continue,
+                Some(_) => {
+                    debug_assert!(entry.index > self.commit_index, "truncating a committed entry");
+                    if self.bugs().keep_conflicting_suffix {
+                        self.log.replace_one(entry.clone());
+                        self.mark_unstable(entry.index);
+                        continue;
+                    }
+                    self.log.truncate_from(entry.index);
+                }
+                None => {}
+            }
+            self.log.extend(&entries[position..]);
+            self.mark_unstable(entry.index);
+            return;
+        }
+    }
+
+    /// Figure 2, AppendEntries RPC, receiver rule 5: "If leaderCommit >
+    /// commitIndex, set commitIndex = min(leaderCommit, index of last new
+    /// entry)."
+    fn advance_follower_commit(&mut self, leader_commit: Index, last_new_index: Index) {
+        if leader_commit > self.commit_index {
+            let new_commit = leader_commit.min(last_new_index);
+            self.commit_index = self.commit_index.max(new_commit);
+        }
+    }
+
+    /// The leader's side of an AppendEntries answer.
+    pub(super) fn on_append_response(
+        &mut self,
+        follower: NodeId,
+        success: bool,
+        match_index: Index,
+        conflict: Option<Conflict>,
+        read_seq: u64,
+    ) {
+        let last_index = self.log.last_index();
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let Some(progress) = leader.progress.get_mut(&follower) else {
+            return;
+        };
+        // Any answer from this term shows the follower still accepts us.
+        progress.read_seq_acked = progress.read_seq_acked.max(read_seq);
+        if success {
+            // Figure 2, Rules for Servers, Leaders: "If successful: update
+            // nextIndex and matchIndex for follower." Answers can arrive out
+            // of order, so never move backwards.
+            progress.match_index = progress.match_index.max(match_index.min(last_index));
+            progress.next_index = progress.next_index.max(progress.match_index + 1);
+            progress.probing = false;
+        } else if let Some(conflict) = conflict {
+            // "If AppendEntries fails because of log inconsistency: decrement
+            // nextIndex and retry", a term at a time using the hint.
+            let hinted = match conflict.term {
+                Some(term) => match self.log.last_index_of_term(term) {
+                    Some(last_of_term) => last_of_term + 1,
+                    None => conflict.index,
+                },
+                None => conflict.index,
+            };
+            // An answer to an old request may point below what is already
+            // known to match; ignore what it says about those entries.
+            let next = hinted.clamp(progress.match_index + 1, last_index + 1);
+            progress.next_index = next;
+            progress.probing = true;
+        }
+        self.confirm_reads();
+        self.maybe_commit();
+        self.send_append(&follower, Trigger::Answer);
+    }
+
+    /// Figure 2, Rules for Servers, Leaders: "If there exists an N such that
+    /// N > commitIndex, a majority of matchIndex[i] >= N, and log[N].term ==
+    /// currentTerm: set commitIndex = N." The leader's own copy counts only
+    /// once durable (`stable_index`).
+    ///
+    /// §5.4.2: only entries of the current term are committed by counting
+    /// replicas; earlier ones are committed indirectly (Figure 8 of the paper
+    /// shows how counting an old entry can commit something later erased).
+    pub(super) fn maybe_commit(&mut self) {
+        let Role::Leader(leader) = &self.role else {
+            return;
+        };
+        let mut matched: Vec<Index> = leader.progress.values().map(|p| p.match_index).collect();
+        matched.push(self.stable_index);
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let majority_index = matched[self.quorum() - 1];
+        let current_term_ok = self.log.term_at(majority_index) == Some(self.current_term)
+            || self.bugs().commit_earlier_term;
+        if majority_index > self.commit_index && current_term_ok {
+            self.commit_index = majority_index;
+            self.on_commit_advanced();
+        }
+    }
+}
