@@ -89,9 +89,28 @@ pub enum MessageBody {
     RequestVote {
         last_log_index: Index,
         last_log_term: Term,
+        /// Set when the election was started by a leadership transfer: the
+        /// old leader asked for it, so voters must not ignore it on the
+        /// grounds that they heard from a leader recently (dissertation
+        /// §4.2.3 and §3.10).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        leadership_transfer: bool,
     },
     /// The answer to `RequestVote`.
     RequestVoteResponse { vote_granted: bool },
+    /// PreVote (dissertation §9.6): "could I win an election?" `term` is
+    /// the term the sender would campaign in; nobody changes term or vote
+    /// because of it.
+    PreVote {
+        last_log_index: Index,
+        last_log_term: Term,
+    },
+    /// The answer to `PreVote`. If granted, `term` is the term asked about;
+    /// if not, the responder's own term.
+    PreVoteResponse { vote_granted: bool },
+    /// Leadership transfer (dissertation §3.10): the leader tells an
+    /// up-to-date follower to start an election now.
+    TimeoutNow,
     /// Figure 2, AppendEntries RPC: sent by the leader to replicate entries
     /// and, with no entries, as a heartbeat.
     AppendEntries {
@@ -149,6 +168,8 @@ pub enum ClientCommand {
     Get,
     /// This node's view of itself; not linearizable, answered at once.
     Status,
+    /// Hand leadership to another member (dissertation §3.10).
+    Transfer { to: NodeId },
 }
 
 /// A node's answer to a `ClientRequest`.
@@ -164,6 +185,8 @@ pub struct ClientResponse {
 pub enum ClientResult {
     /// The `set` committed at `index`.
     Written { index: Index },
+    /// The request was carried out (a leadership transfer began).
+    Done,
     /// The value a `get` read.
     Value { value: String },
     /// The answer to `status`.

@@ -19,7 +19,8 @@
 //! deterministic simulator, and in any program that embeds the library.
 //!
 //! The rules live in the submodules, each citing the paper:
-//! [`election`] (RequestVote, timers), [`replication`] (AppendEntries, the
+//! [`election`] (RequestVote, timers, PreVote, CheckQuorum, leadership
+//! transfer), [`replication`] (AppendEntries, the
 //! commit rule), [`read`] (ReadIndex reads), [`log`] (the log itself).
 
 pub mod election;
@@ -32,6 +33,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 
+pub use self::election::TransferError;
 pub use self::log::Log;
 pub use self::read::ReadOutcome;
 use self::read::ReadQueue;
@@ -58,6 +60,11 @@ pub struct Config {
     /// How often a leader sends AppendEntries when it has nothing else to
     /// say; must be well below the election timeout.
     pub heartbeat_ticks: u64,
+    /// Ask "could I win?" before starting an election (dissertation §9.6).
+    pub pre_vote: bool,
+    /// Leaders step down when they stop hearing from a majority, and
+    /// followers that hear from a leader ignore vote requests (§4.2.3, §6.2).
+    pub check_quorum: bool,
     /// Switches that each break one rule on purpose, so the simulator can
     /// show that its checks catch the bug. Test builds only.
     #[cfg(feature = "bug-switches")]
@@ -73,6 +80,8 @@ impl Config {
             voters,
             election_timeout_ticks: (15, 30),
             heartbeat_ticks: 5,
+            pre_vote: true,
+            check_quorum: true,
             #[cfg(feature = "bug-switches")]
             bugs: BugSwitches::default(),
         }
@@ -105,6 +114,11 @@ pub enum Role {
         /// The leader of `current_term`, once heard from.
         leader: Option<NodeId>,
     },
+    /// Asking whether it could win, before raising its term (§9.6).
+    PreCandidate {
+        /// Who would vote for us in the next term, this node included.
+        votes: BTreeSet<NodeId>,
+    },
     /// Asking for votes (§5.2).
     Candidate {
         /// Who has granted a vote in this term, this node included.
@@ -124,12 +138,17 @@ pub struct LeaderState {
     reads: ReadQueue,
     /// Ticks since the last heartbeat.
     heartbeat_elapsed: u64,
+    /// Ticks since the last CheckQuorum.
+    quorum_check_elapsed: u64,
+    /// A leadership transfer in progress, if any.
+    transfer: Option<election::Transfer>,
 }
 
 /// The name of a role, for status lines and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RoleKind {
     Follower,
+    PreCandidate,
     Candidate,
     Leader,
 }
@@ -138,6 +157,7 @@ impl std::fmt::Display for RoleKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             RoleKind::Follower => "follower",
+            RoleKind::PreCandidate => "pre-candidate",
             RoleKind::Candidate => "candidate",
             RoleKind::Leader => "leader",
         })
@@ -152,8 +172,22 @@ pub enum Event {
     ElectionStarted { term: Term },
     /// "Node 8000 elected as leader for term 1".
     BecameLeader { term: Term },
-    /// A leader saw a higher term and became a follower.
-    SteppedDown { term: Term },
+    /// A leader became a follower.
+    SteppedDown { term: Term, reason: StepDownReason },
+    /// "Leader 8000 transferring leadership to 8001".
+    TransferStarted { term: Term, target: NodeId },
+    /// The target did not take over within an election timeout; the leader
+    /// takes writes again.
+    TransferAborted { term: Term, target: NodeId },
+}
+
+/// Why a leader stopped leading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepDownReason {
+    /// It saw a message from a newer term (Figure 2, All Servers, rule 2).
+    HigherTerm,
+    /// CheckQuorum: it heard from no majority for an election timeout.
+    LostQuorum,
 }
 
 /// Why a request cannot be served here.
@@ -278,11 +312,19 @@ impl Raft {
         match &mut self.role {
             Role::Leader(leader) => {
                 leader.heartbeat_elapsed += 1;
-                if leader.heartbeat_elapsed >= self.config.heartbeat_ticks {
+                leader.quorum_check_elapsed += 1;
+                let heartbeat_due = leader.heartbeat_elapsed >= self.config.heartbeat_ticks;
+                let quorum_check_due = self.config.check_quorum
+                    && leader.quorum_check_elapsed >= self.config.election_timeout_ticks.0;
+                self.tick_transfer();
+                if quorum_check_due {
+                    self.check_quorum();
+                }
+                if heartbeat_due {
                     self.on_heartbeat_timeout();
                 }
             }
-            Role::Follower { .. } | Role::Candidate { .. } => {
+            Role::Follower { .. } | Role::PreCandidate { .. } | Role::Candidate { .. } => {
                 self.election_elapsed += 1;
                 if self.election_elapsed >= self.election_timeout {
                     self.on_election_timeout();
@@ -297,6 +339,17 @@ impl Raft {
         if !self.config.voters.contains(&msg.from) || msg.from == self.config.id {
             return; // not a member: nothing from it reaches the rules
         }
+        if self.ignore_vote_request(&msg) {
+            return;
+        }
+        if let Some(msg) = self.step_pre_vote(msg) {
+            self.step_with_term(msg);
+        }
+    }
+
+    /// Every message but a PreVote and a granted PreVoteResponse, which
+    /// never change anybody's term.
+    fn step_with_term(&mut self, msg: Message) {
         if !self.observe_term(&msg) {
             self.reject_stale(msg);
             return;
@@ -306,6 +359,7 @@ impl Raft {
             MessageBody::RequestVote {
                 last_log_index,
                 last_log_term,
+                leadership_transfer: _,
             } => self.on_request_vote(msg.from, last_log_index, last_log_term),
             MessageBody::RequestVoteResponse { vote_granted } => {
                 self.on_vote_response(msg.from, vote_granted)
@@ -332,16 +386,75 @@ impl Raft {
                 conflict,
                 read_seq,
             } => self.on_append_response(msg.from, success, match_index, conflict, read_seq),
+            MessageBody::TimeoutNow => self.on_timeout_now(),
+            MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { .. } => {
+                debug_assert!(false, "pre-votes are handled in step_pre_vote")
+            }
         }
         self.check_invariants(before);
+    }
+
+    /// Dissertation §4.2.3: while a leader is known to be alive, requests to
+    /// vote in a newer term are dropped without looking at their term, unless
+    /// the old leader itself asked for the election (a transfer).
+    fn ignore_vote_request(&self, msg: &Message) -> bool {
+        // PreVote includes this check by definition (§9.6: grant only if no
+        // leader has been heard from for an election timeout); for real
+        // votes it comes with CheckQuorum.
+        let disruptive = match msg.body {
+            MessageBody::RequestVote {
+                leadership_transfer,
+                ..
+            } => self.config.check_quorum && !leadership_transfer,
+            MessageBody::PreVote { .. } => true,
+            _ => false,
+        };
+        disruptive && msg.term > self.current_term && self.in_leader_lease()
+    }
+
+    /// Handles the PreVote messages, whose term is a proposal rather than
+    /// the sender's term, so Figure 2's term rules do not apply to them.
+    /// Returns every other message untouched.
+    fn step_pre_vote(&mut self, msg: Message) -> Option<Message> {
+        match msg.body {
+            MessageBody::PreVote {
+                last_log_index,
+                last_log_term,
+            } => {
+                self.on_pre_vote(msg.from, msg.term, last_log_index, last_log_term);
+                None
+            }
+            MessageBody::PreVoteResponse { vote_granted } if vote_granted => {
+                self.on_pre_vote_response(msg.from, msg.term, true);
+                None
+            }
+            // A refusal carries the refuser's real term: if it is newer we
+            // adopt it like any other; otherwise there is nothing to learn.
+            MessageBody::PreVoteResponse { .. } => {
+                self.observe_term(&msg);
+                None
+            }
+            _ => Some(msg),
+        }
     }
 
     /// Figure 2, Rules for Servers, Leaders: "If command received from
     /// client: append entry to local log, respond after entry applied to
     /// state machine." Returns the index the entry will have if it commits.
     pub fn propose(&mut self, command: String) -> Result<Index, NotLeader> {
-        if !matches!(self.role, Role::Leader(_)) {
-            return Err(self.not_leader());
+        match &self.role {
+            Role::Leader(leader) => {
+                // §3.10: no new writes while handing over; point the client
+                // at the node that is about to lead.
+                if let Some(transfer) = &leader.transfer {
+                    return Err(NotLeader {
+                        leader: Some(transfer.target.clone()),
+                    });
+                }
+            }
+            Role::Follower { .. } | Role::PreCandidate { .. } | Role::Candidate { .. } => {
+                return Err(self.not_leader())
+            }
         }
         let index = self.append_as_leader(EntryData::Command(command));
         Ok(index)
@@ -442,6 +555,7 @@ impl Raft {
     pub fn role(&self) -> RoleKind {
         match self.role {
             Role::Follower { .. } => RoleKind::Follower,
+            Role::PreCandidate { .. } => RoleKind::PreCandidate,
             Role::Candidate { .. } => RoleKind::Candidate,
             Role::Leader(_) => RoleKind::Leader,
         }
@@ -451,7 +565,7 @@ impl Raft {
     pub fn leader(&self) -> Option<&NodeId> {
         match &self.role {
             Role::Follower { leader } => leader.as_ref(),
-            Role::Candidate { .. } => None,
+            Role::PreCandidate { .. } | Role::Candidate { .. } => None,
             Role::Leader(_) => Some(&self.config.id),
         }
     }
@@ -479,7 +593,7 @@ impl Raft {
         if msg.term > self.current_term {
             let leader = matches!(msg.body, MessageBody::AppendEntries { .. })
                 .then(|| msg.from.clone());
-            self.become_follower(msg.term, leader);
+            self.become_follower(msg.term, leader, StepDownReason::HigherTerm);
         }
         msg.term >= self.current_term
     }
@@ -498,18 +612,26 @@ impl Raft {
                 conflict: None,
                 read_seq,
             },
+            MessageBody::PreVote { .. } => MessageBody::PreVoteResponse {
+                vote_granted: false,
+            },
             MessageBody::RequestVoteResponse { .. }
-            | MessageBody::AppendEntriesResponse { .. } => return,
+            | MessageBody::PreVoteResponse { .. }
+            | MessageBody::AppendEntriesResponse { .. }
+            | MessageBody::TimeoutNow => return,
         };
         self.send(msg.from, body);
     }
 
-    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+    /// Becomes a follower in `term` (Figure 2, All Servers, rule 2, and
+    /// Candidates: "If AppendEntries RPC received from new leader: convert
+    /// to follower"). `reason` says why, if this node was leading.
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>, reason: StepDownReason) {
         debug_assert!(term >= self.current_term);
         if let Role::Leader(state) = &mut self.role {
             let reads = std::mem::take(&mut state.reads);
             self.reads_done.extend(reads.fail_all());
-            self.events.push(Event::SteppedDown { term });
+            self.events.push(Event::SteppedDown { term, reason });
         }
         if term > self.current_term {
             self.current_term = term;

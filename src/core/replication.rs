@@ -28,6 +28,8 @@ pub struct Progress {
     pub match_at_last_heartbeat: Index,
     /// The highest `read_seq` this follower has echoed in the current term.
     pub read_seq_acked: u64,
+    /// Whether the follower has answered since the last CheckQuorum.
+    pub recent_active: bool,
 }
 
 impl Progress {
@@ -40,6 +42,7 @@ impl Progress {
             probing: true,
             match_at_last_heartbeat: 0,
             read_seq_acked: 0,
+            recent_active: false,
         }
     }
 }
@@ -169,7 +172,11 @@ impl Raft {
         debug_assert!(!matches!(self.role, Role::Leader(_)), "two leaders in one term");
         // §5.2: a candidate that hears from the leader of its term steps
         // back; any follower remembers who leads and resets its timer.
-        self.become_follower(self.current_term, Some(leader.clone()));
+        self.become_follower(
+            self.current_term,
+            Some(leader.clone()),
+            super::StepDownReason::HigherTerm,
+        );
         let AppendRequest {
             prev_log_index,
             prev_log_term,
@@ -275,6 +282,7 @@ impl Raft {
         };
         // Any answer from this term shows the follower still accepts us.
         progress.read_seq_acked = progress.read_seq_acked.max(read_seq);
+        progress.recent_active = true;
         if success {
             // Figure 2, Rules for Servers, Leaders: "If successful: update
             // nextIndex and matchIndex for follower." Answers can arrive out
@@ -301,6 +309,12 @@ impl Raft {
         self.confirm_reads();
         self.maybe_commit();
         self.send_append(&follower, Trigger::Answer);
+        self.maybe_send_timeout_now(&follower);
+    }
+
+    /// Sends one AppendEntries to one follower now.
+    pub(super) fn send_heartbeat_to(&mut self, follower: &NodeId) {
+        self.send_append(follower, Trigger::Heartbeat);
     }
 
     /// Figure 2, Rules for Servers, Leaders: "If there exists an N such that
