@@ -2,4 +2,8 @@
 //!
 //! (The reading map is written once the modules exist.)
 
+pub mod client;
+pub mod config;
 pub mod message;
+pub mod node;
+pub mod transport;
