@@ -612,6 +612,21 @@ mod tests {
     }
 
     #[test]
+    fn clap_defaults_match_the_named_constants() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            node: NodeArgs,
+        }
+        let cli = Cli::try_parse_from(["raft", "8000"]).expect("parses");
+        let opts = cli.node.validate().expect("valid");
+        assert_eq!(opts.election_timeout_ms, DEFAULT_ELECTION_TIMEOUT_MS);
+        assert_eq!(opts.heartbeat_ms, DEFAULT_HEARTBEAT_MS);
+        assert_eq!(opts.listen_addr, format!("{DEFAULT_HOST}:8000"));
+    }
+
+    #[test]
     fn data_dir_is_taken_as_given() {
         let mut a = args("8000");
         a.data_dir = Some(PathBuf::from("/var/lib/raft"));
