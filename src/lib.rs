@@ -2,6 +2,10 @@
 //!
 //! (The reading map is written once the modules exist.)
 
-pub mod message;
+pub mod client;
+pub mod config;
 pub mod core;
+pub mod message;
+pub mod node;
 pub mod state_machine;
+pub mod transport;

@@ -1,1 +1,121 @@
-fn main() {}
+//! The `raft` command: wiring only. Parsing rules live in `config` and
+//! `client`; the node itself in `node::run`.
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Parser, Subcommand};
+use raft::{client, config, node};
+use std::process::ExitCode;
+
+/// Exit code for a command-line mistake (as clap and BSD sysexits use).
+const EXIT_USAGE: u8 = 2;
+/// Exit code for a node or client that started but failed.
+const EXIT_FAILURE: u8 = 1;
+
+/// Run a Raft node, or talk to a cluster of them.
+///
+/// `raft 8000` starts the node on port 8000 of a three-node cluster on ports
+/// 8000, 8001 and 8002 (start the other two likewise). Set RUST_LOG=debug to
+/// watch every message.
+#[derive(Parser, Debug)]
+#[command(
+    name = "raft",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(flatten)]
+    node: Option<config::NodeArgs>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Send one command to a cluster: `raft client 8000,8001,8002 set hello`.
+    ///
+    /// Tries each address in turn, follows the leader hints of followers, and
+    /// retries until --timeout. Exit status: 0 on success, 1 on failure, 2 on a
+    /// usage error.
+    Client(client::ClientArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_exit(e),
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    match cli.command {
+        Some(Command::Client(args)) => client::main(&args),
+        None => {
+            // clap requires PORT when there is no subcommand, so `node` is
+            // there; the `None` arm only satisfies the type.
+            let Some(node_args) = cli.node else {
+                eprintln!("error: give a PORT to run a node, or `client` (see raft --help)");
+                return ExitCode::from(EXIT_USAGE);
+            };
+            let opts = match node_args.validate() {
+                Ok(opts) => opts,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            match node::run(opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
+    }
+}
+
+/// Help and version go to stdout with status 0, as clap does. A usage error
+/// becomes one line on stderr (clap's own is several) and status 2.
+fn clap_exit(e: clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        _ => {
+            if let Some(message) = subcommand_conflict(&e) {
+                eprintln!("error: {message} (see raft --help)");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            let text = e.render().to_string();
+            // clap's message runs up to the first blank line; the rest is a
+            // usage reminder, which the hint below replaces.
+            let message: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{} (see raft --help)", message.join(" "));
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// clap reads a second word after `raft PORT` as an attempted subcommand
+/// and says "the subcommand '9000' cannot be used with '<PORT>'", which
+/// puzzles people; say what is actually wrong.
+fn subcommand_conflict(e: &clap::Error) -> Option<String> {
+    if e.kind() != ErrorKind::ArgumentConflict {
+        return None;
+    }
+    match e.get(ContextKind::InvalidSubcommand) {
+        Some(ContextValue::String(word)) if word == "client" => Some(
+            "`client` must come first, without a PORT or node options: raft client [--timeout SECS] ADDRS COMMAND"
+                .to_string(),
+        ),
+        Some(ContextValue::String(word)) => Some(format!(
+            "unexpected argument '{word}': a node takes a single PORT"
+        )),
+        _ => None,
+    }
+}

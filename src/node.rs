@@ -1,0 +1,695 @@
+//! The driver: the one state-machine thread that runs a node.
+//!
+//! ```text
+//!   stdin thread ──────────┐
+//!   listener → readers ────┤ crossbeam channels
+//!   tick (timer) ──────────┤
+//!   Ctrl+C ────────────────┘
+//!                          ▼
+//!        state-machine thread: select! → feed the core → persist → send → apply
+//!                          ▼
+//!        one writer thread per peer (connect, reconnect, send)
+//! ```
+//!
+//! Each turn of the loop waits for one input, drains what else is already
+//! queued (bounded), and then handles the core's output in the order that
+//! keeps Raft safe across crashes: **persist, then send, then apply**. One
+//! fsync covers everything a turn produced (group commit).
+
+use crate::client;
+use crate::config::NodeOptions;
+use crate::core::{
+    Config, Event, NotLeader, Raft, ReadOutcome, Ready, RoleKind, StepDownReason, TransferError,
+};
+use crate::message::{
+    ClientCommand, ClientRequest, ClientResponse, ClientResult, EntryData, Index, NodeId, Status,
+    Term,
+};
+use crate::state_machine::{StateMachine, Value};
+use crate::storage::{Metadata, Storage};
+use crate::transport::{self, Inbound, Peers};
+use crossbeam_channel::{bounded, select, tick, Receiver, Sender};
+use log::{debug, warn};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::time::Duration;
+
+/// The longest a tick may be; shorter if the heartbeat is shorter.
+pub const MAX_TICK_MS: u64 = 10;
+/// Inputs queued for the state-machine thread before readers wait.
+pub const INBOUND_QUEUE_LEN: usize = 4096;
+/// Most inputs handled in one turn of the loop (one fsync covers them all).
+pub const MAX_BATCH: usize = 1024;
+/// Most client requests waiting for a commit or a read at once; more are
+/// refused with an error rather than queued without bound.
+pub const MAX_PENDING_REQUESTS: usize = 16_384;
+/// Longest command line read from stdin.
+pub const MAX_STDIN_LINE_BYTES: usize = 64 * 1024;
+/// How long a follower waits for the leader when forwarding a `set`.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Who is waiting for an answer.
+enum Waiter {
+    /// A client connection (`raft client`, or another node forwarding).
+    Client { id: u64, reply: Sender<ClientResponse> },
+    /// A person at this node's prompt.
+    Prompt,
+}
+
+/// A line typed at the prompt, parsed.
+#[derive(Debug, PartialEq, Eq)]
+enum PromptCommand {
+    Set(String),
+    Get,
+    Status,
+    Transfer(NodeId),
+    Help,
+    Empty,
+    Unknown(String),
+}
+
+/// Runs a node until Ctrl+C. Errors are for a person: what went wrong and
+/// what to do.
+pub fn run(opts: NodeOptions) -> Result<(), String> {
+    let listener = transport::bind(&opts.listen_addr)?;
+    let mut members: Vec<NodeId> = opts.peers.keys().cloned().collect();
+    members.push(opts.id.clone());
+    members.sort();
+    let meta = Metadata {
+        id: opts.id.clone(),
+        members: members.clone(),
+    };
+    let (storage, recovered) = Storage::open(&opts.data_dir, &meta).map_err(|e| e.to_string())?;
+    for warning in &recovered.warnings {
+        warn!("{warning}");
+    }
+    let last_index = recovered.entries.last().map_or(0, |e| e.index);
+    println!(
+        "Node {} recovered term {}, vote {}, {} entries (last index {}) from {}",
+        opts.id,
+        recovered.hard_state.current_term,
+        recovered
+            .hard_state
+            .voted_for
+            .as_ref()
+            .map_or("none".to_string(), |v| v.to_string()),
+        recovered.entries.len(),
+        last_index,
+        opts.data_dir.display()
+    );
+
+    let tick_ms = opts.heartbeat_ms.clamp(1, MAX_TICK_MS);
+    let to_ticks = |ms: u64| ms.div_ceil(tick_ms).max(1);
+    let mut config = Config::new(opts.id.clone(), members.clone());
+    config.election_timeout_ticks = (
+        to_ticks(opts.election_timeout_ms.0),
+        to_ticks(opts.election_timeout_ms.1),
+    );
+    config.heartbeat_ticks = to_ticks(opts.heartbeat_ms);
+    if config.election_timeout_ticks.0 <= config.heartbeat_ticks {
+        return Err(format!(
+            "the election timeout ({} ms) must be longer than the heartbeat ({} ms)",
+            opts.election_timeout_ms.0, opts.heartbeat_ms
+        ));
+    }
+    let raft = Raft::new(
+        config,
+        recovered.hard_state,
+        recovered.entries,
+        rand::random(),
+    );
+
+    let (inbound_tx, inbound_rx) = bounded(INBOUND_QUEUE_LEN);
+    // Peer messages are accepted only from the other members.
+    let member_set: BTreeSet<NodeId> = opts.peers.keys().cloned().collect();
+    transport::spawn_listener(listener, opts.id.clone(), member_set, inbound_tx)
+        .map_err(|e| format!("cannot start the listener on {}: {e}", opts.listen_addr))?;
+    let peers = Peers::start(&opts.peers);
+    let interactive = std::io::stdin().is_terminal();
+    let stdin_rx = spawn_stdin_reader();
+    let (shutdown_tx, shutdown_rx) = bounded(1);
+    ctrlc::set_handler(move || {
+        let _ = shutdown_tx.try_send(());
+    })
+    .map_err(|e| format!("cannot install the Ctrl+C handler: {e}"))?;
+
+    let mut addresses = opts.peers.clone();
+    addresses.insert(opts.id.clone(), opts.listen_addr.clone());
+    let mut node = Node {
+        raft,
+        storage,
+        state_machine: Value::default(),
+        peers,
+        addresses,
+        pending_writes: BTreeMap::new(),
+        pending_reads: BTreeMap::new(),
+        next_read_id: 0,
+        pending_transfer: None,
+        interactive,
+    };
+    node.prompt();
+    let ticker = tick(Duration::from_millis(tick_ms));
+    node.run_loop(&inbound_rx, &stdin_rx, &ticker, &shutdown_rx)?;
+    println!("Shutting down node {}", node.raft.id());
+    let handover = Duration::from_millis(opts.election_timeout_ms.1);
+    node.hand_over_leadership(&inbound_rx, &ticker, handover)?;
+    Ok(())
+}
+
+/// The state the state-machine thread owns. Nothing else touches it.
+struct Node {
+    raft: Raft,
+    storage: Storage,
+    state_machine: Value,
+    peers: Peers,
+    /// Every member's address, this node included.
+    addresses: BTreeMap<NodeId, String>,
+    /// `set`s proposed here, by log index: who waits, and the term the entry
+    /// was proposed in (if a different entry commits at that index, the
+    /// write was lost).
+    pending_writes: BTreeMap<Index, (Term, Waiter)>,
+    /// `get`s waiting for ReadIndex, by read id.
+    pending_reads: BTreeMap<u64, Waiter>,
+    next_read_id: u64,
+    /// A `transfer` waiting to see leadership move (or give up).
+    pending_transfer: Option<Waiter>,
+    interactive: bool,
+}
+
+impl Node {
+    fn run_loop(
+        &mut self,
+        inbound: &Receiver<Inbound>,
+        stdin: &Receiver<String>,
+        ticker: &Receiver<std::time::Instant>,
+        shutdown: &Receiver<()>,
+    ) -> Result<(), String> {
+        let never = crossbeam_channel::never();
+        let mut stdin_open = true;
+        loop {
+            let stdin_rx = if stdin_open { stdin } else { &never };
+            select! {
+                recv(inbound) -> msg => match msg {
+                    Ok(msg) => self.on_inbound(msg),
+                    Err(_) => return Err("the listener thread stopped".to_string()),
+                },
+                recv(stdin_rx) -> line => match line {
+                    Ok(line) => self.on_prompt_line(&line),
+                    // End of stdin does not stop the node, so
+                    // `raft 8000 < /dev/null &` runs in the background.
+                    Err(_) => stdin_open = false,
+                },
+                recv(ticker) -> _ => self.raft.tick(),
+                recv(shutdown) -> _ => return Ok(()),
+            }
+            // Group commit: take what else is already waiting, so that one
+            // fsync serves the whole batch.
+            for msg in inbound.try_iter().take(MAX_BATCH) {
+                self.on_inbound(msg);
+            }
+            self.handle_ready()?;
+        }
+    }
+
+    /// Ctrl+C on a leader: hand leadership to the most up-to-date follower
+    /// before exiting (dissertation §3.10), so the cluster does not wait an
+    /// election timeout to notice we are gone. Bounded by `limit`.
+    fn hand_over_leadership(
+        &mut self,
+        inbound: &Receiver<Inbound>,
+        ticker: &Receiver<std::time::Instant>,
+        limit: Duration,
+    ) -> Result<(), String> {
+        let Some(target) = self.most_up_to_date_follower() else {
+            return Ok(());
+        };
+        if let Err(e) = self.raft.transfer_leadership(target) {
+            debug!("no leadership transfer on shutdown: {e}");
+            return Ok(());
+        }
+        let deadline = crossbeam_channel::after(limit);
+        loop {
+            self.handle_ready()?;
+            let handed_over = self.raft.role() != RoleKind::Leader
+                && self.raft.leader().is_some_and(|l| l != self.raft.id());
+            if handed_over {
+                return Ok(());
+            }
+            select! {
+                recv(inbound) -> msg => match msg {
+                    Ok(msg) => self.on_inbound(msg),
+                    Err(_) => return Ok(()),
+                },
+                recv(ticker) -> _ => self.raft.tick(),
+                recv(deadline) -> _ => return Ok(()),
+            }
+        }
+    }
+
+    fn most_up_to_date_follower(&self) -> Option<NodeId> {
+        let matches = self.raft.match_indexes()?;
+        // Highest match index; among equals, the first in id order.
+        let best = matches.values().copied().max()?;
+        matches
+            .into_iter()
+            .find(|(_, index)| *index == best)
+            .map(|(id, _)| id)
+    }
+
+    /// Starts a leadership transfer (dissertation §3.10).
+    fn transfer(&mut self, target: NodeId, waiter: Waiter) {
+        match self.raft.transfer_leadership(target) {
+            Ok(()) => {
+                if let Some(previous) = self.pending_transfer.replace(waiter) {
+                    answer(previous, error("superseded by a newer transfer request"));
+                }
+            }
+            Err(TransferError::NotLeader(not_leader)) => {
+                answer(waiter, self.not_leader(not_leader))
+            }
+            Err(e) => answer(waiter, error(&e.to_string())),
+        }
+    }
+
+    fn on_inbound(&mut self, msg: Inbound) {
+        match msg {
+            Inbound::Peer(msg) => self.raft.step(msg),
+            Inbound::Client { request, reply } => self.on_client_request(request, reply),
+        }
+    }
+
+    fn on_client_request(&mut self, request: ClientRequest, reply: Sender<ClientResponse>) {
+        let waiter = Waiter::Client {
+            id: request.id,
+            reply,
+        };
+        match request.command {
+            ClientCommand::Set { value } => self.propose(value, waiter),
+            ClientCommand::Get => self.read(waiter),
+            ClientCommand::Status => {
+                let status = self.status();
+                answer(waiter, ClientResult::Status(status));
+            }
+            ClientCommand::Transfer { to } => self.transfer(to, waiter),
+        }
+    }
+
+    /// Starts a write here, if this node leads.
+    fn propose(&mut self, value: String, waiter: Waiter) {
+        if self.pending_writes.len() >= MAX_PENDING_REQUESTS {
+            answer(waiter, overloaded());
+            return;
+        }
+        match self.raft.propose(value.clone()) {
+            Ok(index) => {
+                println!("Leader {} setting value to: {}", self.raft.id(), value);
+                let term = self.raft.current_term();
+                self.pending_writes.insert(index, (term, waiter));
+            }
+            Err(not_leader) => answer(waiter, self.not_leader(not_leader)),
+        }
+    }
+
+    /// Starts a linearizable read here, if this node leads.
+    fn read(&mut self, waiter: Waiter) {
+        if self.pending_reads.len() >= MAX_PENDING_REQUESTS {
+            answer(waiter, overloaded());
+            return;
+        }
+        self.next_read_id += 1;
+        let id = self.next_read_id;
+        match self.raft.read_index(id) {
+            Ok(()) => {
+                self.pending_reads.insert(id, waiter);
+            }
+            Err(not_leader) => answer(waiter, self.not_leader(not_leader)),
+        }
+    }
+
+    fn not_leader(&self, not_leader: NotLeader) -> ClientResult {
+        ClientResult::NotLeader {
+            leader: not_leader
+                .leader
+                .and_then(|id| self.addresses.get(&id).cloned()),
+        }
+    }
+
+    /// Does what the core asked, in the order that keeps it safe.
+    fn handle_ready(&mut self) -> Result<(), String> {
+        while self.raft.has_ready() {
+            let ready = self.raft.ready();
+            self.persist(&ready)?;
+            self.raft.advance(&ready);
+            // Only now, with the vote and the entries on disk, may anything
+            // that depends on them leave this node.
+            for msg in &ready.messages {
+                self.peers.send(msg.clone());
+            }
+            for event in &ready.events {
+                self.on_event(event);
+            }
+            self.apply(&ready);
+        }
+        Ok(())
+    }
+
+    /// Persist before you answer: term, vote and entries reach the disk, with
+    /// one fsync for the batch, before any message of this Ready is sent.
+    /// A failed write or fsync stops the node: it cannot know what is on
+    /// disk, and answering anyway could break the promises Raft makes.
+    fn persist(&mut self, ready: &Ready) -> Result<(), String> {
+        if let Some(hard_state) = &ready.hard_state {
+            self.storage
+                .save_hard_state(hard_state)
+                .map_err(|e| e.to_string())?;
+        }
+        if !ready.entries.is_empty() {
+            self.storage
+                .append(&ready.entries)
+                .map_err(|e| e.to_string())?;
+        }
+        self.storage.sync().map_err(|e| e.to_string())
+    }
+
+    fn on_event(&mut self, event: &Event) {
+        let id = self.raft.id().clone();
+        match event {
+            Event::ElectionStarted { term } => {
+                println!("Node {id} starting election for term {term}")
+            }
+            Event::BecameLeader { term } => println!("Node {id} elected as leader for term {term}"),
+            Event::SteppedDown { term, reason } => {
+                match reason {
+                    StepDownReason::HigherTerm => {
+                        println!("Leader {id} stepping down: term {term} has begun")
+                    }
+                    StepDownReason::LostQuorum => println!(
+                        "Leader {id} stepping down: no word from a majority for an election timeout"
+                    ),
+                }
+                if let Some(waiter) = self.pending_transfer.take() {
+                    answer(waiter, ClientResult::Done);
+                }
+                // Writes proposed here may still commit under the new
+                // leader, or may be lost; this node can no longer tell.
+                for (_, (_, waiter)) in std::mem::take(&mut self.pending_writes) {
+                    answer(
+                        waiter,
+                        error("leadership changed before the write committed; it may or may not have been applied, so retry"),
+                    );
+                }
+            }
+            Event::TransferStarted { target, .. } => {
+                println!("Leader {id} transferring leadership to {target}")
+            }
+            Event::TransferAborted { target, .. } => {
+                println!("Leader {id} gave up transferring leadership to {target}: it did not take over in time");
+                if let Some(waiter) = self.pending_transfer.take() {
+                    answer(waiter, error("the target did not take over within an election timeout"));
+                }
+            }
+        }
+    }
+
+    /// Applies committed entries in order, answers the writes that wait for
+    /// them, then the reads whose index is now applied.
+    fn apply(&mut self, ready: &Ready) {
+        for entry in &ready.committed {
+            if let EntryData::Command(value) = &entry.data {
+                self.state_machine.apply(entry.index, value);
+                println!("Node {} updated value to: {}", self.raft.id(), value);
+            }
+            if let Some((term, waiter)) = self.pending_writes.remove(&entry.index) {
+                let result = if term == entry.term {
+                    ClientResult::Written { index: entry.index }
+                } else {
+                    error("leadership changed and the write was overwritten; retry")
+                };
+                answer(waiter, result);
+            }
+        }
+        self.answer_reads(ready);
+    }
+
+    fn answer_reads(&mut self, ready: &Ready) {
+        for (id, outcome) in &ready.reads {
+            let Some(waiter) = self.pending_reads.remove(id) else {
+                continue;
+            };
+            let result = match outcome {
+                ReadOutcome::Ready { index } => {
+                    debug_assert!(*index <= self.raft.last_applied());
+                    ClientResult::Value {
+                        value: self.state_machine.read(),
+                    }
+                }
+                ReadOutcome::Failed => self.not_leader(NotLeader {
+                    leader: self.raft.leader().cloned(),
+                }),
+            };
+            answer(waiter, result);
+        }
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            id: self.raft.id().clone(),
+            role: self.raft.role().to_string(),
+            term: self.raft.current_term(),
+            leader: self.raft.leader().cloned(),
+            commit_index: self.raft.commit_index(),
+            last_applied: self.raft.last_applied(),
+            last_log_index: self.raft.log().last_index(),
+            value: self.state_machine.read(),
+            members: self.addresses.keys().cloned().collect(),
+        }
+    }
+
+    // ----- the prompt ---------------------------------------------------
+
+    fn on_prompt_line(&mut self, line: &str) {
+        match parse_prompt(line) {
+            PromptCommand::Set(value) => self.prompt_set(value),
+            PromptCommand::Get => self.prompt_get(),
+            PromptCommand::Status => self.print_status(),
+            PromptCommand::Transfer(target) => self.transfer(target, Waiter::Prompt),
+            PromptCommand::Help => print_help(),
+            PromptCommand::Empty => {}
+            PromptCommand::Unknown(word) => {
+                println!("Unknown command '{word}'; type 'help' for the list of commands")
+            }
+        }
+        self.prompt();
+    }
+
+    fn prompt_set(&mut self, value: String) {
+        if self.raft.role() == RoleKind::Leader {
+            self.propose(value, Waiter::Prompt);
+            return;
+        }
+        let id = self.raft.id().clone();
+        let Some(leader) = self.leader_address() else {
+            println!("Node {id} is not the leader and knows no leader yet; try again in a moment");
+            return;
+        };
+        println!("Node {id} is not the leader; forwarding set to leader at {leader}");
+        forward(id, leader, ClientCommand::Set { value });
+    }
+
+    fn prompt_get(&mut self) {
+        if self.raft.role() == RoleKind::Leader {
+            self.read(Waiter::Prompt);
+            return;
+        }
+        let id = self.raft.id().clone();
+        match self.leader_address() {
+            Some(leader) => forward(id, leader, ClientCommand::Get),
+            None => println!("Node {id} knows no leader yet, so it cannot read linearizably; try again in a moment"),
+        }
+    }
+
+    fn leader_address(&self) -> Option<String> {
+        self.raft
+            .leader()
+            .and_then(|id| self.addresses.get(id).cloned())
+    }
+
+    fn print_status(&self) {
+        let s = self.status();
+        println!(
+            "Node {}: {} in term {}, leader {}, commit index {}, last applied {}, last log index {}, value: {}",
+            s.id,
+            s.role,
+            s.term,
+            s.leader.map_or("unknown".to_string(), |l| l.to_string()),
+            s.commit_index,
+            s.last_applied,
+            s.last_log_index,
+            s.value
+        );
+    }
+
+    fn prompt(&self) {
+        if self.interactive {
+            print!("> ");
+            let _ = std::io::stdout().flush();
+        }
+    }
+}
+
+/// Sends a client's or the prompt's answer. A client that has gone away is
+/// not an error.
+fn answer(waiter: Waiter, result: ClientResult) {
+    match waiter {
+        Waiter::Client { id, reply } => {
+            let _ = reply.try_send(ClientResponse { id, result });
+        }
+        Waiter::Prompt => print_result(&result),
+    }
+}
+
+fn print_result(result: &ClientResult) {
+    match result {
+        ClientResult::Written { index } => println!("Committed at index {index}"),
+        ClientResult::Done => println!("Done"),
+        ClientResult::Value { value } => println!("Value: {value}"),
+        ClientResult::Status(_) => {}
+        ClientResult::NotLeader { leader } => match leader {
+            Some(leader) => println!("Not the leader any more; the leader is at {leader}"),
+            None => println!("Not the leader any more, and no leader is known yet; try again"),
+        },
+        ClientResult::Error { message } => println!("Error: {message}"),
+    }
+}
+
+fn error(message: &str) -> ClientResult {
+    ClientResult::Error {
+        message: message.to_string(),
+    }
+}
+
+fn overloaded() -> ClientResult {
+    error("too many requests are waiting on this node; retry shortly")
+}
+
+/// Sends a prompt command on to the leader from a short-lived thread, so the
+/// state-machine thread never waits on the network.
+fn forward(id: NodeId, leader: String, command: ClientCommand) {
+    let spawned = std::thread::Builder::new()
+        .name("forward".into())
+        .spawn(move || {
+            match client::request(std::slice::from_ref(&leader), command, FORWARD_TIMEOUT) {
+                Ok(result) => print_result(&result),
+                Err(e) => println!("Node {id} could not reach the leader at {leader}: {e}"),
+            }
+        });
+    if let Err(e) = spawned {
+        warn!("cannot start a thread to forward to the leader: {e}");
+    }
+}
+
+fn parse_prompt(line: &str) -> PromptCommand {
+    let line = line.trim_end_matches(['\r', '\n']);
+    let trimmed = line.trim_start();
+    let (word, rest) = match trimmed.split_once(' ') {
+        Some((word, rest)) => (word, Some(rest)),
+        None => (trimmed, None),
+    };
+    match (word, rest) {
+        ("", _) => PromptCommand::Empty,
+        // The value is the rest of the line, verbatim.
+        ("set", Some(value)) if !value.is_empty() => PromptCommand::Set(value.to_string()),
+        ("set", _) => PromptCommand::Unknown("set (with no value; usage: set <value>)".into()),
+        ("get", None) => PromptCommand::Get,
+        ("status", None) => PromptCommand::Status,
+        ("help", None) => PromptCommand::Help,
+        ("transfer", Some(target)) if !target.trim().is_empty() => {
+            PromptCommand::Transfer(NodeId::new(target.trim()))
+        }
+        _ => PromptCommand::Unknown(trimmed.to_string()),
+    }
+}
+
+fn print_help() {
+    println!("Commands:");
+    println!("  set <value>   replace the value (the rest of the line); at a follower it is forwarded to the leader");
+    println!("  get           read the value, linearizably (through the leader)");
+    println!("  status        this node's role, term, leader, indexes and value");
+    println!("  transfer <id> (at the leader) hand leadership to member <id>, e.g. transfer 8001");
+    println!("  help          this list");
+    println!("  Ctrl+C        stop this node");
+}
+
+/// Reads stdin lines on their own thread. A line longer than
+/// `MAX_STDIN_LINE_BYTES`, or not UTF-8, is refused with a message.
+fn spawn_stdin_reader() -> Receiver<String> {
+    let (tx, rx) = bounded(16);
+    let spawned = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let stdin = std::io::stdin();
+            let mut input = stdin.lock();
+            loop {
+                let mut buf = Vec::new();
+                let limit = (MAX_STDIN_LINE_BYTES + 1) as u64;
+                match (&mut input).take(limit).read_until(b'\n', &mut buf) {
+                    Ok(0) => return,
+                    Ok(_) if buf.len() > MAX_STDIN_LINE_BYTES => {
+                        println!("Line too long (more than {MAX_STDIN_LINE_BYTES} bytes); ignored");
+                        skip_rest_of_line(&mut input);
+                    }
+                    Ok(_) => match String::from_utf8(buf) {
+                        Ok(line) => {
+                            if tx.send(line).is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => println!("That line is not valid UTF-8; ignored"),
+                    },
+                    Err(e) => {
+                        debug!("stdin closed: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        warn!("cannot start the stdin thread; the prompt is off: {e}");
+    }
+    rx
+}
+
+fn skip_rest_of_line(input: &mut impl BufRead) {
+    let mut sink = Vec::new();
+    loop {
+        sink.clear();
+        match input.by_ref().take(64 * 1024).read_until(b'\n', &mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(_) if sink.ends_with(b"\n") => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_takes_the_rest_of_the_line_verbatim() {
+        assert_eq!(
+            parse_prompt("set hello  world \n"),
+            PromptCommand::Set("hello  world ".into())
+        );
+    }
+
+    #[test]
+    fn prompt_commands_parse() {
+        assert_eq!(parse_prompt("get\n"), PromptCommand::Get);
+        assert_eq!(parse_prompt("status"), PromptCommand::Status);
+        assert_eq!(parse_prompt("help"), PromptCommand::Help);
+        assert_eq!(parse_prompt("   \n"), PromptCommand::Empty);
+        assert!(matches!(parse_prompt("set"), PromptCommand::Unknown(_)));
+        assert!(matches!(parse_prompt("frobnicate 3"), PromptCommand::Unknown(_)));
+    }
+}
