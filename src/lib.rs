@@ -3,3 +3,4 @@
 //! (The reading map is written once the modules exist.)
 
 pub mod message;
+pub mod storage;
