@@ -106,6 +106,9 @@
 //!   treated as new (with a warning if it was not empty).
 //! - A full header with another magic: "not a raft log". Another version:
 //!   "unsupported format version".
+//! - The log is locked while a `Storage` has it open (an advisory `flock`,
+//!   released when the process dies), so a second node started on the same
+//!   directory is refused instead of interleaving its writes.
 //!
 //! A limit worth knowing: damage to the last record cannot be told apart from
 //! a torn write, so a bit flipped on disk inside the newest record, after it
@@ -124,7 +127,7 @@ use crc32fast::Hasher;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -159,6 +162,10 @@ const HEADER_LEN: usize = MAGIC.len() + 4;
 
 /// Payload length plus CRC in front of every record.
 const FRAME_LEN: usize = 8;
+
+/// How much buffer capacity `sync` keeps for the next batch; a larger
+/// buffer, left by an unusually big batch, is given back.
+const RETAINED_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// Who a data directory belongs to: `DIR/meta.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,6 +224,8 @@ pub enum StorageError {
     SyncFailed { path: PathBuf, source: io::Error },
     /// An earlier `sync` failed; this `Storage` can no longer be used.
     Poisoned { path: PathBuf },
+    /// Another process (or another `Storage`) has the log open.
+    Locked { path: PathBuf },
     /// The log file has a full header that is not ours.
     NotARaftLog { path: PathBuf },
     /// The log file is ours, in a format this build does not read.
@@ -267,6 +276,13 @@ impl fmt::Display for StorageError {
                 f,
                 "{}: an earlier write or fsync failed, so what is on disk is unknown; \
                  stop the node and restart it.",
+                path.display()
+            ),
+            StorageError::Locked { path } => write!(
+                f,
+                "{}: the log is in use by another raft process (or another Storage in this \
+                 one). Two nodes writing one log would corrupt it: stop the other node, or \
+                 give this one its own data directory.",
                 path.display()
             ),
             StorageError::NotARaftLog { path } => write!(
@@ -375,7 +391,9 @@ enum Op<'a> {
 /// as one record and makes them durable with one fsync. The driver calls
 /// `sync` once per loop iteration, before it sends any message or answers any
 /// client ("persist before you answer").
-#[derive(Debug)]
+///
+/// The log file is locked (an advisory lock, released when the `Storage` is
+/// dropped or the process dies) so that two nodes cannot share a directory.
 pub struct Storage {
     dir: PathBuf,
     log_path: PathBuf,
@@ -397,6 +415,20 @@ pub struct Storage {
     fsyncs: u64,
     /// Set when a write or fsync failed: see the module docs.
     poisoned: bool,
+}
+
+impl fmt::Debug for Storage {
+    /// Leaves out the pending bytes, which may be megabytes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Storage")
+            .field("log_path", &self.log_path)
+            .field("last_index", &self.last_index)
+            .field("hard_state", &self.hard_state)
+            .field("pending_bytes", &self.pending.len())
+            .field("fsyncs", &self.fsyncs)
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where `pending` was before an `append`, to undo it if it fails halfway.
@@ -561,6 +593,7 @@ impl Storage {
             start = end;
         }
         self.pending.clear();
+        self.pending.shrink_to(RETAINED_BUFFER_BYTES);
         self.record_ends.clear();
         Ok(())
     }
@@ -851,17 +884,27 @@ fn write_metadata(
     sync_dir(dir, fsyncs)
 }
 
-/// Opens the log for reading and appending; `true` if it was just created.
+/// Opens and locks the log for reading and appending; `true` if it was
+/// just created.
 fn open_log_file(path: &Path) -> Result<(File, bool), StorageError> {
     let mut options = OpenOptions::new();
     options.read(true).append(true);
-    match options.clone().create_new(true).open(path) {
-        Ok(file) => Ok((file, true)),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => options
-            .open(path)
-            .map(|file| (file, false))
-            .map_err(|source| io_error(path, "opening the log", source)),
-        Err(source) => Err(io_error(path, "creating the log", source)),
+    let (file, created) = match options.clone().create_new(true).open(path) {
+        Ok(file) => (file, true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let file = options
+                .open(path)
+                .map_err(|source| io_error(path, "opening the log", source))?;
+            (file, false)
+        }
+        Err(source) => return Err(io_error(path, "creating the log", source)),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok((file, created)),
+        Err(TryLockError::WouldBlock) => Err(StorageError::Locked {
+            path: path.to_path_buf(),
+        }),
+        Err(TryLockError::Error(source)) => Err(io_error(path, "locking the log", source)),
     }
 }
 

@@ -296,6 +296,47 @@ fn a_batch_over_the_record_limit_is_split_and_round_trips() {
     assert_eq!(open(tmp.path()).1.entries, batch);
 }
 
+#[test]
+fn a_torn_sync_of_several_records_keeps_a_prefix_of_them() {
+    let tmp = TempDir::new().unwrap();
+    let (mut storage, _) = open(tmp.path());
+    storage.append(&[entry(1, 1, "small")]).unwrap();
+    storage.sync().unwrap();
+    let start = log_len(tmp.path()) as usize;
+    let big = "x".repeat(MAX_RECORD_BYTES / 3);
+    let batch: Vec<Entry> = (2..=4).map(|i| entry(i, 1, &big)).collect();
+    storage.append(&batch).unwrap();
+    storage.sync().unwrap(); // two records: entries 2 and 3, then entry 4
+    drop(storage);
+
+    let full = fs::read(log_path(tmp.path())).unwrap();
+    let first_len = u32::from_le_bytes(full[start..start + 4].try_into().unwrap());
+    let boundary = start + 8 + first_len as usize;
+    let end = full.len();
+    // (cut the file here, entries recovered, torn?)
+    let cases = [
+        (start + 1, 1, true),
+        (boundary - 1, 1, true),
+        (boundary, 3, false),
+        (boundary + 1, 3, true),
+        (end - 1, 3, true),
+        (end, 4, false),
+    ];
+    for (cut, entries, torn) in cases {
+        fs::write(log_path(tmp.path()), &full[..cut]).unwrap();
+        let recovered = open(tmp.path()).1;
+        assert_eq!(recovered.entries.len(), entries, "cut at {cut}");
+        assert_eq!(recovered.warnings.len(), usize::from(torn), "cut at {cut}");
+        assert_eq!(recovered.entries[..], full_model(&batch)[..entries]);
+    }
+}
+
+fn full_model(batch: &[Entry]) -> Vec<Entry> {
+    let mut entries = vec![entry(1, 1, "small")];
+    entries.extend_from_slice(batch);
+    entries
+}
+
 // ---------------------------------------------------------------- refused requests
 
 #[test]
@@ -674,6 +715,17 @@ fn a_garbled_or_missing_meta_json_is_refused() {
     fs::remove_file(tmp.path().join(META_FILE)).unwrap();
     let err = open_err(tmp.path());
     assert!(matches!(err, StorageError::MissingMetadata { .. }), "{err}");
+}
+
+#[test]
+fn a_directory_in_use_is_refused() {
+    let tmp = TempDir::new().unwrap();
+    let (first, _) = open(tmp.path());
+    let err = open_err(tmp.path());
+    assert!(matches!(err, StorageError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("in use"), "{err}");
+    drop(first);
+    drop(open(tmp.path()));
 }
 
 #[test]
