@@ -8,4 +8,5 @@ pub mod core;
 pub mod message;
 pub mod node;
 pub mod state_machine;
+pub mod storage;
 pub mod transport;
