@@ -51,7 +51,10 @@ pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Who is waiting for an answer.
 enum Waiter {
     /// A client connection (`raft client`, or another node forwarding).
-    Client { id: u64, reply: Sender<ClientResponse> },
+    Client {
+        id: u64,
+        reply: Sender<ClientResponse>,
+    },
     /// A person at this node's prompt.
     Prompt,
 }
@@ -405,7 +408,10 @@ impl Node {
             Event::TransferAborted { target, .. } => {
                 println!("Leader {id} gave up transferring leadership to {target}: it did not take over in time");
                 if let Some(waiter) = self.pending_transfer.take() {
-                    answer(waiter, error("the target did not take over within an election timeout"));
+                    answer(
+                        waiter,
+                        error("the target did not take over within an election timeout"),
+                    );
                 }
             }
         }
@@ -690,6 +696,9 @@ mod tests {
         assert_eq!(parse_prompt("help"), PromptCommand::Help);
         assert_eq!(parse_prompt("   \n"), PromptCommand::Empty);
         assert!(matches!(parse_prompt("set"), PromptCommand::Unknown(_)));
-        assert!(matches!(parse_prompt("frobnicate 3"), PromptCommand::Unknown(_)));
+        assert!(matches!(
+            parse_prompt("frobnicate 3"),
+            PromptCommand::Unknown(_)
+        ));
     }
 }

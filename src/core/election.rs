@@ -129,9 +129,9 @@ impl Raft {
                 self.election_elapsed < self.config.election_timeout_ticks.0
             }
             Role::Leader(_) => true,
-            Role::Follower { leader: None } | Role::PreCandidate { .. } | Role::Candidate { .. } => {
-                false
-            }
+            Role::Follower { leader: None }
+            | Role::PreCandidate { .. }
+            | Role::Candidate { .. } => false,
         }
     }
 
@@ -207,7 +207,8 @@ impl Raft {
     }
 
     fn maybe_win_pre_vote(&mut self) {
-        let won = matches!(&self.role, Role::PreCandidate { votes } if votes.len() >= self.quorum());
+        let won =
+            matches!(&self.role, Role::PreCandidate { votes } if votes.len() >= self.quorum());
         if won {
             self.start_election(false);
         }

@@ -160,10 +160,16 @@ mod tests {
     #[test]
     fn up_to_date_compares_last_term_then_length() {
         let log = log_of_terms(&[1, 2, 2]);
-        assert!(log.is_up_to_date(1, 3), "higher last term wins even if shorter");
+        assert!(
+            log.is_up_to_date(1, 3),
+            "higher last term wins even if shorter"
+        );
         assert!(log.is_up_to_date(3, 2), "same term, same length");
         assert!(!log.is_up_to_date(2, 2), "same term, shorter");
-        assert!(!log.is_up_to_date(9, 1), "lower last term loses even if longer");
+        assert!(
+            !log.is_up_to_date(9, 1),
+            "lower last term loses even if longer"
+        );
     }
 
     #[test]

@@ -335,7 +335,10 @@ impl Raft {
 
     /// Handles one message from another node.
     pub fn step(&mut self, msg: Message) {
-        debug_assert_eq!(msg.to, self.config.id, "message delivered to the wrong node");
+        debug_assert_eq!(
+            msg.to, self.config.id,
+            "message delivered to the wrong node"
+        );
         if !self.config.voters.contains(&msg.from) || msg.from == self.config.id {
             return; // not a member: nothing from it reaches the rules
         }
@@ -487,7 +490,10 @@ impl Raft {
         // lastApplied: increment lastApplied, apply log[lastApplied] to state
         // machine." The driver applies what we hand out here.
         let committed = if self.commit_index > self.last_applied {
-            let out = self.log.slice(self.last_applied + 1, self.commit_index).to_vec();
+            let out = self
+                .log
+                .slice(self.last_applied + 1, self.commit_index)
+                .to_vec();
             self.last_applied = self.commit_index;
             out
         } else {
@@ -591,8 +597,8 @@ impl Raft {
     /// to follower." Returns false if the message is from an older term.
     fn observe_term(&mut self, msg: &Message) -> bool {
         if msg.term > self.current_term {
-            let leader = matches!(msg.body, MessageBody::AppendEntries { .. })
-                .then(|| msg.from.clone());
+            let leader =
+                matches!(msg.body, MessageBody::AppendEntries { .. }).then(|| msg.from.clone());
             self.become_follower(msg.term, leader, StepDownReason::HigherTerm);
         }
         msg.term >= self.current_term

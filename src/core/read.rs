@@ -76,8 +76,12 @@ impl Raft {
             return Err(self.not_leader());
         };
         if stale_reads {
-            self.reads_done
-                .push((id, ReadOutcome::Ready { index: commit_index }));
+            self.reads_done.push((
+                id,
+                ReadOutcome::Ready {
+                    index: commit_index,
+                },
+            ));
         } else if committed_in_term {
             leader.reads.unsent.push((id, commit_index));
         } else {
@@ -114,11 +118,14 @@ impl Raft {
         leader.reads.latest_seq += 1;
         let seq = leader.reads.latest_seq;
         let unsent = std::mem::take(&mut leader.reads.unsent);
-        leader.reads.pending.extend(
-            unsent
-                .into_iter()
-                .map(|(id, index)| PendingRead { id, index, seq }),
-        );
+        leader
+            .reads
+            .pending
+            .extend(
+                unsent
+                    .into_iter()
+                    .map(|(id, index)| PendingRead { id, index, seq }),
+            );
         self.broadcast_append();
         self.confirm_reads();
     }
@@ -141,10 +148,8 @@ impl Raft {
             if read.seq > confirmed_seq {
                 break;
             }
-            self.reads_done.push((
-                read.id,
-                ReadOutcome::Ready { index: read.index },
-            ));
+            self.reads_done
+                .push((read.id, ReadOutcome::Ready { index: read.index }));
             leader.reads.pending.pop_front();
         }
     }

@@ -126,7 +126,8 @@ impl Raft {
         };
         let last_index = self.log.last_index();
         let window_open = progress.next_index <= last_index
-            && (progress.next_index - 1).saturating_sub(progress.match_index) < MAX_INFLIGHT_ENTRIES;
+            && (progress.next_index - 1).saturating_sub(progress.match_index)
+                < MAX_INFLIGHT_ENTRIES;
         let send = match trigger {
             Trigger::Heartbeat => true,
             Trigger::Answer => window_open,
@@ -169,7 +170,10 @@ impl Raft {
     /// Figure 2, AppendEntries RPC, receiver implementation. Rule 1 (reply
     /// false if term < currentTerm) is applied in `step` before we get here.
     pub(super) fn on_append_entries(&mut self, leader: NodeId, request: AppendRequest) {
-        debug_assert!(!matches!(self.role, Role::Leader(_)), "two leaders in one term");
+        debug_assert!(
+            !matches!(self.role, Role::Leader(_)),
+            "two leaders in one term"
+        );
         // §5.2: a candidate that hears from the leader of its term steps
         // back; any follower remembers who leads and resets its timer.
         self.become_follower(
@@ -238,7 +242,10 @@ impl Raft {
             match self.log.term_at(entry.index) {
                 Some(term) if term == entry.term => continue,
                 Some(_) => {
-                    debug_assert!(entry.index > self.commit_index, "truncating a committed entry");
+                    debug_assert!(
+                        entry.index > self.commit_index,
+                        "truncating a committed entry"
+                    );
                     if self.bugs().keep_conflicting_suffix {
                         self.log.replace_one(entry.clone());
                         self.mark_unstable(entry.index);
