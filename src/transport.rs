@@ -791,6 +791,7 @@ mod tests {
             body: MessageBody::RequestVote {
                 last_log_index: 7,
                 last_log_term: 2,
+                leadership_transfer: false,
             },
         }
     }
