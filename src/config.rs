@@ -94,7 +94,7 @@ pub struct NodeArgs {
     #[arg(long, value_name = "MS", default_value = "50")]
     pub heartbeat_ms: String,
 
-    /// Directory for this node's durable state [default: raft-data/<id>].
+    /// Directory for this node's durable state [default: raft-data/ID, like raft-data/8000].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }

@@ -1,6 +1,53 @@
-//! raft: the Raft consensus algorithm, as a teaching reference and a node you can run.
+//! # raft
 //!
-//! (The reading map is written once the modules exist.)
+//! The Raft consensus algorithm ("In Search of an Understandable Consensus
+//! Algorithm", Ongaro and Ousterhout, 2014), written to be read with the
+//! paper open beside it, and to be run for real: `raft 8000`, `raft 8001`,
+//! `raft 8002` in three terminals give a replicated, durable string value.
+//!
+//! ## How the code is built
+//!
+//! A node is two layers. The **core** ([`core::Raft`]) holds every rule of the
+//! protocol and nothing else: no sockets, no disk, no clock, no threads.
+//! Time enters as ticks, messages as values, and what the core wants done
+//! comes back as a [`core::Ready`]. The **driver** ([`node`]) is one thread
+//! that feeds the core and carries out its wishes in the one safe order:
+//! persist, then send, then apply.
+//!
+//! ```text
+//!          stdin ──► [stdin thread] ─────────────┐
+//!  peers/clients ──► [listener + reader threads] ─┤  crossbeam channels
+//!          timer ──► [tick] ──────────────────────┤
+//!         Ctrl+C ──► [ctrlc handler] ─────────────┘
+//!                                                  ▼
+//!                      [state-machine thread: node.rs]
+//!                       select! → core.step / tick / propose
+//!                       Ready → fsync → send → apply → answer
+//!                                                  ▼
+//!                      [one writer thread per peer: transport.rs]
+//! ```
+//!
+//! ## Reading order
+//!
+//! 1. [`message`]: the vocabulary. Terms, indexes, entries, and the RPCs of
+//!    Figure 2 as one-way messages.
+//! 2. [`core::log`]: the log, and the "at least as up-to-date" test.
+//! 3. [`core`] (`core/mod.rs`): the `Raft` struct, shaped like Figure 2, its
+//!    roles, and the `Ready` contract with the driver.
+//! 4. [`core::election`]: timeouts, RequestVote, becoming leader; then
+//!    PreVote, CheckQuorum and leadership transfer.
+//! 5. [`core::replication`]: AppendEntries, the consistency check, conflict
+//!    hints, and the commit rule of §5.4.2.
+//! 6. [`core::read`]: linearizable reads without the log (ReadIndex).
+//! 7. [`state_machine`]: what committed commands are applied to.
+//! 8. [`storage`]: how term, vote and log survive a crash.
+//! 9. [`node`]: the driver, where "persist before you answer" happens.
+//! 10. [`transport`], [`client`], [`config`]: sockets, `raft client`, and the
+//!     command line.
+//!
+//! Then the tests: `tests/paper.rs` (one test per rule of Figure 2),
+//! `tests/simulation.rs` (whole clusters under faults, deterministic),
+//! `tests/storage.rs`, and `tests/cluster.rs` (real processes).
 
 pub mod client;
 pub mod config;
