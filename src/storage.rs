@@ -19,7 +19,11 @@
 //! ```text
 //! {
 //!   "id": "8000",
-//!   "members": ["8000", "8001", "8002"]
+//!   "members": [
+//!     "8000",
+//!     "8001",
+//!     "8002"
+//!   ]
 //! }
 //! ```
 //!
@@ -53,8 +57,9 @@
 //! {"truncate_from":5}                                     drop every entry with index >= 5
 //! ```
 //!
-//! A freshly started node that votes for 8001 in term 1 writes this record
-//! (`xxd DIR/log`):
+//! The log of a new node 8000 that has voted for 8001 in term 1, and done
+//! nothing else yet (`xxd DIR/log`): the header, then one record of 54
+//! (0x36) bytes.
 //!
 //! ```text
 //! 00000000: 5241 4654 2d4c 4f47 0100 0000 3600 0000  RAFT-LOG....6...
@@ -84,11 +89,11 @@
 //! Replay reads the records in order and rebuilds the hard state and the log.
 //!
 //! - A damaged **last** record (a short header, a short payload, a length of
-//!   0 or above the limit, a bad CRC) with no valid record after it is a torn
-//!   write: the node stopped while writing it, before `sync` returned, so it
-//!   was never acknowledged. The file is cut back to the end of the last good
-//!   record and fsynced, a warning names the file and offset, and the node
-//!   starts.
+//!   0 or above the limit, a bad CRC) with no valid record after it is taken
+//!   for a torn write: the node stopped while writing it, before `sync`
+//!   returned, so it was never acknowledged. The file is cut back to the end
+//!   of the last good record and fsynced, a warning names the file and
+//!   offset, and the node starts.
 //! - Damage **before** the end refuses to start, with an error naming the file
 //!   and offset. "Before the end" means: scanning forward byte by byte from
 //!   the damage finds a position where a whole record starts, with a length
@@ -106,13 +111,18 @@
 //!   treated as new (with a warning if it was not empty).
 //! - A full header with another magic: "not a raft log". Another version:
 //!   "unsupported format version".
-//! - The log is locked while a `Storage` has it open (an advisory `flock`,
-//!   released when the process dies), so a second node started on the same
-//!   directory is refused instead of interleaving its writes.
 //!
-//! A limit worth knowing: damage to the last record cannot be told apart from
-//! a torn write, so a bit flipped on disk inside the newest record, after it
-//! was synced, loses that newest batch with only a warning.
+//! Limits worth knowing:
+//!
+//! - Damage to the last record cannot be told apart from a torn write, so a
+//!   bit flipped on disk inside the newest record, after it was synced, loses
+//!   that newest batch with only a warning.
+//! - Replay reads the whole file into memory. Compaction, which comes with
+//!   snapshots, will bound it; until then the file grows with the log.
+//!
+//! While a `Storage` has the log open, the file is locked (an advisory lock,
+//! `flock` on Unix, released when the process dies), so a second node started
+//! on the same directory is refused instead of interleaving its writes.
 //!
 //! # Failures
 //!
@@ -123,7 +133,6 @@
 //! [`StorageError::Poisoned`]. Restarting replays the log, which cuts off any
 //! torn record.
 
-use crc32fast::Hasher;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fmt;
@@ -750,12 +759,10 @@ impl Storage {
 
 /// The 8 bytes in front of a payload: its length and its CRC.
 fn frame(payload: &[u8]) -> [u8; FRAME_LEN] {
-    let mut hasher = Hasher::new();
-    hasher.update(payload);
     let mut frame = [0; FRAME_LEN];
     // Payloads are at most MAX_RECORD_BYTES, so the length fits in a u32.
     frame[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame[4..].copy_from_slice(&hasher.finalize().to_le_bytes());
+    frame[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
     frame
 }
 
