@@ -390,6 +390,7 @@ impl Raft {
                 read_seq,
             } => self.on_append_response(msg.from, success, match_index, conflict, read_seq),
             MessageBody::TimeoutNow => self.on_timeout_now(),
+            MessageBody::InstallSnapshot { .. } | MessageBody::InstallSnapshotResponse { .. } => {}
             MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { .. } => {
                 debug_assert!(false, "pre-votes are handled in step_pre_vote")
             }
@@ -624,7 +625,9 @@ impl Raft {
             MessageBody::RequestVoteResponse { .. }
             | MessageBody::PreVoteResponse { .. }
             | MessageBody::AppendEntriesResponse { .. }
+            | MessageBody::InstallSnapshotResponse { .. }
             | MessageBody::TimeoutNow => return,
+            MessageBody::InstallSnapshot { .. } => return,
         };
         self.send(msg.from, body);
     }
