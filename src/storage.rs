@@ -232,6 +232,9 @@
 //! While a `Storage` has the log open, the file is locked (an advisory lock,
 //! `flock` on Unix, released when the process dies), so a second node started
 //! on the same directory is refused instead of interleaving its writes.
+//! Compaction locks the new log before renaming it into place, and `open`
+//! checks that the file it locked is still `DIR/log`, so no moment is left
+//! where a second node could slip in.
 //!
 //! # Failures
 //!
@@ -1618,12 +1621,34 @@ fn open_log_file(path: &Path) -> Result<(File, bool), StorageError> {
         Err(source) => return Err(io_error(path, "creating the log", source)),
     };
     match file.try_lock() {
-        Ok(()) => Ok((file, created)),
+        Ok(()) if still_at(&file, path) => Ok((file, created)),
+        // Another node compacted the log between our open and our lock: we
+        // hold the lock of a file that is no longer `DIR/log`, while that
+        // node still runs on the new one.
+        Ok(()) => Err(StorageError::Locked {
+            path: path.to_path_buf(),
+        }),
         Err(TryLockError::WouldBlock) => Err(StorageError::Locked {
             path: path.to_path_buf(),
         }),
         Err(TryLockError::Error(source)) => Err(io_error(path, "locking the log", source)),
     }
+}
+
+/// Whether `file` is still the file at `path`: compaction renames a new
+/// log over the old one, so the file a name leads to can change.
+#[cfg(unix)]
+fn still_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn still_at(_file: &File, _path: &Path) -> bool {
+    true
 }
 
 /// `Ok(Some(version))` for a good header, `Ok(None)` for none or a torn one
