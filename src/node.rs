@@ -86,6 +86,16 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
     for warning in &recovered.warnings {
         warn!("{warning}");
     }
+    if let Some(snapshot) = &recovered.snapshot {
+        // The core still expects a log from index 1; starting it on the log
+        // after a snapshot would misnumber every entry.
+        return Err(format!(
+            "{}: holds a snapshot up to index {}, but this build of the node cannot start \
+             from a snapshot yet. Run the raft build that wrote it.",
+            opts.data_dir.display(),
+            snapshot.last_included_index
+        ));
+    }
     let last_index = recovered.entries.last().map_or(0, |e| e.index);
     println!(
         "Node {} recovered term {}, vote {}, {} entries (last index {}) from {}",
