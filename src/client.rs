@@ -134,7 +134,9 @@ pub fn request(
         id: rand::random(),
         command,
     };
-    let may_retry_after_send = !matches!(request.command, ClientCommand::Set { .. });
+    // Only reads are safe to send twice.
+    let may_retry_after_send =
+        matches!(request.command, ClientCommand::Get | ClientCommand::Status);
     let mut last_error = String::from("no attempt was made");
     let mut hint: Option<String> = None;
     loop {
@@ -326,7 +328,7 @@ pub fn parse_command(words: &[String]) -> Result<ClientCommand, config::ConfigEr
     let usage = |msg: String| config::ConfigError(msg);
     let Some((verb, rest)) = words.split_first() else {
         return Err(usage(
-            "no command given: expected set <VALUE...>, get, status or transfer <ID>".into(),
+            "no command given: expected set <VALUE...>, get, status, transfer <ID>, add <HOST:PORT> or remove <ID>".into(),
         ));
     };
     match verb.as_str() {
@@ -342,6 +344,25 @@ pub fn parse_command(words: &[String]) -> Result<ClientCommand, config::ConfigEr
         ))),
         "get" => Ok(ClientCommand::Get),
         "status" => Ok(ClientCommand::Status),
+        "add" => match rest {
+            [address] => Ok(ClientCommand::AddMember {
+                address: config::parse_address(address)
+                    .map_err(|e| usage(format!("add: {e}")))?
+                    .1,
+            }),
+            _ => Err(usage(
+                "add needs one address: raft client ADDRS add <HOST:PORT>, like add 8003".into(),
+            )),
+        },
+        "remove" => match rest {
+            [id] => Ok(ClientCommand::RemoveMember {
+                id: crate::message::NodeId::new(id.as_str()),
+            }),
+            _ => Err(usage(
+                "remove needs one member id: raft client ADDRS remove <ID>, like remove 8003"
+                    .into(),
+            )),
+        },
         "transfer" => match rest {
             [target] => Ok(ClientCommand::Transfer {
                 to: crate::message::NodeId::new(target.as_str()),
@@ -352,7 +373,7 @@ pub fn parse_command(words: &[String]) -> Result<ClientCommand, config::ConfigEr
             )),
         },
         other => Err(usage(format!(
-            "unknown command '{other}': expected set <VALUE...>, get, status or transfer <ID>"
+            "unknown command '{other}': expected set <VALUE...>, get, status, transfer <ID>, add <HOST:PORT> or remove <ID>"
         ))),
     }
 }
@@ -390,6 +411,12 @@ pub fn main(args: &ClientArgs) -> ExitCode {
         }
         (ClientCommand::Transfer { to }, ClientResult::Done) => {
             println!("leadership transferred to {to}");
+        }
+        (ClientCommand::AddMember { address }, ClientResult::Done) => {
+            println!("added {address} as a learner; it becomes a voter once it has caught up");
+        }
+        (ClientCommand::RemoveMember { id }, ClientResult::Done) => {
+            println!("removed {id}");
         }
         (_, ClientResult::Error { message }) => {
             eprintln!("error: the node refused: {message}");

@@ -50,6 +50,10 @@ pub const MAX_CLUSTER_SIZE: usize = 64;
 /// otherwise: `raft-data/<id>`.
 pub const DEFAULT_DATA_ROOT: &str = "raft-data";
 
+/// A node snapshots its state machine and compacts its log once this many
+/// entries have been applied since the last snapshot (§7).
+pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 10_000;
+
 /// Everything a node needs to start, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeOptions {
@@ -65,6 +69,12 @@ pub struct NodeOptions {
     pub heartbeat_ms: u64,
     /// Where this node keeps its log and hard state.
     pub data_dir: PathBuf,
+    /// Entries applied past the last snapshot that trigger a new one.
+    pub snapshot_entries: u64,
+    /// With `--join`: the existing cluster's addresses, to ask to add this
+    /// node. Such a node starts with no members of its own (`peers` is
+    /// empty) and learns the membership from the leader's log.
+    pub join: Option<Vec<String>>,
 }
 
 /// The node's options as typed, before any checking. `main.rs` parses the
@@ -97,6 +107,16 @@ pub struct NodeArgs {
     /// Directory for this node's durable state [default: raft-data/ID, like raft-data/8000].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Take a snapshot and compact the log every N applied entries.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_SNAPSHOT_ENTRIES)]
+    pub snapshot_entries: u64,
+
+    /// Join an existing cluster: ask the nodes at ADDRS (PORT or HOST:PORT,
+    /// comma-separated) to add this node, as a learner first, then as a
+    /// voter once it has caught up.
+    #[arg(long, value_name = "ADDRS", conflicts_with = "peers")]
+    pub join: Option<String>,
 }
 
 /// A command-line mistake: one line, meant for a person.
@@ -124,10 +144,18 @@ impl NodeArgs {
         let id = node_id(&host, port);
         let listen_addr = address(&host, port);
 
-        let peers = match &self.peers {
-            Some(list) => parse_peers(list, &id)?,
-            None => default_peers(&host, port)?,
+        let join = match &self.join {
+            Some(list) => Some(parse_join(list, &id)?),
+            None => None,
         };
+        let peers = match (&self.peers, &join) {
+            (_, Some(_)) => BTreeMap::new(),
+            (Some(list), None) => parse_peers(list, &id)?,
+            (None, None) => default_peers(&host, port)?,
+        };
+        if self.snapshot_entries == 0 {
+            return err("--snapshot-entries must be at least 1 (the default is 10000)");
+        }
 
         let election_timeout_ms = parse_election_timeout(&self.election_timeout_ms)?;
         let heartbeat_ms = parse_heartbeat(&self.heartbeat_ms)?;
@@ -148,8 +176,30 @@ impl NodeArgs {
             election_timeout_ms,
             heartbeat_ms,
             data_dir,
+            snapshot_entries: self.snapshot_entries,
+            join,
         })
     }
+}
+
+/// `--join ADDRS`: the addresses of the cluster to join, not this node's.
+pub fn parse_join(list: &str, self_id: &NodeId) -> Result<Vec<String>, ConfigError> {
+    let mut addrs = Vec::new();
+    for part in list.split(',').filter(|p| !p.trim().is_empty()) {
+        let (id, addr) = parse_address(part)?;
+        if id == *self_id {
+            return err(format!(
+                "--join names this node itself ({id}): list the nodes of the cluster to join"
+            ));
+        }
+        addrs.push(addr);
+    }
+    if addrs.is_empty() {
+        return err(
+            "--join is empty: list the nodes of the cluster to join, like --join 8000,8001",
+        );
+    }
+    Ok(addrs)
 }
 
 /// A TCP port, 1..=65535, digits only.
@@ -396,6 +446,8 @@ mod tests {
             election_timeout_ms: "150-300".to_string(),
             heartbeat_ms: "50".to_string(),
             data_dir: None,
+            snapshot_entries: DEFAULT_SNAPSHOT_ENTRIES,
+            join: None,
         }
     }
 

@@ -39,10 +39,12 @@
 //! 5. [`core::replication`]: AppendEntries, the consistency check, conflict
 //!    hints, and the commit rule of §5.4.2.
 //! 6. [`core::read`]: linearizable reads without the log (ReadIndex).
-//! 7. [`state_machine`]: what committed commands are applied to.
-//! 8. [`storage`]: how term, vote and log survive a crash.
-//! 9. [`node`]: the driver, where "persist before you answer" happens.
-//! 10. [`transport`], [`client`], [`config`]: sockets, `raft client`, and the
+//! 7. [`core::snapshot`]: log compaction and InstallSnapshot (§7).
+//! 8. [`core::membership`]: adding and removing servers, one at a time.
+//! 9. [`state_machine`]: what committed commands are applied to.
+//! 10. [`storage`]: how term, vote, log and snapshot survive a crash.
+//! 11. [`node`]: the driver, where "persist before you answer" happens.
+//! 12. [`transport`], [`client`], [`config`]: sockets, `raft client`, and the
 //!     command line.
 //!
 //! Then the tests: `tests/paper.rs` (one test per rule of Figure 2),

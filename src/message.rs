@@ -231,6 +231,11 @@ pub enum ClientCommand {
     Status,
     /// Hand leadership to another member (dissertation §3.10).
     Transfer { to: NodeId },
+    /// Add the node at `address` (`HOST:PORT`), as a learner first
+    /// (dissertation §4.2.1); answered once that change commits.
+    AddMember { address: String },
+    /// Remove member `id`; answered once the change commits.
+    RemoveMember { id: NodeId },
 }
 
 /// A node's answer to a `ClientRequest`.
@@ -269,7 +274,14 @@ pub struct Status {
     pub last_applied: Index,
     pub last_log_index: Index,
     pub value: String,
+    /// The voting members.
     pub members: Vec<NodeId>,
+    /// Members that receive the log but do not vote yet.
+    #[serde(default)]
+    pub learners: Vec<NodeId>,
+    /// The index the latest snapshot covers.
+    #[serde(default)]
+    pub snapshot_index: Index,
 }
 
 /// One line on the wire.

@@ -19,18 +19,19 @@
 use crate::client;
 use crate::config::NodeOptions;
 use crate::core::{
-    Config, Event, NotLeader, Raft, ReadOutcome, Ready, RoleKind, StepDownReason, TransferError,
+    Config, Event, MembershipError, NotLeader, Raft, ReadOutcome, Ready, RoleKind, StepDownReason,
+    TransferError,
 };
 use crate::message::{
-    ClientCommand, ClientRequest, ClientResponse, ClientResult, EntryData, Index, NodeId, Status,
-    Term,
+    ClientCommand, ClientRequest, ClientResponse, ClientResult, EntryData, Index, Membership,
+    NodeId, Status, Term,
 };
 use crate::state_machine::{StateMachine, Value};
 use crate::storage::{Metadata, Storage};
-use crate::transport::{self, Inbound, Peers};
+use crate::transport::{self, Inbound, Members, Peers};
 use crossbeam_channel::{bounded, select, tick, Receiver, Sender};
 use log::{debug, warn};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::time::Duration;
 
@@ -47,6 +48,11 @@ pub const MAX_PENDING_REQUESTS: usize = 16_384;
 pub const MAX_STDIN_LINE_BYTES: usize = 64 * 1024;
 /// How long a follower waits for the leader when forwarding a `set`.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `--join` keeps asking while another membership change is in
+/// progress.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The pause between two attempts to join.
+pub const JOIN_RETRY_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Who is waiting for an answer.
 enum Waiter {
@@ -66,6 +72,8 @@ enum PromptCommand {
     Get,
     Status,
     Transfer(NodeId),
+    Add(String),
+    Remove(NodeId),
     Help,
     Empty,
     Unknown(String),
@@ -75,30 +83,94 @@ enum PromptCommand {
 /// what to do.
 pub fn run(opts: NodeOptions) -> Result<(), String> {
     let listener = transport::bind(&opts.listen_addr)?;
-    let mut members: Vec<NodeId> = opts.peers.keys().cloned().collect();
-    members.push(opts.id.clone());
-    members.sort();
+    // The members the cluster starts with. A node that joins an existing
+    // cluster starts with none but itself, and learns the rest from the log.
+    let mut addresses = opts.peers.clone();
+    addresses.insert(opts.id.clone(), opts.listen_addr.clone());
     let meta = Metadata {
         id: opts.id.clone(),
-        members: members.clone(),
+        members: addresses.keys().cloned().collect(),
     };
     let (storage, recovered) = Storage::open(&opts.data_dir, &meta).map_err(|e| e.to_string())?;
     for warning in &recovered.warnings {
         warn!("{warning}");
     }
+    print_recovered(&opts, &recovered);
+
+    let tick_ms = opts.heartbeat_ms.clamp(1, MAX_TICK_MS);
+    let config = core_config(&opts, &addresses, tick_ms)?;
+    let mut state_machine = Value::default();
     if let Some(snapshot) = &recovered.snapshot {
-        // The core still expects a log from index 1; starting it on the log
-        // after a snapshot would misnumber every entry.
-        return Err(format!(
-            "{}: holds a snapshot up to index {}, but this build of the node cannot start \
-             from a snapshot yet. Run the raft build that wrote it.",
-            opts.data_dir.display(),
-            snapshot.last_included_index
-        ));
+        state_machine.restore(&snapshot.data).map_err(|e| {
+            format!(
+                "the snapshot in {} cannot be loaded: {e}",
+                opts.data_dir.display()
+            )
+        })?;
     }
-    let last_index = recovered.entries.last().map_or(0, |e| e.index);
+    let raft = Raft::restore(
+        config,
+        recovered.hard_state,
+        recovered.snapshot,
+        recovered.entries,
+        rand::random(),
+    );
+
+    let (inbound_tx, inbound_rx) = bounded(INBOUND_QUEUE_LEN);
+    let members = Members::default();
+    transport::spawn_listener(listener, opts.id.clone(), members.clone(), inbound_tx)
+        .map_err(|e| format!("cannot start the listener on {}: {e}", opts.listen_addr))?;
+    let interactive = std::io::stdin().is_terminal();
+    let stdin_rx = spawn_stdin_reader();
+    let (shutdown_tx, shutdown_rx) = bounded(1);
+    ctrlc::set_handler(move || {
+        let _ = shutdown_tx.try_send(());
+    })
+    .map_err(|e| format!("cannot install the Ctrl+C handler: {e}"))?;
+
+    let mut node = Node {
+        raft,
+        storage,
+        state_machine,
+        peers: Peers::start(&BTreeMap::new()),
+        members,
+        addresses,
+        membership: Membership::default(),
+        snapshot_entries: opts.snapshot_entries,
+        pending_writes: BTreeMap::new(),
+        pending_reads: BTreeMap::new(),
+        next_read_id: 0,
+        pending_transfer: None,
+        interactive,
+    };
+    node.sync_membership();
+    if let Some(cluster) = &opts.join {
+        ask_to_join(opts.id.clone(), opts.listen_addr.clone(), cluster.clone());
+    }
+    node.prompt();
+    let ticker = tick(Duration::from_millis(tick_ms));
+    node.run_loop(&inbound_rx, &stdin_rx, &ticker, &shutdown_rx)?;
+    println!("Shutting down node {}", node.raft.id());
+    let handover = Duration::from_millis(opts.election_timeout_ms.1);
+    node.hand_over_leadership(&inbound_rx, &ticker, handover)?;
+    Ok(())
+}
+
+/// "Node 8000 recovered term 7, vote 8001, 1234 entries (last index 1234)
+/// from raft-data/8000".
+fn print_recovered(opts: &NodeOptions, recovered: &crate::storage::Recovered) {
+    let snapshot_index = recovered
+        .snapshot
+        .as_ref()
+        .map_or(0, |s| s.last_included_index);
+    let last_index = recovered.entries.last().map_or(snapshot_index, |e| e.index);
+    let snapshot = if snapshot_index > 0 {
+        format!(", a snapshot up to index {snapshot_index}")
+    } else {
+        String::new()
+    };
     println!(
-        "Node {} recovered term {}, vote {}, {} entries (last index {}) from {}",
+        "Node {} recovered term {}, vote {}{}, {} entries (last index {}) from {}",
         opts.id,
         recovered.hard_state.current_term,
         recovered
@@ -106,14 +178,27 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
             .voted_for
             .as_ref()
             .map_or("none".to_string(), |v| v.to_string()),
+        snapshot,
         recovered.entries.len(),
         last_index,
         opts.data_dir.display()
     );
+}
 
-    let tick_ms = opts.heartbeat_ms.clamp(1, MAX_TICK_MS);
+/// The core's configuration: the starting members and the timeouts in
+/// ticks.
+fn core_config(
+    opts: &NodeOptions,
+    addresses: &BTreeMap<NodeId, String>,
+    tick_ms: u64,
+) -> Result<Config, String> {
     let to_ticks = |ms: u64| ms.div_ceil(tick_ms).max(1);
-    let mut config = Config::new(opts.id.clone(), members.clone());
+    let voters = match opts.join {
+        Some(_) => Vec::new(),
+        None => addresses.keys().cloned().collect(),
+    };
+    let mut config = Config::new(opts.id.clone(), voters);
+    config.addresses = addresses.clone();
     config.election_timeout_ticks = (
         to_ticks(opts.election_timeout_ms.0),
         to_ticks(opts.election_timeout_ms.1),
@@ -125,48 +210,52 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
             opts.election_timeout_ms.0, opts.heartbeat_ms
         ));
     }
-    let raft = Raft::new(
-        config,
-        recovered.hard_state,
-        recovered.entries,
-        rand::random(),
-    );
+    Ok(config)
+}
 
-    let (inbound_tx, inbound_rx) = bounded(INBOUND_QUEUE_LEN);
-    // Peer messages are accepted only from the other members.
-    let member_set: BTreeSet<NodeId> = opts.peers.keys().cloned().collect();
-    transport::spawn_listener(listener, opts.id.clone(), member_set, inbound_tx)
-        .map_err(|e| format!("cannot start the listener on {}: {e}", opts.listen_addr))?;
-    let peers = Peers::start(&opts.peers);
-    let interactive = std::io::stdin().is_terminal();
-    let stdin_rx = spawn_stdin_reader();
-    let (shutdown_tx, shutdown_rx) = bounded(1);
-    ctrlc::set_handler(move || {
-        let _ = shutdown_tx.try_send(());
-    })
-    .map_err(|e| format!("cannot install the Ctrl+C handler: {e}"))?;
-
-    let mut addresses = opts.peers.clone();
-    addresses.insert(opts.id.clone(), opts.listen_addr.clone());
-    let mut node = Node {
-        raft,
-        storage,
-        state_machine: Value::default(),
-        peers,
-        addresses,
-        pending_writes: BTreeMap::new(),
-        pending_reads: BTreeMap::new(),
-        next_read_id: 0,
-        pending_transfer: None,
-        interactive,
-    };
-    node.prompt();
-    let ticker = tick(Duration::from_millis(tick_ms));
-    node.run_loop(&inbound_rx, &stdin_rx, &ticker, &shutdown_rx)?;
-    println!("Shutting down node {}", node.raft.id());
-    let handover = Duration::from_millis(opts.election_timeout_ms.1);
-    node.hand_over_leadership(&inbound_rx, &ticker, handover)?;
-    Ok(())
+/// `--join`: asks the cluster, from a thread of its own, to add this node.
+/// The leader adds it as a learner; it learns everything else from the log.
+fn ask_to_join(id: NodeId, address: String, cluster: Vec<String>) {
+    let spawned = std::thread::Builder::new()
+        .name("join".into())
+        .spawn(move || {
+            let deadline = std::time::Instant::now() + JOIN_TIMEOUT;
+            loop {
+                let command = ClientCommand::AddMember {
+                    address: address.clone(),
+                };
+                let outcome = client::request(&cluster, command, FORWARD_TIMEOUT);
+                let retry = match &outcome {
+                    Ok(ClientResult::Written { .. } | ClientResult::Done) => {
+                        println!("Node {id} was added to the cluster as a learner");
+                        return;
+                    }
+                    Ok(ClientResult::Error { message }) if message.contains("already a member") => {
+                        println!("Node {id} is already a member of the cluster");
+                        return;
+                    }
+                    Ok(ClientResult::Error { message }) if message.contains("in progress") => true,
+                    Ok(other) => {
+                        println!("Node {id} could not join: unexpected answer {other:?}");
+                        false
+                    }
+                    Err(e) => {
+                        println!(
+                            "Node {id} could not join the cluster at {}: {e}",
+                            cluster.join(",")
+                        );
+                        false
+                    }
+                };
+                if !retry || std::time::Instant::now() > deadline {
+                    return;
+                }
+                std::thread::sleep(JOIN_RETRY_INTERVAL);
+            }
+        });
+    if let Err(e) = spawned {
+        warn!("cannot start a thread to join the cluster: {e}");
+    }
 }
 
 /// The state the state-machine thread owns. Nothing else touches it.
@@ -175,8 +264,14 @@ struct Node {
     storage: Storage,
     state_machine: Value,
     peers: Peers,
+    /// Who the connection readers take peer messages from.
+    members: Members,
     /// Every member's address, this node included.
     addresses: BTreeMap<NodeId, String>,
+    /// The membership the writers and readers were last set up for.
+    membership: Membership,
+    /// Snapshot once this many entries were applied since the last one.
+    snapshot_entries: u64,
     /// `set`s proposed here, by log index: who waits, and the term the entry
     /// was proposed in (if a different entry commits at that index, the
     /// write was lost).
@@ -260,7 +355,8 @@ impl Node {
     }
 
     fn most_up_to_date_follower(&self) -> Option<NodeId> {
-        let matches = self.raft.match_indexes()?;
+        let mut matches = self.raft.match_indexes()?;
+        matches.retain(|id, _| self.raft.membership().voters.contains_key(id));
         // Highest match index; among equals, the first in id order.
         let best = matches.values().copied().max()?;
         matches
@@ -304,6 +400,8 @@ impl Node {
                 answer(waiter, ClientResult::Status(status));
             }
             ClientCommand::Transfer { to } => self.transfer(to, waiter),
+            ClientCommand::AddMember { address } => self.add_member(&address, waiter),
+            ClientCommand::RemoveMember { id } => self.remove_member(id, waiter),
         }
     }
 
@@ -320,6 +418,36 @@ impl Node {
                 self.pending_writes.insert(index, (term, waiter));
             }
             Err(not_leader) => answer(waiter, self.not_leader(not_leader)),
+        }
+    }
+
+    /// Starts adding the node at `address` as a learner (dissertation
+    /// §4.2.1); answered once the change commits.
+    fn add_member(&mut self, address: &str, waiter: Waiter) {
+        let (id, address) = match crate::config::parse_address(address) {
+            Ok(parsed) => parsed,
+            Err(e) => return answer(waiter, error(&e.to_string())),
+        };
+        let outcome = self.raft.add_learner(id, address);
+        self.await_change(outcome, waiter);
+    }
+
+    /// Starts removing member `id` (dissertation §4.2.2).
+    fn remove_member(&mut self, id: NodeId, waiter: Waiter) {
+        let outcome = self.raft.remove_member(id);
+        self.await_change(outcome, waiter);
+    }
+
+    fn await_change(&mut self, outcome: Result<Index, MembershipError>, waiter: Waiter) {
+        match outcome {
+            Ok(index) => {
+                let term = self.raft.current_term();
+                self.pending_writes.insert(index, (term, waiter));
+            }
+            Err(MembershipError::NotLeader(not_leader)) => {
+                answer(waiter, self.not_leader(not_leader))
+            }
+            Err(e) => answer(waiter, error(&e.to_string())),
         }
     }
 
@@ -361,8 +489,82 @@ impl Node {
             for event in &ready.events {
                 self.on_event(event);
             }
+            if let Some(snapshot) = &ready.snapshot {
+                // Figure 13, receiver rule 8: reset the state machine.
+                self.state_machine
+                    .restore(&snapshot.data)
+                    .map_err(|e| format!("cannot load the snapshot from the leader: {e}"))?;
+                println!(
+                    "Node {} installed a snapshot up to index {} from the leader; value: {}",
+                    self.raft.id(),
+                    snapshot.last_included_index,
+                    self.state_machine.read()
+                );
+            }
             self.apply(&ready);
+            self.sync_membership();
+            self.maybe_snapshot()?;
         }
+        Ok(())
+    }
+
+    /// After a membership change (which takes effect when appended, §4.1),
+    /// connect to the new members and stop talking to departed ones.
+    fn sync_membership(&mut self) {
+        if *self.raft.membership() == self.membership {
+            return;
+        }
+        let membership = self.raft.membership().clone();
+        let id = self.raft.id().clone();
+        let was_voter = self.membership.voters.contains_key(&id);
+        let is_voter = membership.voters.contains_key(&id);
+        let mut others: BTreeMap<NodeId, String> = membership
+            .voters
+            .iter()
+            .chain(membership.learners.iter())
+            .filter(|(member, address)| **member != id && !address.is_empty())
+            .map(|(member, address)| (member.clone(), address.clone()))
+            .collect();
+        self.peers.update(&others);
+        self.members.set(others.keys().cloned().collect());
+        if let Some(own) = self.addresses.get(&id).cloned() {
+            others.insert(id.clone(), own);
+        }
+        self.addresses = others;
+        if self.membership != Membership::default() {
+            println!(
+                "Node {id} membership now: voters {}; learners {}",
+                list(membership.voters.keys()),
+                list(membership.learners.keys())
+            );
+            if is_voter && !was_voter {
+                println!("Node {id} is now a voter");
+            }
+        }
+        self.membership = membership;
+    }
+
+    /// §7: once enough entries were applied since the last snapshot, write
+    /// the state machine's state to a snapshot and compact the log.
+    fn maybe_snapshot(&mut self) -> Result<(), String> {
+        let applied = self.raft.last_applied();
+        if applied < self.raft.snapshot_index() + self.snapshot_entries {
+            return Ok(());
+        }
+        let data = self.state_machine.snapshot();
+        let snapshot = self
+            .raft
+            .compact(applied, data)
+            .map_err(|e| e.to_string())?;
+        self.storage
+            .save_snapshot(&snapshot)
+            .map_err(|e| e.to_string())?;
+        println!(
+            "Node {} snapshot at index {} ({})",
+            self.raft.id(),
+            applied,
+            human_bytes(self.storage.disk_bytes())
+        );
         Ok(())
     }
 
@@ -371,6 +573,11 @@ impl Node {
     /// A failed write or fsync stops the node: it cannot know what is on
     /// disk, and answering anyway could break the promises Raft makes.
     fn persist(&mut self, ready: &Ready) -> Result<(), String> {
+        if let Some(snapshot) = &ready.snapshot {
+            self.storage
+                .save_snapshot(snapshot)
+                .map_err(|e| e.to_string())?;
+        }
         if let Some(hard_state) = &ready.hard_state {
             self.storage
                 .save_hard_state(hard_state)
@@ -399,6 +606,9 @@ impl Node {
                     StepDownReason::LostQuorum => println!(
                         "Leader {id} stepping down: no word from a majority for an election timeout"
                     ),
+                    StepDownReason::Removed => {
+                        println!("Leader {id} stepping down: it is no longer a member")
+                    }
                 }
                 if let Some(waiter) = self.pending_transfer.take() {
                     answer(waiter, ClientResult::Done);
@@ -412,6 +622,13 @@ impl Node {
                     );
                 }
             }
+            Event::LearnerAdded { id: new } => {
+                println!("Leader {id} adding node {new} as learner")
+            }
+            Event::LearnerPromoted { id: learner } => {
+                println!("Leader {id} promoting node {learner} to voter: it has caught up")
+            }
+            Event::MemberRemoved { id: member } => println!("Leader {id} removing node {member}"),
             Event::TransferStarted { target, .. } => {
                 println!("Leader {id} transferring leadership to {target}")
             }
@@ -477,7 +694,9 @@ impl Node {
             last_applied: self.raft.last_applied(),
             last_log_index: self.raft.log().last_index(),
             value: self.state_machine.read(),
-            members: self.addresses.keys().cloned().collect(),
+            members: self.raft.membership().voters.keys().cloned().collect(),
+            learners: self.raft.membership().learners.keys().cloned().collect(),
+            snapshot_index: self.raft.snapshot_index(),
         }
     }
 
@@ -489,6 +708,8 @@ impl Node {
             PromptCommand::Get => self.prompt_get(),
             PromptCommand::Status => self.print_status(),
             PromptCommand::Transfer(target) => self.transfer(target, Waiter::Prompt),
+            PromptCommand::Add(address) => self.add_member(&address, Waiter::Prompt),
+            PromptCommand::Remove(id) => self.remove_member(id, Waiter::Prompt),
             PromptCommand::Help => print_help(),
             PromptCommand::Empty => {}
             PromptCommand::Unknown(word) => {
@@ -578,6 +799,25 @@ fn print_result(result: &ClientResult) {
     }
 }
 
+/// "8000, 8001" or "none".
+fn list<'a>(ids: impl Iterator<Item = &'a NodeId>) -> String {
+    let names: Vec<&str> = ids.map(NodeId::as_str).collect();
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// "3 KiB".
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1_048_576 => format!("{} KiB", bytes / 1024),
+        _ => format!("{} MiB", bytes / 1_048_576),
+    }
+}
+
 fn error(message: &str) -> ClientResult {
     ClientResult::Error {
         message: message.to_string(),
@@ -622,6 +862,12 @@ fn parse_prompt(line: &str) -> PromptCommand {
         ("transfer", Some(target)) if !target.trim().is_empty() => {
             PromptCommand::Transfer(NodeId::new(target.trim()))
         }
+        ("add", Some(address)) if !address.trim().is_empty() => {
+            PromptCommand::Add(address.trim().to_string())
+        }
+        ("remove", Some(id)) if !id.trim().is_empty() => {
+            PromptCommand::Remove(NodeId::new(id.trim()))
+        }
         _ => PromptCommand::Unknown(trimmed.to_string()),
     }
 }
@@ -632,6 +878,8 @@ fn print_help() {
     println!("  get           read the value, linearizably (through the leader)");
     println!("  status        this node's role, term, leader, indexes and value");
     println!("  transfer <id> (at the leader) hand leadership to member <id>, e.g. transfer 8001");
+    println!("  add <addr>    (at the leader) add the node at PORT or HOST:PORT, learner first, e.g. add 8003");
+    println!("  remove <id>   (at the leader) remove member <id>, e.g. remove 8003");
     println!("  help          this list");
     println!("  Ctrl+C        stop this node");
 }

@@ -18,6 +18,13 @@ pub trait StateMachine {
 
     /// The state as a client sees it (`get`).
     fn read(&self) -> String;
+
+    /// The whole state, serialised, for a snapshot (§7).
+    fn snapshot(&self) -> String;
+
+    /// Replaces the whole state with one from `snapshot`. An error says
+    /// what is wrong with the data.
+    fn restore(&mut self, snapshot: &str) -> Result<(), String>;
 }
 
 /// The original project's state: one string, replaced by each `set`.
@@ -33,5 +40,15 @@ impl StateMachine for Value {
 
     fn read(&self) -> String {
         self.value.clone()
+    }
+
+    /// The value is its own serialisation.
+    fn snapshot(&self) -> String {
+        self.value.clone()
+    }
+
+    fn restore(&mut self, snapshot: &str) -> Result<(), String> {
+        snapshot.clone_into(&mut self.value);
+        Ok(())
     }
 }

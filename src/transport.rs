@@ -262,6 +262,41 @@ pub enum Inbound {
     },
 }
 
+/// Who may send this node peer messages: the other members. Shared between
+/// the driver, which updates it when the membership changes, and the
+/// connection readers. An empty set (a node that is joining and does not
+/// know the cluster yet) lets any peer in; the protocol core still decides
+/// what to accept.
+#[derive(Clone, Debug, Default)]
+pub struct Members(Arc<std::sync::RwLock<BTreeSet<NodeId>>>);
+
+impl Members {
+    pub fn new(ids: BTreeSet<NodeId>) -> Members {
+        Members(Arc::new(std::sync::RwLock::new(ids)))
+    }
+
+    /// Replaces the set (after a membership change).
+    pub fn set(&self, ids: BTreeSet<NodeId>) {
+        if let Ok(mut members) = self.0.write() {
+            *members = ids;
+        }
+    }
+
+    fn allows(&self, id: &NodeId) -> bool {
+        self.0
+            .read()
+            .map(|members| members.is_empty() || members.contains(id))
+            .unwrap_or(false)
+    }
+
+    fn describe(&self) -> String {
+        self.0
+            .read()
+            .map(|members| join_ids(&members))
+            .unwrap_or_default()
+    }
+}
+
 /// Spawns the listener thread: it accepts connections and starts one reader
 /// thread for each, at most [`MAX_CONNECTIONS`] at a time.
 ///
@@ -279,7 +314,7 @@ pub enum Inbound {
 pub fn spawn_listener(
     listener: TcpListener,
     self_id: NodeId,
-    members: BTreeSet<NodeId>,
+    members: Members,
     inbound: Sender<Inbound>,
 ) -> io::Result<JoinHandle<()>> {
     let local = listener.local_addr()?;
@@ -296,7 +331,7 @@ pub fn spawn_listener(
 /// What every connection reader needs; shared, read-only.
 struct ReaderContext {
     self_id: NodeId,
-    members: BTreeSet<NodeId>,
+    members: Members,
     inbound: Sender<Inbound>,
 }
 
@@ -397,11 +432,11 @@ fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: &ReaderContext) 
                     );
                     return;
                 }
-                if !ctx.members.contains(&msg.from) {
+                if !ctx.members.allows(&msg.from) {
                     log::warn!(
                         "closing connection from {remote}: it sent a message from {}, which is not a member of this cluster ({}); start every node with the same members",
                         msg.from,
-                        join_ids(&ctx.members)
+                        ctx.members.describe()
                     );
                     return;
                 }
@@ -508,11 +543,13 @@ struct Counters {
 /// message or at once if idle) and closes their connections.
 #[derive(Debug)]
 pub struct Peers {
-    queues: BTreeMap<NodeId, Sender<Message>>,
+    /// Each peer's queue, and the address its writer connects to.
+    queues: BTreeMap<NodeId, (String, Sender<Message>)>,
     counters: Arc<Counters>,
     /// Never sent on: dropping it tells the writers to stop, even while
     /// messages are still queued for them.
     _stop: Sender<()>,
+    stop_rx: Receiver<()>,
 }
 
 impl Peers {
@@ -523,42 +560,57 @@ impl Peers {
     /// resources), that is logged and messages to that peer are dropped, as
     /// if it were unreachable; Raft copes with an unreachable peer.
     pub fn start(peers: &BTreeMap<NodeId, String>) -> Peers {
-        let counters = Arc::new(Counters::default());
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-        let mut queues = BTreeMap::new();
-        for (id, addr) in peers {
-            let (tx, rx) = crossbeam_channel::bounded(PEER_QUEUE_LEN);
-            let writer = PeerWriter {
-                id: id.clone(),
-                addr: addr.clone(),
-                queue: rx,
-                stop: stop_rx.clone(),
-                counters: Arc::clone(&counters),
-            };
-            match thread::Builder::new()
-                .name(format!("raft-peer-{id}"))
-                .spawn(move || writer.run())
-            {
-                Ok(_) => {}
-                Err(e) => log::error!(
-                    "cannot start the writer thread for peer {id} ({addr}): {e}; messages to it will be dropped"
-                ),
-            }
-            // Kept even if the spawn failed: `send` then finds the queue
-            // disconnected and counts a drop.
-            queues.insert(id.clone(), tx);
-        }
-        Peers {
-            queues,
-            counters,
+        let mut started = Peers {
+            queues: BTreeMap::new(),
+            counters: Arc::new(Counters::default()),
             _stop: stop_tx,
+            stop_rx,
+        };
+        started.update(peers);
+        started
+    }
+
+    /// Makes the set of writers match `peers` after a membership change:
+    /// starts writers for new peers (or new addresses) and stops those of
+    /// peers that left (dropping a queue ends its writer).
+    pub fn update(&mut self, peers: &BTreeMap<NodeId, String>) {
+        self.queues
+            .retain(|id, (addr, _)| peers.get(id).is_some_and(|a| a == addr));
+        for (id, addr) in peers {
+            if !self.queues.contains_key(id) {
+                let queue = self.spawn_writer(id, addr);
+                self.queues.insert(id.clone(), (addr.clone(), queue));
+            }
         }
+    }
+
+    fn spawn_writer(&self, id: &NodeId, addr: &str) -> Sender<Message> {
+        let (tx, rx) = crossbeam_channel::bounded(PEER_QUEUE_LEN);
+        let writer = PeerWriter {
+            id: id.clone(),
+            addr: addr.to_string(),
+            queue: rx,
+            stop: self.stop_rx.clone(),
+            counters: Arc::clone(&self.counters),
+        };
+        if let Err(e) = thread::Builder::new()
+            .name(format!("raft-peer-{id}"))
+            .spawn(move || writer.run())
+        {
+            log::error!(
+                "cannot start the writer thread for peer {id} ({addr}): {e}; messages to it will be dropped"
+            );
+        }
+        // Kept even if the spawn failed: `send` then finds the queue
+        // disconnected and counts a drop.
+        tx
     }
 
     /// Queues `msg` for `msg.to`. Never blocks: when that peer's queue is
     /// full the message is dropped (logged at `debug`); Raft resends.
     pub fn send(&self, msg: Message) {
-        let Some(queue) = self.queues.get(&msg.to) else {
+        let Some((_, queue)) = self.queues.get(&msg.to) else {
             log::warn!(
                 "dropping a message for {}: not one of this node's peers",
                 msg.to
@@ -923,7 +975,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
         let addr = listener.local_addr().expect("local addr").to_string();
         let (tx, rx) = crossbeam_channel::bounded(16);
-        let members = members.iter().map(|m| NodeId::new(*m)).collect();
+        let members = Members::new(members.iter().map(|m| NodeId::new(*m)).collect());
         spawn_listener(listener, NodeId::new(self_id), members, tx).expect("spawn listener");
         Node { addr, inbound: rx }
     }

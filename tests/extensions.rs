@@ -584,7 +584,6 @@ fn a_pre_candidate_that_hears_from_the_leader_of_its_term_follows_it() {
 /// for the pre-vote round it began before voting must not make it a
 /// candidate there and then, against the candidate it has just voted for.
 #[test]
-#[ignore = "core bug (liveness): a pre-candidate that grants a vote keeps its pre-vote round, and a late pre-vote grant makes it stand at once against the candidate it voted for"]
 fn a_pre_candidate_that_grants_a_vote_does_not_stand_against_that_candidate() {
     let ext = Extensions {
         pre_vote: true,

@@ -5,8 +5,7 @@
 use crossbeam_channel::Receiver;
 use raft::client::{self, ClientError};
 use raft::message::{ClientCommand, ClientResponse, ClientResult, NodeId, Status};
-use raft::transport::{self, Inbound};
-use std::collections::BTreeSet;
+use raft::transport::{self, Inbound, Members};
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::Command;
@@ -24,7 +23,7 @@ fn fake_node(answer: impl Fn(u64, &ClientCommand) -> ClientResult + Send + 'stat
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     let addr = listener.local_addr().expect("local addr").to_string();
     let (tx, rx) = crossbeam_channel::bounded(16);
-    transport::spawn_listener(listener, NodeId::new("fake"), BTreeSet::new(), tx)
+    transport::spawn_listener(listener, NodeId::new("fake"), Members::default(), tx)
         .expect("spawn listener");
     thread::spawn(move || serve(rx, answer));
     addr
@@ -267,6 +266,8 @@ fn client_commands_print_their_answers() {
         last_log_index: 5,
         value: "hello world".into(),
         members: vec![NodeId::new("8000"), NodeId::new("8001")],
+        learners: vec![],
+        snapshot_index: 0,
     };
     let answer = status.clone();
     let node = fake_node(move |_, cmd| match cmd {
@@ -278,7 +279,9 @@ fn client_commands_print_their_answers() {
         },
         ClientCommand::Get => value("hello world"),
         ClientCommand::Status => ClientResult::Status(answer.clone()),
-        ClientCommand::Transfer { .. } => ClientResult::Done,
+        ClientCommand::Transfer { .. }
+        | ClientCommand::AddMember { .. }
+        | ClientCommand::RemoveMember { .. } => ClientResult::Done,
     });
     let dead = dead_addr();
     let addrs = format!("{dead},{node}");

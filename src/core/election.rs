@@ -74,7 +74,7 @@ impl Raft {
         self.reset_election_timer();
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         let next_term = self.current_term + 1;
-        for peer in self.peers() {
+        for peer in self.voting_peers() {
             self.messages.push(Message {
                 from: self.config.id.clone(),
                 to: peer,
@@ -103,7 +103,7 @@ impl Raft {
             term: self.current_term,
         });
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
-        for peer in self.peers() {
+        for peer in self.voting_peers() {
             self.send(
                 peer,
                 MessageBody::RequestVote {
@@ -148,8 +148,14 @@ impl Raft {
             self.voted_for = Some(candidate.clone());
             self.hard_state_changed = true;
             // Granting a vote resets the election timer (Figure 2, Rules for
-            // Servers, Followers), so we do not compete with the candidate.
+            // Servers, Followers), so we do not compete with the candidate:
+            // a pre-candidate also abandons its pre-vote round, or a late
+            // pre-vote grant would make it stand against the candidate it
+            // has just voted for.
             self.reset_election_timer();
+            if matches!(self.role, Role::PreCandidate { .. }) {
+                self.role = Role::Follower { leader: None };
+            }
         }
         // This answer is only sent after the vote is on stable storage: the
         // driver persists a Ready before sending its messages.
@@ -207,8 +213,7 @@ impl Raft {
     }
 
     fn maybe_win_pre_vote(&mut self) {
-        let won =
-            matches!(&self.role, Role::PreCandidate { votes } if votes.len() >= self.quorum());
+        let won = matches!(&self.role, Role::PreCandidate { votes } if self.is_quorum(votes));
         if won {
             self.start_election(false);
         }
@@ -226,7 +231,7 @@ impl Raft {
     }
 
     fn maybe_win_election(&mut self) {
-        let won = matches!(&self.role, Role::Candidate { votes } if votes.len() >= self.quorum());
+        let won = matches!(&self.role, Role::Candidate { votes } if self.is_quorum(votes));
         if won {
             self.become_leader();
         }
@@ -266,16 +271,21 @@ impl Raft {
     /// off on the minority side of a partition thus stops serving reads and
     /// taking writes instead of believing it leads forever.
     pub(super) fn check_quorum(&mut self) {
-        let quorum = self.quorum();
         let Role::Leader(leader) = &mut self.role else {
             return;
         };
         leader.quorum_check_elapsed = 0;
-        let heard = 1 + leader.progress.values().filter(|p| p.recent_active).count();
+        let mut heard: BTreeSet<NodeId> = leader
+            .progress
+            .iter()
+            .filter(|(_, p)| p.recent_active)
+            .map(|(id, _)| id.clone())
+            .collect();
         for progress in leader.progress.values_mut() {
             progress.recent_active = false;
         }
-        if heard < quorum {
+        heard.insert(self.config.id.clone());
+        if !self.is_quorum(&heard) {
             self.become_follower(self.current_term, None, StepDownReason::LostQuorum);
         }
     }
@@ -287,7 +297,7 @@ impl Raft {
         if !matches!(self.role, Role::Leader(_)) {
             return Err(TransferError::NotLeader(self.not_leader()));
         }
-        if target == self.config.id || !self.config.voters.contains(&target) {
+        if target == self.config.id || !self.membership.voters.contains_key(&target) {
             return Err(TransferError::UnknownTarget(target));
         }
         if let Role::Leader(leader) = &mut self.role {

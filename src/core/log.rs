@@ -1,5 +1,6 @@
 //! The replicated log (Figure 2, `log[]`): entries indexed from 1, each with
-//! the term in which a leader created it.
+//! the term in which a leader created it, after a snapshot that replaces the
+//! oldest ones (§7).
 //!
 //! The log knows nothing of the network or the disk. It offers the operations
 //! the rules need: the term at an index, the "at least as up-to-date" test of
@@ -8,50 +9,81 @@
 
 use crate::message::{Entry, EntryData, Index, Term};
 
-/// The in-memory log of one node.
+/// The in-memory log of one node: a snapshot base (§7) and the entries
+/// after it.
 #[derive(Clone, Debug, Default)]
 pub struct Log {
-    /// `entries[i]` has index `i + 1`.
+    /// The last index a snapshot replaced (0 if none). Entries up to here
+    /// are committed and applied, and no longer held.
+    snapshot_index: Index,
+    /// The term of the entry at `snapshot_index`, kept for the consistency
+    /// check of the entry after it.
+    snapshot_term: Term,
+    /// `entries[i]` has index `snapshot_index + 1 + i`.
     entries: Vec<Entry>,
 }
 
 impl Log {
-    /// Builds a log from recovered entries, which must be contiguous from 1.
+    /// Builds a log from recovered entries, contiguous from 1.
     pub fn from_entries(entries: Vec<Entry>) -> Log {
+        Log::after_snapshot(0, 0, entries)
+    }
+
+    /// Builds a log whose first `snapshot_index` entries a snapshot replaced;
+    /// `entries` follow it.
+    pub fn after_snapshot(snapshot_index: Index, snapshot_term: Term, entries: Vec<Entry>) -> Log {
         debug_assert!(entries
             .iter()
             .enumerate()
-            .all(|(i, e)| e.index == i as Index + 1));
-        Log { entries }
+            .all(|(i, e)| e.index == snapshot_index + 1 + i as Index));
+        Log {
+            snapshot_index,
+            snapshot_term,
+            entries,
+        }
     }
 
-    /// Index of the last entry, or 0 if the log is empty.
+    /// The last index replaced by a snapshot (0 if none).
+    pub fn snapshot_index(&self) -> Index {
+        self.snapshot_index
+    }
+
+    /// The first index the log still holds an entry for (if it holds any).
+    pub fn first_index(&self) -> Index {
+        self.snapshot_index + 1
+    }
+
+    /// Index of the last entry, or of the snapshot if no entry follows it.
     pub fn last_index(&self) -> Index {
-        self.entries.len() as Index
+        self.snapshot_index + self.entries.len() as Index
     }
 
-    /// Term of the last entry, or 0 if the log is empty.
+    /// Term of the last entry (or of the snapshot, or 0).
     pub fn last_term(&self) -> Term {
-        self.entries.last().map_or(0, |e| e.term)
+        self.entries.last().map_or(self.snapshot_term, |e| e.term)
     }
 
-    /// The term of the entry at `index`: 0 for index 0, `None` past the end.
+    /// The term of the entry at `index`: 0 for index 0, the snapshot's term
+    /// at its index, `None` past the end or inside the snapshot.
     pub fn term_at(&self, index: Index) -> Option<Term> {
         if index == 0 {
             return Some(0);
+        }
+        if index == self.snapshot_index {
+            return Some(self.snapshot_term);
         }
         self.get(index).map(|e| e.term)
     }
 
     /// The entry at `index`, if the log holds it.
     pub fn get(&self, index: Index) -> Option<&Entry> {
-        let position = index.checked_sub(1)?;
+        let position = index.checked_sub(self.first_index())?;
         self.entries.get(usize::try_from(position).ok()?)
     }
 
     /// Entries from `from` (inclusive) to the end, at most `max` of them.
     pub fn entries_from(&self, from: Index, max: usize) -> &[Entry] {
-        let start = (from.max(1) - 1) as usize;
+        let start = self.position(from.max(self.first_index()));
         if start >= self.entries.len() {
             return &[];
         }
@@ -59,13 +91,21 @@ impl Log {
         &self.entries[start..end]
     }
 
-    /// Entries in `from..=to`, clamped to the log.
+    /// Entries in `from..=to`, clamped to what the log holds.
     pub fn slice(&self, from: Index, to: Index) -> &[Entry] {
+        let from = from.max(self.first_index());
         let to = to.min(self.last_index());
         if from > to {
             return &[];
         }
-        &self.entries[(from.max(1) - 1) as usize..to as usize]
+        &self.entries[self.position(from)..=self.position(to)]
+    }
+
+    /// Where the entry with `index` (at least `first_index`) sits in
+    /// `entries`.
+    fn position(&self, index: Index) -> usize {
+        debug_assert!(index >= self.first_index());
+        (index - self.first_index()) as usize
     }
 
     /// §5.4.1: a candidate's log is "at least as up-to-date" as ours if its
@@ -77,15 +117,16 @@ impl Log {
             || (last_log_term == self.last_term() && last_log_index >= self.last_index())
     }
 
-    /// The first index that holds `term`, searching back from `index`. Used
-    /// for the conflict hint: a follower tells the leader where the
-    /// conflicting term starts so the leader can skip it in one round trip.
+    /// The first index that holds `term`, searching back from `index` (not
+    /// past the snapshot). Used for the conflict hint: a follower tells the
+    /// leader where the conflicting term starts so the leader can skip it in
+    /// one round trip.
     pub fn first_index_of_term_at(&self, index: Index) -> Index {
         let Some(term) = self.term_at(index) else {
             return index;
         };
         let mut first = index;
-        while first > 1 && self.term_at(first - 1) == Some(term) {
+        while first > self.first_index() && self.term_at(first - 1) == Some(term) {
             first -= 1;
         }
         first
@@ -111,19 +152,23 @@ impl Log {
         index
     }
 
-    /// Drops every entry with index `>= index`.
+    /// Drops every entry with index `>= index`. Never cuts into the snapshot:
+    /// what it covers is committed.
     pub fn truncate_from(&mut self, index: Index) {
-        self.entries.truncate((index.max(1) - 1) as usize);
+        debug_assert!(index > self.snapshot_index, "truncating into the snapshot");
+        let keep = index.saturating_sub(self.first_index());
+        self.entries.truncate(keep as usize);
     }
 
     /// Overwrites one entry in place and keeps what follows it. Only the
     /// `keep_conflicting_suffix` bug switch uses this: it is exactly the
     /// mistake Figure 2's receiver rule 3 exists to prevent.
     pub(crate) fn replace_one(&mut self, entry: Entry) {
-        if let Some(slot) = (entry.index as usize)
-            .checked_sub(1)
-            .and_then(|i| self.entries.get_mut(i))
-        {
+        if entry.index < self.first_index() {
+            return;
+        }
+        let position = self.position(entry.index);
+        if let Some(slot) = self.entries.get_mut(position) {
             *slot = entry;
         }
     }
@@ -134,6 +179,24 @@ impl Log {
             .first()
             .is_none_or(|e| e.index == self.last_index() + 1));
         self.entries.extend_from_slice(entries);
+    }
+
+    /// §7: a snapshot now covers everything up to `index`, whose term is
+    /// `term`. If the log holds that very entry, the entries after it are
+    /// kept (InstallSnapshot receiver, rule 6); otherwise the whole log is
+    /// discarded (rule 7).
+    pub fn compact(&mut self, index: Index, term: Term) {
+        if index <= self.snapshot_index {
+            return;
+        }
+        if self.term_at(index) == Some(term) {
+            let drop = self.position(index) + 1;
+            self.entries.drain(..drop);
+        } else {
+            self.entries.clear();
+        }
+        self.snapshot_index = index;
+        self.snapshot_term = term;
     }
 }
 
@@ -180,6 +243,21 @@ mod tests {
         assert_eq!(log.last_index_of_term(3), Some(5));
         assert_eq!(log.last_index_of_term(2), None);
         assert_eq!(log.last_index_of_term(5), Some(6));
+    }
+
+    #[test]
+    fn compaction_keeps_what_follows_a_matching_entry_and_drops_a_conflicting_log() {
+        let mut log = log_of_terms(&[1, 1, 2, 2]);
+        log.compact(2, 1);
+        assert_eq!((log.first_index(), log.last_index()), (3, 4));
+        assert_eq!(log.term_at(2), Some(1));
+        assert_eq!(log.term_at(1), None, "compacted away");
+        assert_eq!(log.slice(1, 9).len(), 2);
+        log.compact(5, 3);
+        assert_eq!((log.snapshot_index(), log.last_index()), (5, 5));
+        assert_eq!(log.last_term(), 3);
+        assert_eq!(log.append_new(3, EntryData::Noop), 6);
+        assert_eq!(log.get(6).map(|e| e.index), Some(6));
     }
 
     #[test]

@@ -25,19 +25,25 @@
 
 pub mod election;
 pub mod log;
+pub mod membership;
 pub mod read;
 pub mod replication;
+pub mod snapshot;
 
-use crate::message::{Entry, EntryData, HardState, Index, Message, MessageBody, NodeId, Term};
+use crate::message::{
+    Entry, EntryData, HardState, Index, Membership, Message, MessageBody, NodeId, Snapshot, Term,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use self::election::TransferError;
 pub use self::log::Log;
+pub use self::membership::MembershipError;
 pub use self::read::ReadOutcome;
 use self::read::ReadQueue;
 use self::replication::Progress;
+pub use self::snapshot::CompactError;
 
 /// Most entries one AppendEntries message carries.
 pub const MAX_ENTRIES_PER_APPEND: usize = 512;
@@ -51,8 +57,13 @@ pub const MAX_INFLIGHT_ENTRIES: u64 = 4096;
 pub struct Config {
     /// This node.
     pub id: NodeId,
-    /// Every voting member of the cluster, this node included.
+    /// The voting members the cluster started with, this node included
+    /// (empty for a node that joins an existing cluster). Membership changes
+    /// in the log or a snapshot replace it (dissertation ch. 4).
     pub voters: Vec<NodeId>,
+    /// Where the starting voters listen, if known: carried into membership
+    /// entries so every node learns every address.
+    pub addresses: BTreeMap<NodeId, String>,
     /// The election timeout is drawn uniformly from this inclusive range
     /// each time the timer is reset (§5.2: randomised timeouts make split
     /// votes rare).
@@ -78,6 +89,7 @@ impl Config {
         Config {
             id,
             voters,
+            addresses: BTreeMap::new(),
             election_timeout_ticks: (15, 30),
             heartbeat_ticks: 5,
             pre_vote: true,
@@ -179,6 +191,12 @@ pub enum Event {
     /// The target did not take over within an election timeout; the leader
     /// takes writes again.
     TransferAborted { term: Term, target: NodeId },
+    /// "Leader 8000 adding node 8003 as learner".
+    LearnerAdded { id: NodeId },
+    /// "Leader 8000 promoting node 8003 to voter": the learner caught up.
+    LearnerPromoted { id: NodeId },
+    /// "Leader 8000 removing node 8002".
+    MemberRemoved { id: NodeId },
 }
 
 /// Why a leader stopped leading.
@@ -188,6 +206,8 @@ pub enum StepDownReason {
     HigherTerm,
     /// CheckQuorum: it heard from no majority for an election timeout.
     LostQuorum,
+    /// A membership without it committed (dissertation §4.2.2).
+    Removed,
 }
 
 /// Why a request cannot be served here.
@@ -216,6 +236,10 @@ pub struct Ready {
     pub reads: Vec<(u64, ReadOutcome)>,
     /// Things worth telling a person.
     pub events: Vec<Event>,
+    /// A snapshot from the leader to make durable (compacting the stored log
+    /// as `Storage::save_snapshot` does) and then to restore the state
+    /// machine from, before applying `committed`.
+    pub snapshot: Option<Snapshot>,
 }
 
 impl Ready {
@@ -227,6 +251,7 @@ impl Ready {
             && self.committed.is_empty()
             && self.reads.is_empty()
             && self.events.is_empty()
+            && self.snapshot.is_none()
     }
 }
 
@@ -255,6 +280,17 @@ pub struct Raft {
     /// counts its own copy of an entry towards a majority only up to here.
     stable_index: Index,
 
+    /// The membership in force: the latest in the log (committed or not),
+    /// else the snapshot's, else the one the node started with (§4.1).
+    membership: Membership,
+    /// The index of the entry `membership` came from (0: not from the log).
+    membership_index: Index,
+    /// The latest snapshot, which a leader sends to followers that need
+    /// entries it no longer holds, with its JSON form.
+    snapshot: Option<snapshot::HeldSnapshot>,
+    /// A snapshot arriving from the leader in chunks.
+    incoming_snapshot: Option<snapshot::IncomingSnapshot>,
+
     // Output collected since the last `ready()`.
     hard_state_changed: bool,
     /// Lowest log index changed since the last `ready()`.
@@ -262,6 +298,7 @@ pub struct Raft {
     messages: Vec<Message>,
     reads_done: Vec<(u64, ReadOutcome)>,
     events: Vec<Event>,
+    snapshot_to_install: Option<Snapshot>,
 }
 
 impl Raft {
@@ -269,27 +306,37 @@ impl Raft {
     /// for a new node). Every node starts as a follower (§5.2). `seed`
     /// drives the randomised timeouts, so a run can be replayed.
     pub fn new(config: Config, hard_state: HardState, entries: Vec<Entry>, seed: u64) -> Raft {
-        assert!(
-            config.voters.contains(&config.id),
-            "node {} must be one of the voters {:?}",
-            config.id,
-            config.voters
-        );
+        Raft::restore(config, hard_state, None, entries, seed)
+    }
+
+    /// Like [`Raft::new`], for a node that recovered a snapshot too: the log
+    /// starts after it, and everything it covers counts as committed and
+    /// applied (the driver restores its state machine from it).
+    pub fn restore(
+        config: Config,
+        hard_state: HardState,
+        snapshot: Option<Snapshot>,
+        entries: Vec<Entry>,
+        seed: u64,
+    ) -> Raft {
         assert!(
             config.election_timeout_ticks.0 > config.heartbeat_ticks
                 && config.election_timeout_ticks.0 <= config.election_timeout_ticks.1
                 && config.heartbeat_ticks > 0,
             "timeouts must satisfy 0 < heartbeat < election_min <= election_max"
         );
-        let log = Log::from_entries(entries);
+        let base = snapshot
+            .as_ref()
+            .map_or((0, 0), |s| (s.last_included_index, s.last_included_term));
+        let log = Log::after_snapshot(base.0, base.1, entries);
         let stable_index = log.last_index();
         let mut raft = Raft {
             config,
             current_term: hard_state.current_term,
             voted_for: hard_state.voted_for,
             log,
-            commit_index: 0,
-            last_applied: 0,
+            commit_index: base.0,
+            last_applied: base.0,
             role: Role::Follower { leader: None },
             election_elapsed: 0,
             election_timeout: 0,
@@ -300,7 +347,13 @@ impl Raft {
             messages: Vec::new(),
             reads_done: Vec::new(),
             events: Vec::new(),
+            membership: Membership::default(),
+            membership_index: 0,
+            snapshot: snapshot.map(snapshot::HeldSnapshot::new),
+            incoming_snapshot: None,
+            snapshot_to_install: None,
         };
+        raft.refresh_membership();
         raft.reset_election_timer();
         raft
     }
@@ -326,7 +379,9 @@ impl Raft {
             }
             Role::Follower { .. } | Role::PreCandidate { .. } | Role::Candidate { .. } => {
                 self.election_elapsed += 1;
-                if self.election_elapsed >= self.election_timeout {
+                // Only voters stand for election; a learner, a joining node
+                // or a removed one just follows.
+                if self.election_elapsed >= self.election_timeout && self.is_voter() {
                     self.on_election_timeout();
                 }
             }
@@ -339,7 +394,7 @@ impl Raft {
             msg.to, self.config.id,
             "message delivered to the wrong node"
         );
-        if !self.config.voters.contains(&msg.from) || msg.from == self.config.id {
+        if !self.accepts_from(&msg.from) {
             return; // not a member: nothing from it reaches the rules
         }
         if self.ignore_vote_request(&msg) {
@@ -390,7 +445,29 @@ impl Raft {
                 read_seq,
             } => self.on_append_response(msg.from, success, match_index, conflict, read_seq),
             MessageBody::TimeoutNow => self.on_timeout_now(),
-            MessageBody::InstallSnapshot { .. } | MessageBody::InstallSnapshotResponse { .. } => {}
+            MessageBody::InstallSnapshot {
+                last_included_index,
+                last_included_term,
+                offset,
+                data,
+                done,
+            } => self.on_install_snapshot(
+                msg.from,
+                snapshot::Chunk {
+                    last_included_index,
+                    last_included_term,
+                    offset,
+                    data,
+                    done,
+                },
+            ),
+            MessageBody::InstallSnapshotResponse {
+                last_included_index,
+                next_offset,
+                done,
+            } => {
+                self.on_install_snapshot_response(msg.from, last_included_index, next_offset, done)
+            }
             MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { .. } => {
                 debug_assert!(false, "pre-votes are handled in step_pre_vote")
             }
@@ -507,6 +584,7 @@ impl Raft {
             committed,
             reads: std::mem::take(&mut self.reads_done),
             events: std::mem::take(&mut self.events),
+            snapshot: self.snapshot_to_install.take(),
         }
     }
 
@@ -519,6 +597,7 @@ impl Raft {
             || !self.reads_done.is_empty()
             || !self.events.is_empty()
             || self.has_unsent_reads()
+            || self.snapshot_to_install.is_some()
     }
 
     // ----- what the node looks like -------------------------------------
@@ -627,7 +706,14 @@ impl Raft {
             | MessageBody::AppendEntriesResponse { .. }
             | MessageBody::InstallSnapshotResponse { .. }
             | MessageBody::TimeoutNow => return,
-            MessageBody::InstallSnapshot { .. } => return,
+            MessageBody::InstallSnapshot {
+                last_included_index,
+                ..
+            } => MessageBody::InstallSnapshotResponse {
+                last_included_index,
+                next_offset: 0,
+                done: false,
+            },
         };
         self.send(msg.from, body);
     }
@@ -679,11 +765,23 @@ impl Raft {
         });
     }
 
-    /// The other voters, in a fixed order.
+    /// Every other member, voters and learners, in a fixed order: who the
+    /// leader replicates to.
     fn peers(&self) -> Vec<NodeId> {
-        self.config
+        self.membership
             .voters
-            .iter()
+            .keys()
+            .chain(self.membership.learners.keys())
+            .filter(|id| **id != self.config.id)
+            .cloned()
+            .collect()
+    }
+
+    /// The other voters: who is asked for votes.
+    fn voting_peers(&self) -> Vec<NodeId> {
+        self.membership
+            .voters
+            .keys()
             .filter(|id| **id != self.config.id)
             .cloned()
             .collect()
@@ -691,7 +789,7 @@ impl Raft {
 
     /// How many voters make a majority.
     fn quorum(&self) -> usize {
-        self.config.voters.len() / 2 + 1
+        self.membership.voters.len() / 2 + 1
     }
 
     /// Records that log entries from `index` on have changed and must be
@@ -699,6 +797,7 @@ impl Raft {
     fn mark_unstable(&mut self, index: Index) {
         self.unstable_from = Some(self.unstable_from.map_or(index, |i| i.min(index)));
         self.stable_index = self.stable_index.min(index - 1);
+        self.note_log_changed(index);
     }
 
     /// The deliberate bugs switched on (none, outside test builds).

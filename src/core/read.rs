@@ -134,13 +134,20 @@ impl Raft {
     /// has answered.
     pub(super) fn confirm_reads(&mut self) {
         let quorum = self.quorum();
+        let self_votes = usize::from(self.is_voter());
         let Role::Leader(leader) = &mut self.role else {
             return;
         };
-        let mut acked: Vec<u64> = leader.progress.values().map(|p| p.read_seq_acked).collect();
+        let mut acked: Vec<u64> = leader
+            .progress
+            .iter()
+            .filter(|(id, _)| self.membership.voters.contains_key(*id))
+            .map(|(_, p)| p.read_seq_acked)
+            .collect();
         acked.sort_unstable_by(|a, b| b.cmp(a));
-        // The leader itself counts as one; it needs quorum - 1 others.
-        let confirmed_seq = match quorum - 1 {
+        // The leader itself counts as one (if it votes); it needs the rest
+        // of a majority from the others.
+        let confirmed_seq = match quorum.saturating_sub(self_votes) {
             0 => u64::MAX,
             others => acked.get(others - 1).copied().unwrap_or(0),
         };

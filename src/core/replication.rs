@@ -28,6 +28,9 @@ pub struct Progress {
     pub match_at_last_heartbeat: Index,
     /// The highest `read_seq` this follower has echoed in the current term.
     pub read_seq_acked: u64,
+    /// While sending this follower a snapshot: the byte offset of the chunk
+    /// it expects next.
+    pub snapshot_offset: Option<u64>,
     /// Whether the follower has answered since the last CheckQuorum.
     pub recent_active: bool,
 }
@@ -42,6 +45,7 @@ impl Progress {
             probing: true,
             match_at_last_heartbeat: 0,
             read_seq_acked: 0,
+            snapshot_offset: None,
             recent_active: false,
         }
     }
@@ -124,6 +128,19 @@ impl Raft {
         let Some(progress) = leader.progress.get_mut(peer) else {
             return;
         };
+        // §7: what the follower needs next was compacted away; send the
+        // snapshot instead, one chunk at a time.
+        if progress.next_index <= self.log.snapshot_index() {
+            let resend = !matches!(trigger, Trigger::NewEntry);
+            let offset = match progress.snapshot_offset {
+                Some(offset) if resend => offset,
+                Some(_) => return,
+                None => 0,
+            };
+            progress.snapshot_offset = Some(offset);
+            self.send_snapshot_chunk(peer, offset);
+            return;
+        }
         let last_index = self.log.last_index();
         let window_open = progress.next_index <= last_index
             && (progress.next_index - 1).saturating_sub(progress.match_index)
@@ -151,7 +168,7 @@ impl Raft {
             progress.next_index += entries.len() as Index;
         }
         let Some(prev_log_term) = self.log.term_at(prev_log_index) else {
-            debug_assert!(false, "next_index beyond the leader's log");
+            debug_assert!(false, "next_index outside the leader's log");
             return;
         };
         let leader_commit = self.commit_index;
@@ -187,7 +204,7 @@ impl Raft {
             entries,
             leader_commit,
             read_seq,
-        } = request;
+        } = self.skip_compacted(request);
 
         if let Some(conflict) = self.consistency_check(prev_log_index, prev_log_term) {
             let body = MessageBody::AppendEntriesResponse {
@@ -211,6 +228,21 @@ impl Raft {
             read_seq,
         };
         self.send(leader, body);
+    }
+
+    /// Entries this node has already replaced by a snapshot are committed,
+    /// so they match the leader's (Leader Completeness); drop them from the
+    /// request, which then starts at the snapshot's last entry.
+    fn skip_compacted(&self, mut request: AppendRequest) -> AppendRequest {
+        let snapshot_index = self.log.snapshot_index();
+        if request.prev_log_index >= snapshot_index {
+            return request;
+        }
+        let covered = (snapshot_index - request.prev_log_index) as usize;
+        request.entries.drain(..covered.min(request.entries.len()));
+        request.prev_log_index = snapshot_index;
+        request.prev_log_term = self.log.term_at(snapshot_index).unwrap_or_default();
+        request
     }
 
     /// Figure 2, AppendEntries RPC, receiver rule 2: "Reply false if log
@@ -297,6 +329,7 @@ impl Raft {
             progress.match_index = progress.match_index.max(match_index.min(last_index));
             progress.next_index = progress.next_index.max(progress.match_index + 1);
             progress.probing = false;
+            progress.snapshot_offset = None;
         } else if let Some(conflict) = conflict {
             // "If AppendEntries fails because of log inconsistency: decrement
             // nextIndex and retry", a term at a time using the hint.
@@ -315,6 +348,9 @@ impl Raft {
         }
         self.confirm_reads();
         self.maybe_commit();
+        if success {
+            self.maybe_promote(&follower);
+        }
         self.send_append(&follower, Trigger::Answer);
         self.maybe_send_timeout_now(&follower);
     }
@@ -336,15 +372,28 @@ impl Raft {
         let Role::Leader(leader) = &self.role else {
             return;
         };
-        let mut matched: Vec<Index> = leader.progress.values().map(|p| p.match_index).collect();
-        matched.push(self.stable_index);
+        // Only voters count; the leader counts itself only while it is one
+        // (a leader removing itself manages a cluster it is not part of,
+        // dissertation §4.2.2).
+        let mut matched: Vec<Index> = leader
+            .progress
+            .iter()
+            .filter(|(id, _)| self.membership.voters.contains_key(*id))
+            .map(|(_, p)| p.match_index)
+            .collect();
+        if self.is_voter() {
+            matched.push(self.stable_index);
+        }
         matched.sort_unstable_by(|a, b| b.cmp(a));
-        let majority_index = matched[self.quorum() - 1];
+        let Some(&majority_index) = matched.get(self.quorum() - 1) else {
+            return;
+        };
         let current_term_ok = self.log.term_at(majority_index) == Some(self.current_term)
             || self.bugs().commit_earlier_term;
         if majority_index > self.commit_index && current_term_ok {
             self.commit_index = majority_index;
             self.on_commit_advanced();
+            self.on_membership_committed();
         }
     }
 }

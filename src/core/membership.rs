@@ -1,0 +1,256 @@
+//! Membership changes, one server at a time (dissertation chapter 4).
+//!
+//! The cluster's membership is itself a log entry. Every node uses the
+//! latest membership in its log as soon as it appends it, committed or not
+//! (§4.1); so if a leader changes membership by at most one server at a
+//! time, any majority of the old membership overlaps any majority of the
+//! new one, and two leaders can never be elected in one term.
+//!
+//! Three rules keep this safe and live:
+//! - a leader starts a change only after the previous one has committed,
+//!   and only once it has committed an entry of its own term (the flaw
+//!   Ongaro described on raft-dev in 2015: without this, a change proposed
+//!   by a leader of an older term can be lost and a second one made on top
+//!   of it, and two disjoint majorities can result);
+//! - a new server joins as a learner, which receives the log but does not
+//!   vote, and is promoted to voter only once it has caught up (§4.2.1), so
+//!   adding it does not stall commits while it copies the log;
+//! - a leader that removes itself keeps leading until the change commits,
+//!   not counting itself, and then steps down (§4.2.2).
+
+use super::replication::Progress;
+use super::{Event, Raft, Role, StepDownReason};
+use crate::message::{EntryData, Index, Membership, NodeId};
+use std::collections::BTreeSet;
+
+/// Why a membership change was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipError {
+    /// Only the leader changes membership.
+    NotLeader(super::NotLeader),
+    /// A change is already under way (or this leader has not yet committed
+    /// an entry of its term); try again once it commits.
+    ChangeInProgress,
+    /// The server is already a member.
+    AlreadyMember(NodeId),
+    /// The server is not a member.
+    NotMember(NodeId),
+    /// Removing the last voter would leave nobody to decide anything.
+    LastVoter(NodeId),
+}
+
+impl std::fmt::Display for MembershipError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MembershipError::NotLeader(_) => f.write_str("only the leader can change membership"),
+            MembershipError::ChangeInProgress => f.write_str(
+                "a membership change is still in progress (or the leader is new); retry in a moment",
+            ),
+            MembershipError::AlreadyMember(id) => write!(f, "{id} is already a member"),
+            MembershipError::NotMember(id) => write!(f, "{id} is not a member"),
+            MembershipError::LastVoter(id) => {
+                write!(f, "{id} is the last voter; a cluster needs at least one")
+            }
+        }
+    }
+}
+
+impl Raft {
+    /// The membership this node uses now.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// True if this node votes (and so may stand for election).
+    pub fn is_voter(&self) -> bool {
+        self.membership.voters.contains_key(&self.config.id)
+    }
+
+    /// True if the voters in `ids` make a majority of the current voters.
+    pub(super) fn is_quorum(&self, ids: &BTreeSet<NodeId>) -> bool {
+        let votes = ids
+            .iter()
+            .filter(|id| self.membership.voters.contains_key(*id))
+            .count();
+        votes >= self.quorum()
+    }
+
+    /// Messages are taken only from members. A node that is not a member of
+    /// its own membership (one that is joining and has not yet received the
+    /// entry that adds it) takes them from anyone: it has nothing to protect
+    /// and must hear the leader to learn that it was added.
+    pub(super) fn accepts_from(&self, from: &NodeId) -> bool {
+        *from != self.config.id
+            && (self.membership.contains(from) || !self.membership.contains(&self.config.id))
+    }
+
+    /// The membership as of `index`: the latest membership entry at or
+    /// before it, else the snapshot's, else the starting one. Stored in a
+    /// snapshot taken at `index`.
+    pub(super) fn membership_at(&self, index: Index) -> Membership {
+        self.find_membership(index).1
+    }
+
+    fn find_membership(&self, index: Index) -> (Index, Membership) {
+        let upto = index.min(self.log.last_index());
+        let in_log = self
+            .log
+            .slice(self.log.first_index(), upto)
+            .iter()
+            .rev()
+            .find_map(|entry| match &entry.data {
+                EntryData::Config(membership) => Some((entry.index, membership.clone())),
+                EntryData::Noop | EntryData::Command(_) => None,
+            });
+        if let Some(found) = in_log {
+            return found;
+        }
+        match &self.snapshot {
+            Some(held) => (
+                held.snapshot.last_included_index,
+                held.snapshot.membership.clone(),
+            ),
+            None => (0, self.starting_membership()),
+        }
+    }
+
+    fn starting_membership(&self) -> Membership {
+        let voters = self
+            .config
+            .voters
+            .iter()
+            .map(|id| {
+                let address = self.config.addresses.get(id).cloned().unwrap_or_default();
+                (id.clone(), address)
+            })
+            .collect();
+        Membership {
+            voters,
+            learners: Default::default(),
+        }
+    }
+
+    /// Recomputes the membership from the log (after it was truncated, or a
+    /// snapshot replaced it, or at start).
+    pub(super) fn refresh_membership(&mut self) {
+        let (index, membership) = self.find_membership(self.log.last_index());
+        self.membership = membership;
+        self.membership_index = index;
+        self.sync_progress();
+    }
+
+    /// The log changed from `index` on: if that could have dropped or added
+    /// a membership entry, find the one in force again. Appends are checked
+    /// entry by entry, so the usual case costs nothing.
+    pub(super) fn note_log_changed(&mut self, from: Index) {
+        if from <= self.membership_index {
+            self.refresh_membership();
+            return;
+        }
+        let newest = self
+            .log
+            .slice(from, self.log.last_index())
+            .iter()
+            .rev()
+            .find_map(|entry| match &entry.data {
+                EntryData::Config(membership) => Some((entry.index, membership.clone())),
+                EntryData::Noop | EntryData::Command(_) => None,
+            });
+        if let Some((index, membership)) = newest {
+            self.membership = membership;
+            self.membership_index = index;
+            self.sync_progress();
+        }
+    }
+
+    /// A leader keeps one `Progress` per member, no more, no fewer.
+    fn sync_progress(&mut self) {
+        let members = self.peers();
+        let next_index = self.log.last_index() + 1;
+        if let Role::Leader(leader) = &mut self.role {
+            leader.progress.retain(|id, _| members.contains(id));
+            for id in members {
+                leader
+                    .progress
+                    .entry(id)
+                    .or_insert_with(|| Progress::new(next_index));
+            }
+        }
+    }
+
+    /// Adds a server as a learner (dissertation §4.2.1). It is promoted to
+    /// voter by the leader once it has caught up.
+    pub fn add_learner(&mut self, id: NodeId, address: String) -> Result<Index, MembershipError> {
+        self.check_can_change()?;
+        if self.membership.contains(&id) {
+            return Err(MembershipError::AlreadyMember(id));
+        }
+        let mut next = self.membership.clone();
+        next.learners.insert(id.clone(), address);
+        self.events.push(Event::LearnerAdded { id });
+        Ok(self.append_as_leader(EntryData::Config(next)))
+    }
+
+    /// Removes a voter or a learner (dissertation §4.2.2).
+    pub fn remove_member(&mut self, id: NodeId) -> Result<Index, MembershipError> {
+        self.check_can_change()?;
+        if !self.membership.contains(&id) {
+            return Err(MembershipError::NotMember(id));
+        }
+        let mut next = self.membership.clone();
+        next.learners.remove(&id);
+        if next.voters.remove(&id).is_some() && next.voters.is_empty() {
+            return Err(MembershipError::LastVoter(id));
+        }
+        self.events.push(Event::MemberRemoved { id });
+        Ok(self.append_as_leader(EntryData::Config(next)))
+    }
+
+    /// One change at a time, and only once this leader has committed an
+    /// entry of its own term.
+    fn check_can_change(&self) -> Result<(), MembershipError> {
+        if !matches!(self.role, Role::Leader(_)) {
+            return Err(MembershipError::NotLeader(self.not_leader()));
+        }
+        let committed_in_term = self.log.term_at(self.commit_index) == Some(self.current_term);
+        if self.membership_index > self.commit_index || !committed_in_term {
+            return Err(MembershipError::ChangeInProgress);
+        }
+        Ok(())
+    }
+
+    /// Promotes a learner that has caught up with the leader's commit index
+    /// (dissertation §4.2.1), if no other change is under way.
+    pub(super) fn maybe_promote(&mut self, id: &NodeId) {
+        let caught_up = match &self.role {
+            Role::Leader(leader) => leader
+                .progress
+                .get(id)
+                .is_some_and(|p| p.match_index >= self.commit_index),
+            Role::Follower { .. } | Role::PreCandidate { .. } | Role::Candidate { .. } => false,
+        };
+        if !caught_up || !self.membership.learners.contains_key(id) {
+            return;
+        }
+        if self.check_can_change().is_err() {
+            return;
+        }
+        let mut next = self.membership.clone();
+        if let Some(address) = next.learners.remove(id) {
+            next.voters.insert(id.clone(), address);
+        }
+        self.events.push(Event::LearnerPromoted { id: id.clone() });
+        self.append_as_leader(EntryData::Config(next));
+    }
+
+    /// Dissertation §4.2.2: once a membership without the leader commits,
+    /// the leader steps down.
+    pub(super) fn on_membership_committed(&mut self) {
+        let removed = matches!(self.role, Role::Leader(_))
+            && self.membership_index <= self.commit_index
+            && !self.is_voter();
+        if removed {
+            self.become_follower(self.current_term, None, StepDownReason::Removed);
+        }
+    }
+}
