@@ -468,6 +468,9 @@ impl Node {
             last_log_index: self.raft.log().last_index(),
             value: self.state_machine.read(),
             members: self.addresses.keys().cloned().collect(),
+            fsyncs: self.storage.fsync_count(),
+            bytes_sent: self.peers.bytes_sent(),
+            messages_sent: self.peers.messages_sent(),
         }
     }
 

@@ -267,6 +267,9 @@ fn client_commands_print_their_answers() {
         last_log_index: 5,
         value: "hello world".into(),
         members: vec![NodeId::new("8000"), NodeId::new("8001")],
+        fsyncs: 7,
+        bytes_sent: 1234,
+        messages_sent: 21,
     };
     let answer = status.clone();
     let node = fake_node(move |_, cmd| match cmd {
