@@ -299,6 +299,13 @@ impl Report {
             "floor (medians): fsync {:.3} ms + loopback round trip {:.3} ms = {:.3} ms (fsync p90 {:.3} ms)",
             f.fsync_ms, f.round_trip_ms, f.sum_ms, f.fsync_p90_ms
         )?;
+        if self.cluster.mode != "local" {
+            writeln!(
+                t,
+                "(fsync measured in {}, which may not be the nodes' disk)",
+                std::env::temp_dir().display()
+            )?;
+        }
         writeln!(t)?;
         writeln!(
             t,
