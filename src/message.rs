@@ -7,6 +7,7 @@
 //! the responder's own connection. So the core never waits on a socket.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// A term number (§5.1). Terms only ever increase on a node.
@@ -58,6 +59,49 @@ pub enum EntryData {
     Noop,
     /// A command for the state machine, opaque to Raft.
     Command(String),
+    /// A new cluster membership (dissertation §4.1). Each node uses the
+    /// latest membership in its log, committed or not.
+    Config(Membership),
+}
+
+/// Who is in the cluster, and where to reach them (dissertation ch. 4).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// Members that vote and count towards majorities: id -> `HOST:PORT`.
+    pub voters: BTreeMap<NodeId, String>,
+    /// Members that receive the log but do not vote yet: a new server
+    /// catches up as a learner before it can affect majorities (§4.2.1).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub learners: BTreeMap<NodeId, String>,
+}
+
+impl Membership {
+    /// True if `id` votes or learns.
+    pub fn contains(&self, id: &NodeId) -> bool {
+        self.voters.contains_key(id) || self.learners.contains_key(id)
+    }
+
+    /// The address of a member, if it is one.
+    pub fn address(&self, id: &NodeId) -> Option<&str> {
+        self.voters
+            .get(id)
+            .or_else(|| self.learners.get(id))
+            .map(String::as_str)
+    }
+}
+
+/// A snapshot of the state machine, replacing the log up to and including
+/// `last_included_index` (§7).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The last entry the snapshot replaces.
+    pub last_included_index: Index,
+    /// The term of that entry, for the consistency check of the next one.
+    pub last_included_term: Term,
+    /// The membership as of `last_included_index`.
+    pub membership: Membership,
+    /// The state machine's own serialisation of its state.
+    pub data: String,
 }
 
 /// The state a node must keep on stable storage before it answers any
@@ -111,6 +155,23 @@ pub enum MessageBody {
     /// Leadership transfer (dissertation §3.10): the leader tells an
     /// up-to-date follower to start an election now.
     TimeoutNow,
+    /// Figure 13, InstallSnapshot RPC: the leader sends a follower that is
+    /// too far behind its snapshot, in chunks. `data` is a piece of the
+    /// snapshot's JSON, starting at byte `offset`.
+    InstallSnapshot {
+        last_included_index: Index,
+        last_included_term: Term,
+        offset: u64,
+        data: String,
+        done: bool,
+    },
+    /// The answer to `InstallSnapshot`: the byte offset the follower
+    /// expects next (0 if it must start again), or, once installed, `done`.
+    InstallSnapshotResponse {
+        last_included_index: Index,
+        next_offset: u64,
+        done: bool,
+    },
     /// Figure 2, AppendEntries RPC: sent by the leader to replicate entries
     /// and, with no entries, as a heartbeat.
     AppendEntries {

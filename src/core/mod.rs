@@ -390,6 +390,7 @@ impl Raft {
                 read_seq,
             } => self.on_append_response(msg.from, success, match_index, conflict, read_seq),
             MessageBody::TimeoutNow => self.on_timeout_now(),
+            MessageBody::InstallSnapshot { .. } | MessageBody::InstallSnapshotResponse { .. } => {}
             MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { .. } => {
                 debug_assert!(false, "pre-votes are handled in step_pre_vote")
             }
@@ -624,7 +625,9 @@ impl Raft {
             MessageBody::RequestVoteResponse { .. }
             | MessageBody::PreVoteResponse { .. }
             | MessageBody::AppendEntriesResponse { .. }
+            | MessageBody::InstallSnapshotResponse { .. }
             | MessageBody::TimeoutNow => return,
+            MessageBody::InstallSnapshot { .. } => return,
         };
         self.send(msg.from, body);
     }
@@ -634,6 +637,7 @@ impl Raft {
     /// to follower"). `reason` says why, if this node was leading.
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>, reason: StepDownReason) {
         debug_assert!(term >= self.current_term);
+        let was_leader = matches!(self.role, Role::Leader(_));
         if let Role::Leader(state) = &mut self.role {
             let reads = std::mem::take(&mut state.reads);
             self.reads_done.extend(reads.fail_all());
@@ -644,8 +648,14 @@ impl Raft {
             self.voted_for = None;
             self.hard_state_changed = true;
         }
+        // Figure 2 resets a follower's election timer only when it hears
+        // from the current leader or grants a vote; merely seeing a newer
+        // term (say, from a candidate it refuses) does not. A former leader
+        // starts a fresh timer, since it kept none while leading.
+        if was_leader || leader.is_some() {
+            self.reset_election_timer();
+        }
         self.role = Role::Follower { leader };
-        self.reset_election_timer();
     }
 
     fn reset_election_timer(&mut self) {
