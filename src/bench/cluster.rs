@@ -8,8 +8,8 @@
 //! (also on an error or a panic), and the directory is removed after them.
 //! A `kill -9` of the bench itself is the one case that leaves them behind.
 
-use crate::client;
 use crate::message::{ClientCommand, ClientResult, Status};
+use crate::{client, config};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
@@ -139,6 +139,13 @@ impl LocalCluster {
             .filter(|&(j, _)| j != i)
             .map(|(_, n)| n.port.to_string())
             .collect();
+        // A cluster of one must say so: an empty list is refused (see
+        // `config::NO_PEERS`).
+        let peers = if peers.is_empty() {
+            config::NO_PEERS.to_string()
+        } else {
+            peers.join(",")
+        };
         let node = &mut self.nodes[i];
         let stderr = File::options()
             .create(true)
@@ -148,7 +155,7 @@ impl LocalCluster {
         let child = Command::new(&self.exe)
             .arg(node.port.to_string())
             .arg("--peers")
-            .arg(peers.join(","))
+            .arg(peers)
             .arg("--data-dir")
             .arg(&node.data_dir)
             // Quiet nodes whatever the caller's RUST_LOG: at debug level a

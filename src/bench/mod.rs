@@ -321,7 +321,8 @@ fn run(opts: &BenchOptions, stop: &AtomicBool) -> Result<Report, String> {
             let mut cluster = LocalCluster::start(*nodes, work)?;
             let addrs = cluster.addrs();
             eprintln!(
-                "bench: started {nodes} nodes on {} (data in {})",
+                "bench: started {nodes} {} on {} (data in {})",
+                report::plural(*nodes, "node"),
                 addrs.join(", "),
                 cluster.dir().display()
             );
@@ -414,8 +415,9 @@ fn run_load(
     // coordinator can end them however it leaves this function.
     let client_stop = Arc::new(AtomicBool::new(false));
     eprintln!(
-        "bench: {} clients, {}-byte values{}, {:.1} s warm-up, {:.1} s measured",
+        "bench: {} {}, {}-byte values{}, {:.1} s warm-up, {:.1} s measured",
         opts.clients,
+        report::plural(opts.clients, "client"),
         opts.value_size,
         if opts.read_fraction > 0.0 {
             format!(", {:.0}% reads", opts.read_fraction * 100.0)

@@ -281,13 +281,18 @@ impl Report {
 
     fn write_table(&self, t: &mut String) -> std::fmt::Result {
         let who = match self.cluster.mode {
-            "local" => format!("{} local nodes", self.cluster.nodes),
+            "local" => format!(
+                "{} local {}",
+                self.cluster.nodes,
+                plural(self.cluster.nodes, "node")
+            ),
             _ => format!("existing cluster {}", self.cluster.addrs.join(",")),
         };
         writeln!(
             t,
-            "raft bench: {who}, {} clients, {}-byte values, {:.0}% reads; {:.1} s measured after {:.1} s warm-up",
+            "raft bench: {who}, {} {}, {}-byte values, {:.0}% reads; {:.1} s measured after {:.1} s warm-up",
             self.clients,
+            plural(self.clients, "client"),
             self.value_size,
             self.read_fraction * 100.0,
             self.seconds,
@@ -428,4 +433,13 @@ fn opt(v: Option<f64>, decimals: usize) -> String {
 
 fn mib_cell(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.1} MiB"))
+}
+
+/// "node" or "nodes".
+pub fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        word.to_string()
+    } else {
+        format!("{word}s")
+    }
 }
