@@ -43,6 +43,11 @@ fn a_short_run_reports_committed_writes_as_json() {
     assert!(report["floor"]["round_trip_ms"].is_number());
     assert!(report["fsyncs_per_entry"].is_number(), "{stdout}");
     assert!(report["bytes_sent_per_entry"].is_number(), "{stdout}");
+    if cfg!(target_os = "linux") {
+        // CPU time comes from /proc.
+        assert!(report["cpu_us_per_entry"].is_number(), "{stdout}");
+        assert!(report["nodes"][0]["peak_rss_mib"].is_number(), "{stdout}");
+    }
     let nodes = report["nodes"].as_array().expect("nodes");
     assert_eq!(nodes.len(), 3);
     assert_eq!(

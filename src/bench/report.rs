@@ -43,6 +43,9 @@ pub struct Report {
     pub fsyncs_per_entry: Option<f64>,
     pub bytes_sent_per_entry: Option<f64>,
     pub messages_sent_per_entry: Option<f64>,
+    /// The nodes' CPU time (all of them, during the window) per entry, in
+    /// microseconds: what a write costs, whatever the machine's core count.
+    pub cpu_us_per_entry: Option<f64>,
     pub nodes: Vec<NodeFigures>,
     /// The bench process itself (its clients), which shares the machine.
     pub bench_cpu_seconds: Option<f64>,
@@ -219,6 +222,7 @@ impl Report {
                 }
             })
             .collect();
+        let nodes_cpu: Option<f64> = nodes.iter().map(|n| n.cpu_seconds).sum();
         let bench_cpu = cpu(load.bench_start, load.bench_end);
         let c = &load.clients;
         let writes = op_figures(&c.writes, window);
@@ -260,6 +264,9 @@ impl Report {
             fsyncs_per_entry: per(totals[0], entries),
             bytes_sent_per_entry: per(totals[1], entries),
             messages_sent_per_entry: per(totals[2], entries),
+            cpu_us_per_entry: nodes_cpu
+                .filter(|_| entries > 0)
+                .map(|c| c * 1e6 / entries as f64),
             nodes,
             bench_cpu_seconds: bench_cpu,
             bench_cpu_percent: bench_cpu.map(|c| 100.0 * c / window.as_secs_f64()),
@@ -332,6 +339,11 @@ impl Report {
             opt(self.fsyncs_per_entry, 3),
             opt(self.bytes_sent_per_entry, 0),
             opt(self.messages_sent_per_entry, 2)
+        )?;
+        writeln!(
+            t,
+            "node CPU per committed entry, whole cluster: {} µs",
+            opt(self.cpu_us_per_entry, 1)
         )?;
         write!(
             t,
