@@ -12,7 +12,7 @@ use crate::message::{ClientCommand, ClientRequest, ClientResult, Frame};
 use crate::transport;
 use std::io::{self, BufReader, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -223,13 +223,8 @@ pub fn value_for(n: usize, value_size: usize) -> String {
     value
 }
 
-/// Runs one client until the phase is `PHASE_DONE` or `stop` is set.
-pub fn run_client(
-    n: usize,
-    plan: &ClientPlan,
-    shared: &LoadShared,
-    stop: &AtomicBool,
-) -> ClientReport {
+/// Runs one client until the phase is `PHASE_DONE`.
+pub fn run_client(n: usize, plan: &ClientPlan, shared: &LoadShared) -> ClientReport {
     let set = ClientCommand::Set {
         value: value_for(n, plan.value_size),
     };
@@ -241,8 +236,7 @@ pub fn run_client(
     // exact, and two runs do the same work. Each client starts at a
     // different point of the cycle.
     let mut read_credit = (n as f64 * plan.read_fraction).fract();
-    let running =
-        || shared.phase.load(Ordering::Relaxed) != PHASE_DONE && !stop.load(Ordering::Relaxed);
+    let running = || shared.phase.load(Ordering::Relaxed) != PHASE_DONE;
     while running() {
         read_credit += plan.read_fraction;
         let is_read = read_credit >= 1.0;
@@ -298,16 +292,14 @@ pub fn spawn_clients(
     clients: usize,
     plan: &ClientPlan,
     shared: &Arc<LoadShared>,
-    stop: &Arc<AtomicBool>,
 ) -> Result<Vec<std::thread::JoinHandle<ClientReport>>, String> {
     (0..clients)
         .map(|n| {
             let plan = plan.clone();
             let shared = Arc::clone(shared);
-            let stop = Arc::clone(stop);
             std::thread::Builder::new()
                 .name(format!("bench-client-{n}"))
-                .spawn(move || run_client(n, &plan, &shared, &stop))
+                .spawn(move || run_client(n, &plan, &shared))
                 .map_err(|e| format!("cannot start client thread {n}: {e}"))
         })
         .collect()

@@ -410,10 +410,9 @@ fn run_load(
         value_size: opts.value_size,
         read_fraction: opts.read_fraction,
     };
+    // The clients end when the phase is `PHASE_DONE`, which the coordinator
+    // sets however it leaves this function (Ctrl+C included).
     let shared = Arc::new(LoadShared::new());
-    // The clients watch `stop` too, through their own flag, so that the
-    // coordinator can end them however it leaves this function.
-    let client_stop = Arc::new(AtomicBool::new(false));
     eprintln!(
         "bench: {} {}, {}-byte values{}, {:.1} s warm-up, {:.1} s measured",
         opts.clients,
@@ -427,7 +426,7 @@ fn run_load(
         opts.warmup.as_secs_f64(),
         opts.seconds.as_secs_f64()
     );
-    let handles = match load::spawn_clients(opts.clients, &plan, &shared, &client_stop) {
+    let handles = match load::spawn_clients(opts.clients, &plan, &shared) {
         Ok(handles) => handles,
         Err(e) => {
             // Clients already started see this and end.
@@ -452,7 +451,6 @@ fn run_load(
     // However the window ended, end the clients and collect them; each
     // finishes the request it has in flight.
     shared.phase.store(PHASE_DONE, Ordering::Relaxed);
-    client_stop.store(true, Ordering::Relaxed);
     let mut clients = ClientReport::default();
     for handle in handles {
         match handle.join() {
