@@ -46,11 +46,13 @@
 //! 11. [`node`]: the driver, where "persist before you answer" happens.
 //! 12. [`transport`], [`client`], [`config`]: sockets, `raft client`, and the
 //!     command line.
+//! 11. [`bench`]: `raft bench`, which measures all of the above at work.
 //!
 //! Then the tests: `tests/paper.rs` (one test per rule of Figure 2),
 //! `tests/simulation.rs` (whole clusters under faults, deterministic),
 //! `tests/storage.rs`, and `tests/cluster.rs` (real processes).
 
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod core;

@@ -1,9 +1,9 @@
-//! The `raft` command: wiring only. Parsing rules live in `config` and
-//! `client`; the node itself in `node::run`.
+//! The `raft` command: wiring only. Parsing rules live in `config`,
+//! `client` and `bench`; the node itself in `node::run`.
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Parser, Subcommand};
-use raft::{client, config, node};
+use raft::{bench, client, config, node};
 use std::process::ExitCode;
 
 /// Exit code for a command-line mistake (as clap and BSD sysexits use).
@@ -40,6 +40,15 @@ enum Command {
     /// retries until --timeout. Exit status: 0 on success, 1 on failure, 2 on a
     /// usage error.
     Client(client::ClientArgs),
+    /// Measure a cluster: `raft bench --clients 64 --seconds 10`.
+    ///
+    /// Starts a local cluster of this binary (or uses --cluster), measures
+    /// this machine's fsync and loopback floor, runs concurrent clients and
+    /// prints committed writes/s, latency percentiles, fsyncs and bytes per
+    /// entry, CPU and memory per node; --failover N also times the recovery
+    /// from stopping the leader. Exit status: 0 on success, 1 on failure, 2
+    /// on a usage error.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +59,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match cli.command {
         Some(Command::Client(args)) => client::main(&args),
+        Some(Command::Bench(args)) => bench::main(&args),
         None => {
             // clap requires PORT when there is no subcommand, so `node` is
             // there; the `None` arm only satisfies the type.
@@ -109,6 +119,10 @@ fn subcommand_conflict(e: &clap::Error) -> Option<String> {
         return None;
     }
     match e.get(ContextKind::InvalidSubcommand) {
+        Some(ContextValue::String(word)) if word == "bench" => Some(
+            "`bench` must come first, without a PORT or node options: raft bench [OPTIONS]"
+                .to_string(),
+        ),
         Some(ContextValue::String(word)) if word == "client" => Some(
             "`client` must come first, without a PORT or node options: raft client [--timeout SECS] ADDRS COMMAND"
                 .to_string(),

@@ -282,6 +282,17 @@ pub struct Status {
     /// The index the latest snapshot covers.
     #[serde(default)]
     pub snapshot_index: Index,
+    /// fsyncs this node's storage has done since it started: with
+    /// `commit_index`, what `raft bench` turns into fsyncs per entry.
+    /// Optional on the wire (`0` from a node that does not report it).
+    #[serde(default)]
+    pub fsyncs: u64,
+    /// Bytes written to peer connections since the node started.
+    #[serde(default)]
+    pub bytes_sent: u64,
+    /// Messages written to peer connections since the node started.
+    #[serde(default)]
+    pub messages_sent: u64,
 }
 
 /// One line on the wire.

@@ -697,6 +697,9 @@ impl Node {
             members: self.raft.membership().voters.keys().cloned().collect(),
             learners: self.raft.membership().learners.keys().cloned().collect(),
             snapshot_index: self.raft.snapshot_index(),
+            fsyncs: self.storage.fsync_count(),
+            bytes_sent: self.peers.bytes_sent(),
+            messages_sent: self.peers.messages_sent(),
         }
     }
 

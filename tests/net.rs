@@ -268,6 +268,9 @@ fn client_commands_print_their_answers() {
         members: vec![NodeId::new("8000"), NodeId::new("8001")],
         learners: vec![],
         snapshot_index: 0,
+        fsyncs: 7,
+        bytes_sent: 1234,
+        messages_sent: 21,
     };
     let answer = status.clone();
     let node = fake_node(move |_, cmd| match cmd {
