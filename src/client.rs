@@ -412,10 +412,13 @@ pub fn main(args: &ClientArgs) -> ExitCode {
         (ClientCommand::Transfer { to }, ClientResult::Done) => {
             println!("leadership transferred to {to}");
         }
-        (ClientCommand::AddMember { address }, ClientResult::Done) => {
+        (
+            ClientCommand::AddMember { address },
+            ClientResult::Done | ClientResult::Written { .. },
+        ) => {
             println!("added {address} as a learner; it becomes a voter once it has caught up");
         }
-        (ClientCommand::RemoveMember { id }, ClientResult::Done) => {
+        (ClientCommand::RemoveMember { id }, ClientResult::Done | ClientResult::Written { .. }) => {
             println!("removed {id}");
         }
         (_, ClientResult::Error { message }) => {

@@ -132,7 +132,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         raft,
         storage,
         state_machine,
-        peers: Peers::start(&BTreeMap::new()),
+        peers: Peers::start(&join_seeds(opts.join.as_deref())),
         members,
         addresses,
         membership: Membership::default(),
@@ -211,6 +211,17 @@ fn core_config(
         ));
     }
     Ok(config)
+}
+
+/// A joining node knows no members until the leader's log (or snapshot)
+/// reaches it, yet it must answer the leader before that. The nodes it was
+/// told to join are members, and their ids follow from their addresses, so
+/// it starts with writers to those.
+fn join_seeds(join: Option<&[String]>) -> BTreeMap<NodeId, String> {
+    join.unwrap_or_default()
+        .iter()
+        .filter_map(|address| crate::config::parse_address(address).ok())
+        .collect()
 }
 
 /// `--join`: asks the cluster, from a thread of its own, to add this node.
@@ -486,9 +497,6 @@ impl Node {
             for msg in &ready.messages {
                 self.peers.send(msg.clone());
             }
-            for event in &ready.events {
-                self.on_event(event);
-            }
             if let Some(snapshot) = &ready.snapshot {
                 // Figure 13, receiver rule 8: reset the state machine.
                 self.state_machine
@@ -502,6 +510,11 @@ impl Node {
                 );
             }
             self.apply(&ready);
+            // After applying: a leader that stepped down in this Ready may
+            // still have committed some of the writes waiting on it.
+            for event in &ready.events {
+                self.on_event(event);
+            }
             self.sync_membership();
             self.maybe_snapshot()?;
         }
