@@ -199,6 +199,29 @@ pub enum MessageBody {
     },
 }
 
+impl MessageBody {
+    /// True for messages that promise nothing about the sender's stable
+    /// storage, so a driver may send them before persisting the Ready they
+    /// came in: a leader's AppendEntries and InstallSnapshot (the leader
+    /// counts its own copy of an entry only once it is durable, so sending
+    /// it early is safe: dissertation §10.2.1), TimeoutNow, and PreVote. A
+    /// vote, an acknowledgement or a RequestVote (which relies on the
+    /// candidate's own vote being durable) must wait.
+    pub fn may_precede_persist(&self) -> bool {
+        match self {
+            MessageBody::AppendEntries { .. }
+            | MessageBody::InstallSnapshot { .. }
+            | MessageBody::TimeoutNow
+            | MessageBody::PreVote { .. } => true,
+            MessageBody::RequestVote { .. }
+            | MessageBody::RequestVoteResponse { .. }
+            | MessageBody::PreVoteResponse { .. }
+            | MessageBody::AppendEntriesResponse { .. }
+            | MessageBody::InstallSnapshotResponse { .. } => false,
+        }
+    }
+}
+
 /// Why a follower rejected AppendEntries, so the leader can back up
 /// `next_index` by a term at a time instead of an entry at a time (§5.3,
 /// the optimisation described at the end of the section).

@@ -28,8 +28,8 @@ use crate::message::{
 };
 use crate::state_machine::{StateMachine, Value};
 use crate::storage::{Metadata, Storage};
-use crate::transport::{self, Inbound, Members, Peers};
-use crossbeam_channel::{bounded, select, tick, Receiver, Sender};
+use crate::transport::{self, Inbound, Members, Peers, Reply};
+use crossbeam_channel::{bounded, select, tick, Receiver};
 use log::{debug, warn};
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Read, Write};
@@ -57,10 +57,7 @@ pub const JOIN_RETRY_INTERVAL: Duration = Duration::from_millis(200);
 /// Who is waiting for an answer.
 enum Waiter {
     /// A client connection (`raft client`, or another node forwarding).
-    Client {
-        id: u64,
-        reply: Sender<ClientResponse>,
-    },
+    Client { id: u64, reply: Reply },
     /// A person at this node's prompt.
     Prompt,
 }
@@ -398,7 +395,7 @@ impl Node {
         }
     }
 
-    fn on_client_request(&mut self, request: ClientRequest, reply: Sender<ClientResponse>) {
+    fn on_client_request(&mut self, request: ClientRequest, reply: Reply) {
         let waiter = Waiter::Client {
             id: request.id,
             reply,
@@ -489,13 +486,21 @@ impl Node {
     /// Does what the core asked, in the order that keeps it safe.
     fn handle_ready(&mut self) -> Result<(), String> {
         while self.raft.has_ready() {
-            let ready = self.raft.ready();
+            let mut ready = self.raft.ready();
+            // The leader's AppendEntries go out first, so followers write
+            // their copies while the leader writes its own (§10.2.1).
+            let (early, late): (Vec<_>, Vec<_>) = std::mem::take(&mut ready.messages)
+                .into_iter()
+                .partition(|msg| ready.hard_state.is_none() && msg.body.may_precede_persist());
+            for msg in early {
+                self.peers.send(msg);
+            }
             self.persist(&ready)?;
             self.raft.advance(&ready);
             // Only now, with the vote and the entries on disk, may anything
             // that depends on them leave this node.
-            for msg in &ready.messages {
-                self.peers.send(msg.clone());
+            for msg in late {
+                self.peers.send(msg);
             }
             if let Some(snapshot) = &ready.snapshot {
                 // Figure 13, receiver rule 8: reset the state machine.
@@ -795,7 +800,7 @@ impl Node {
 fn answer(waiter: Waiter, result: ClientResult) {
     match waiter {
         Waiter::Client { id, reply } => {
-            let _ = reply.try_send(ClientResponse { id, result });
+            reply.send(ClientResponse { id, result });
         }
         Waiter::Prompt => print_result(&result),
     }

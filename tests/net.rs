@@ -34,7 +34,7 @@ fn serve(rx: Receiver<Inbound>, answer: impl Fn(u64, &ClientCommand) -> ClientRe
     for item in rx {
         if let Inbound::Client { request, reply } = item {
             let n = count.fetch_add(1, Ordering::SeqCst);
-            let _ = reply.send(ClientResponse {
+            reply.send(ClientResponse {
                 id: request.id,
                 result: answer(n, &request.command),
             });

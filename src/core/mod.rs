@@ -227,7 +227,8 @@ pub struct Ready {
     /// last stored index, the stored entries from that index on must be
     /// dropped first (a conflicting suffix, §5.3).
     pub entries: Vec<Entry>,
-    /// Messages to send, after persisting.
+    /// Messages to send, after persisting; except that those for which
+    /// [`MessageBody::may_precede_persist`] is true may be sent before.
     pub messages: Vec<Message>,
     /// Newly committed entries to apply, in order.
     pub committed: Vec<Entry>,
@@ -299,6 +300,8 @@ pub struct Raft {
     reads_done: Vec<(u64, ReadOutcome)>,
     events: Vec<Event>,
     snapshot_to_install: Option<Snapshot>,
+    /// The leader appended entries not yet offered to the followers.
+    replicate_pending: bool,
 }
 
 impl Raft {
@@ -352,6 +355,7 @@ impl Raft {
             snapshot: snapshot.map(snapshot::HeldSnapshot::new),
             incoming_snapshot: None,
             snapshot_to_install: None,
+            replicate_pending: false,
         };
         raft.refresh_membership();
         raft.reset_election_timer();
@@ -558,6 +562,7 @@ impl Raft {
 
     /// Takes the work accumulated since the last call.
     pub fn ready(&mut self) -> Ready {
+        self.flush_replication();
         self.send_read_round();
         let hard_state = std::mem::take(&mut self.hard_state_changed).then(|| self.hard_state());
         let entries = match self.unstable_from.take() {
@@ -598,6 +603,7 @@ impl Raft {
             || !self.events.is_empty()
             || self.has_unsent_reads()
             || self.snapshot_to_install.is_some()
+            || self.replicate_pending
     }
 
     // ----- what the node looks like -------------------------------------

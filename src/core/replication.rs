@@ -78,11 +78,21 @@ impl Raft {
         debug_assert!(matches!(self.role, Role::Leader(_)));
         let index = self.log.append_new(self.current_term, data);
         self.mark_unstable(index);
-        for peer in self.peers() {
-            self.send_append(&peer, Trigger::NewEntry);
-        }
-        // A cluster of one commits once the entry is durable (see `advance`).
+        // Sent when the driver next collects a Ready, so that every entry
+        // proposed in one turn of its loop travels in one message per
+        // follower. A cluster of one commits once the entry is durable (see
+        // `advance`).
+        self.replicate_pending = true;
         index
+    }
+
+    /// Streams new entries to every follower that is not probing.
+    pub(super) fn flush_replication(&mut self) {
+        if std::mem::take(&mut self.replicate_pending) {
+            for peer in self.peers() {
+                self.send_append(&peer, Trigger::NewEntry);
+            }
+        }
     }
 
     /// The heartbeat timer fired: send every follower what it is missing,
