@@ -133,23 +133,12 @@ impl Raft {
     /// Hands back every read whose round a majority (this node included)
     /// has answered.
     pub(super) fn confirm_reads(&mut self) {
-        let quorum = self.quorum();
-        let self_votes = usize::from(self.is_voter());
+        // The leader has, of course, seen its own latest round.
+        let confirmed_seq = self
+            .agreed_by_majority(|p| p.read_seq_acked, u64::MAX)
+            .unwrap_or(0);
         let Role::Leader(leader) = &mut self.role else {
             return;
-        };
-        let mut acked: Vec<u64> = leader
-            .progress
-            .iter()
-            .filter(|(id, _)| self.membership.voters.contains_key(*id))
-            .map(|(_, p)| p.read_seq_acked)
-            .collect();
-        acked.sort_unstable_by(|a, b| b.cmp(a));
-        // The leader itself counts as one (if it votes); it needs the rest
-        // of a majority from the others.
-        let confirmed_seq = match quorum.saturating_sub(self_votes) {
-            0 => u64::MAX,
-            others => acked.get(others - 1).copied().unwrap_or(0),
         };
         while let Some(read) = leader.reads.pending.front() {
             if read.seq > confirmed_seq {

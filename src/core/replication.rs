@@ -365,6 +365,28 @@ impl Raft {
         self.maybe_send_timeout_now(&follower);
     }
 
+    /// The highest value that a majority of voters has reached, where each
+    /// follower's value is `of(progress)` and the leader's own is `own`.
+    /// Only voters count; the leader counts itself only while it is one (a
+    /// leader removing itself manages a cluster it is not part of,
+    /// dissertation §4.2.2). `None` if this node does not lead.
+    pub(super) fn agreed_by_majority(&self, of: fn(&Progress) -> u64, own: u64) -> Option<u64> {
+        let Role::Leader(leader) = &self.role else {
+            return None;
+        };
+        let mut values: Vec<u64> = leader
+            .progress
+            .iter()
+            .filter(|(id, _)| self.membership.voters.contains_key(*id))
+            .map(|(_, progress)| of(progress))
+            .collect();
+        if self.is_voter() {
+            values.push(own);
+        }
+        values.sort_unstable_by(|a, b| b.cmp(a));
+        values.get(self.quorum() - 1).copied()
+    }
+
     /// Sends one AppendEntries to one follower now.
     pub(super) fn send_heartbeat_to(&mut self, follower: &NodeId) {
         self.send_append(follower, Trigger::Heartbeat);
@@ -379,23 +401,8 @@ impl Raft {
     /// replicas; earlier ones are committed indirectly (Figure 8 of the paper
     /// shows how counting an old entry can commit something later erased).
     pub(super) fn maybe_commit(&mut self) {
-        let Role::Leader(leader) = &self.role else {
-            return;
-        };
-        // Only voters count; the leader counts itself only while it is one
-        // (a leader removing itself manages a cluster it is not part of,
-        // dissertation §4.2.2).
-        let mut matched: Vec<Index> = leader
-            .progress
-            .iter()
-            .filter(|(id, _)| self.membership.voters.contains_key(*id))
-            .map(|(_, p)| p.match_index)
-            .collect();
-        if self.is_voter() {
-            matched.push(self.stable_index);
-        }
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let Some(&majority_index) = matched.get(self.quorum() - 1) else {
+        let Some(majority_index) = self.agreed_by_majority(|p| p.match_index, self.stable_index)
+        else {
             return;
         };
         let current_term_ok = self.log.term_at(majority_index) == Some(self.current_term)
