@@ -24,7 +24,7 @@ use crate::core::{
 };
 use crate::message::{
     ClientCommand, ClientRequest, ClientResponse, ClientResult, EntryData, Index, Membership,
-    NodeId, Status, Term,
+    Message, MessageBody, NodeId, Status, Term,
 };
 use crate::state_machine::{StateMachine, Value};
 use crate::storage::{Metadata, Storage};
@@ -390,8 +390,30 @@ impl Node {
 
     fn on_inbound(&mut self, msg: Inbound) {
         match msg {
-            Inbound::Peer(msg) => self.raft.step(msg),
+            Inbound::Peer(msg) => {
+                self.reach_leader(&msg);
+                self.raft.step(msg)
+            }
             Inbound::Client { request, reply } => self.on_client_request(request, reply),
+        }
+    }
+
+    /// A joining node has writers only to the nodes it was told to join
+    /// (see `join_seeds`) until the log entry that adds it arrives; but the
+    /// leader may be another node, and it sends that entry only once it
+    /// hears this node's answers. Ids follow from addresses (see `config`),
+    /// so until it is a member, a node answers whoever leads it.
+    fn reach_leader(&mut self, msg: &Message) {
+        let from_leader = matches!(
+            msg.body,
+            MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
+        );
+        if !from_leader || self.raft.membership().contains(self.raft.id()) {
+            return;
+        }
+        match crate::config::parse_address(msg.from.as_str()) {
+            Ok((id, address)) if id == msg.from => self.peers.add(&id, &address),
+            _ => debug!("cannot tell the address of {}; not answering it", msg.from),
         }
     }
 

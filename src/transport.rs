@@ -659,6 +659,14 @@ impl Peers {
         }
     }
 
+    /// Starts a writer for `id` at `addr`, unless `id` has one already.
+    pub fn add(&mut self, id: &NodeId, addr: &str) {
+        if !self.queues.contains_key(id) {
+            let queue = self.spawn_writer(id, addr);
+            self.queues.insert(id.clone(), (addr.to_string(), queue));
+        }
+    }
+
     fn spawn_writer(&self, id: &NodeId, addr: &str) -> Sender<Message> {
         let (tx, rx) = crossbeam_channel::bounded(PEER_QUEUE_LEN);
         let writer = PeerWriter {

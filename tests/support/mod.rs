@@ -222,6 +222,33 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node on `port` with `options`, a data directory of its own under
+    /// `root`, and then the cluster's `common` options; not started.
+    fn new(port: u16, options: &[&str], root: &Path, common: &[String]) -> Node {
+        let data_dir = root.join(format!("node-{port}"));
+        let mut args = vec![port.to_string()];
+        args.extend(options.iter().map(|s| s.to_string()));
+        args.push("--data-dir".into());
+        args.push(data_dir.display().to_string());
+        args.extend(common.iter().cloned());
+        Node {
+            port,
+            id: port.to_string(),
+            data_dir,
+            args,
+            proc: None,
+            out: Vec::new(),
+            incarnation_start: 0,
+            err: Vec::new(),
+            exit: None,
+        }
+    }
+
+    /// The command line it is started with (after `raft`).
+    pub fn args(&self) -> &[String] {
+        &self.args
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -298,6 +325,9 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     pub started: Instant,
     dir: TempDir,
+    /// Options every node gets, after its own (`--snapshot-entries 20`,
+    /// say), nodes added later included.
+    common: Vec<String>,
 }
 
 impl Cluster {
@@ -309,9 +339,15 @@ impl Cluster {
     /// ports between [`free_ports`] and the node's bind, starts over on
     /// other ports: that is the machine's doing, not the node's.
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    /// [`Cluster::start`], giving every node the options in `common` too
+    /// (nodes added later with [`Cluster::start_new_node`] included).
+    pub fn start_with(n: usize, common: &[&str]) -> Cluster {
         const ATTEMPTS: usize = 3;
         for attempt in 1..=ATTEMPTS {
-            let mut cluster = Cluster::new(n);
+            let mut cluster = Cluster::new_with(n, common);
             for i in 0..n {
                 cluster.nodes[i].start(cluster.dir.path());
             }
@@ -371,6 +407,12 @@ impl Cluster {
 
     /// The cluster, configured but not started.
     pub fn new(n: usize) -> Cluster {
+        Cluster::new_with(n, &[])
+    }
+
+    /// [`Cluster::new`], with options every node gets.
+    pub fn new_with(n: usize, common: &[&str]) -> Cluster {
+        let common: Vec<String> = common.iter().map(|s| s.to_string()).collect();
         let dir = tempfile::Builder::new()
             .prefix("raft-cluster-")
             .tempdir()
@@ -389,32 +431,45 @@ impl Cluster {
                 } else {
                     peers.join(",")
                 };
-                let data_dir = dir.path().join(format!("node-{port}"));
-                let args = vec![
-                    port.to_string(),
-                    "--peers".into(),
-                    peers,
-                    "--data-dir".into(),
-                    data_dir.display().to_string(),
-                ];
-                Node {
-                    port,
-                    id: port.to_string(),
-                    data_dir,
-                    args,
-                    proc: None,
-                    out: Vec::new(),
-                    incarnation_start: 0,
-                    err: Vec::new(),
-                    exit: None,
-                }
+                Node::new(port, &["--peers", &peers], dir.path(), &common)
             })
             .collect();
         Cluster {
             nodes,
             started: Instant::now(),
             dir,
+            common,
         }
+    }
+
+    /// Configures one more node, on a port of its own, with `options`
+    /// (like `--join 8000,8001,8002`), its own data directory and the
+    /// cluster's common options; it is not started. Returns its index.
+    pub fn add_node(&mut self, options: &[&str]) -> usize {
+        let port = free_ports(1)[0];
+        let node = Node::new(port, options, self.dir.path(), &self.common);
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// [`Cluster::add_node`], and starts it. If another process took its
+    /// port first, tries another port (as [`Cluster::start`] does).
+    pub fn start_new_node(&mut self, options: &[&str]) -> usize {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let i = self.add_node(options);
+            let dir = self.dir.path().to_path_buf();
+            self.nodes[i].start(&dir);
+            match self.wait_started(i, START_TIMEOUT) {
+                Ok(()) => return i,
+                Err(why) if attempt < ATTEMPTS => {
+                    eprintln!("(test harness) {why}; starting the node on another port");
+                    self.nodes.pop();
+                }
+                Err(why) => panic!("{why} ({ATTEMPTS} times)"),
+            }
+        }
+        unreachable!()
     }
 
     /// Starts node `i` (again, after a kill: same port, same data dir).
@@ -536,6 +591,38 @@ impl Cluster {
         }
     }
 
+    /// Waits for a stdout line matching `pred` from any of the `among`
+    /// nodes, at position `since[k]` or later for `among[k]` (see
+    /// [`Cluster::mark`]); for a line that whichever node leads prints.
+    /// Returns the node's index and the line. Fails the test at the deadline.
+    pub fn wait_for_line_on_any(
+        &mut self,
+        among: &[usize],
+        since: &[usize],
+        pred: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> (usize, Line) {
+        assert_eq!(among.len(), since.len(), "one starting line per node");
+        let deadline = Instant::now() + timeout;
+        loop {
+            for (&i, &from) in among.iter().zip(since) {
+                let node = &mut self.nodes[i];
+                node.pump();
+                let from = from.min(node.out.len());
+                if let Some(line) = node.out[from..].iter().find(|l| pred(&l.text)) {
+                    return (i, line.clone());
+                }
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "none of nodes {} printed a matching line within {timeout:?}",
+                    self.addrs(among)
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
     /// The stdout lines of node `i` (every incarnation) so far.
     pub fn lines(&mut self, i: usize) -> Vec<String> {
         self.nodes[i].pump();
@@ -561,9 +648,9 @@ impl Cluster {
             };
             let _ = writeln!(
                 s,
-                "----- node {} ({state}), data dir {} -----",
+                "----- node {} ({state}): raft {} -----",
                 node.id,
-                node.data_dir.display()
+                node.args.join(" ")
             );
             for (name, lines) in [("stdout", &node.out), ("stderr", &node.err)] {
                 let _ = writeln!(s, "  [{name}]");
@@ -763,6 +850,31 @@ impl Cluster {
                 "(test harness) set {value:?} failed, retrying: {}",
                 err.trim_end()
             );
+        }
+    }
+}
+
+impl Cluster {
+    /// [`Cluster::set`] without a process per write: the library's client
+    /// (what `raft client set` runs), in-process, retried until `timeout`
+    /// when leadership changes under it. For tests that write many values.
+    pub fn write(&self, among: &[usize], value: &str, timeout: Duration) -> u64 {
+        let addrs: Vec<String> = among.iter().map(|&i| self.nodes[i].addr()).collect();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let command = ClientCommand::Set {
+                value: value.to_string(),
+            };
+            let outcome = client::request(&addrs, command, left.max(Duration::from_millis(100)));
+            match outcome {
+                Ok(ClientResult::Written { index }) => return index,
+                other if Instant::now() >= deadline => panic!(
+                    "set {value:?} via {} failed until the deadline ({timeout:?}): {other:?}",
+                    self.addrs(among)
+                ),
+                other => eprintln!("(test harness) set {value:?} failed, retrying: {other:?}"),
+            }
         }
     }
 }
