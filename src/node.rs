@@ -48,8 +48,8 @@ pub const MAX_PENDING_REQUESTS: usize = 16_384;
 pub const MAX_STDIN_LINE_BYTES: usize = 64 * 1024;
 /// How long a follower waits for the leader when forwarding a `set`.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long `--join` keeps asking while another membership change is in
-/// progress.
+/// How long `--join` keeps asking (no leader yet, another membership
+/// change in progress, ...).
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The pause between two attempts to join.
 pub const JOIN_RETRY_INTERVAL: Duration = Duration::from_millis(200);
@@ -233,7 +233,10 @@ fn ask_to_join(id: NodeId, address: String, cluster: Vec<String>) {
                     address: address.clone(),
                 };
                 let outcome = client::request(&cluster, command, FORWARD_TIMEOUT);
-                let retry = match &outcome {
+                // Anything but success (no leader yet, a change in
+                // progress, leadership moving) is worth another try until
+                // the deadline.
+                let last_error = match &outcome {
                     Ok(ClientResult::Written { .. } | ClientResult::Done) => {
                         println!("Node {id} was added to the cluster as a learner");
                         return;
@@ -242,22 +245,18 @@ fn ask_to_join(id: NodeId, address: String, cluster: Vec<String>) {
                         println!("Node {id} is already a member of the cluster");
                         return;
                     }
-                    Ok(ClientResult::Error { message }) if message.contains("in progress") => true,
-                    Ok(other) => {
-                        println!("Node {id} could not join: unexpected answer {other:?}");
-                        false
-                    }
-                    Err(e) => {
-                        println!(
-                            "Node {id} could not join the cluster at {}: {e}",
-                            cluster.join(",")
-                        );
-                        false
-                    }
+                    Ok(ClientResult::Error { message }) => message.clone(),
+                    Ok(other) => format!("unexpected answer {other:?}"),
+                    Err(e) => e.to_string(),
                 };
-                if !retry || std::time::Instant::now() > deadline {
+                if std::time::Instant::now() > deadline {
+                    println!(
+                        "Node {id} could not join the cluster at {}: {last_error}",
+                        cluster.join(",")
+                    );
                     return;
                 }
+                debug!("join attempt failed ({last_error}); retrying");
                 std::thread::sleep(JOIN_RETRY_INTERVAL);
             }
         });
