@@ -200,6 +200,22 @@ impl Log {
     }
 }
 
+impl Log {
+    /// Like `compact`, but keeps the entries after `index` even if the log's
+    /// entry at `index` has another term. Only the
+    /// `keep_log_conflicting_with_snapshot` bug switch uses this: it is the
+    /// mistake InstallSnapshot's rule 7 prevents (hashicorp/raft issue 697).
+    pub(crate) fn compact_keeping_suffix(&mut self, index: Index, term: Term) {
+        if index <= self.snapshot_index {
+            return;
+        }
+        let drop = (index.min(self.last_index()) - self.snapshot_index) as usize;
+        self.entries.drain(..drop);
+        self.snapshot_index = index;
+        self.snapshot_term = term;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

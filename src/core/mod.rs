@@ -116,6 +116,13 @@ pub struct BugSwitches {
     /// Break §6.4: answer reads from local state without confirming
     /// leadership with a round of heartbeats.
     pub read_without_quorum: bool,
+    /// Break Figure 13, InstallSnapshot receiver rule 7: keep the log after
+    /// a snapshot even when it conflicts with the snapshot's last entry.
+    pub keep_log_conflicting_with_snapshot: bool,
+    /// Break §4.1 and the raft-dev 2015 fix: start a membership change while
+    /// another is uncommitted, or before the leader has committed an entry
+    /// of its term.
+    pub overlapping_membership_changes: bool,
 }
 
 /// What a node currently is, with the state that only that role has.

@@ -212,7 +212,12 @@ impl Raft {
     fn install_snapshot(&mut self, snapshot: Snapshot) {
         let index = snapshot.last_included_index;
         debug_assert!(index > self.commit_index);
-        self.log.compact(index, snapshot.last_included_term);
+        if self.bugs().keep_log_conflicting_with_snapshot {
+            self.log
+                .compact_keeping_suffix(index, snapshot.last_included_term);
+        } else {
+            self.log.compact(index, snapshot.last_included_term);
+        }
         self.commit_index = index;
         self.last_applied = index;
         self.stable_index = self.stable_index.min(self.log.last_index());
