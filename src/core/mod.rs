@@ -506,6 +506,7 @@ impl Raft {
 
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
         debug_assert!(term >= self.current_term);
+        let was_leader = matches!(self.role, Role::Leader(_));
         if let Role::Leader(state) = &mut self.role {
             let reads = std::mem::take(&mut state.reads);
             self.reads_done.extend(reads.fail_all());
@@ -517,7 +518,16 @@ impl Raft {
             self.hard_state_changed = true;
         }
         self.role = Role::Follower { leader };
-        self.reset_election_timer();
+        // Figure 2 resets the election timer only when a follower hears
+        // from the current leader (`on_append_entries`) or grants a vote
+        // (`on_request_vote`). Merely seeing a higher term is neither: if it
+        // reset the timer, candidates whose logs are too old to win could
+        // keep every up-to-date node from ever standing for election (found
+        // by the simulator). A leader runs no election timer, so one that
+        // steps down starts a fresh one.
+        if was_leader {
+            self.reset_election_timer();
+        }
     }
 
     fn reset_election_timer(&mut self) {
