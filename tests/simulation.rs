@@ -1,52 +1,88 @@
-//! Deterministic simulation of whole Raft clusters (see `tests/sim/mod.rs`).
+//! Deterministic simulation of whole Raft clusters.
+//!
+//! The simulator itself is in `tests/sim/` (start with `tests/sim/mod.rs`).
+//! This file holds the randomised runs and the replay check;
+//! `simulation/scenarios.rs` the scripted scenarios; and
+//! `simulation/bug_switches.rs` the proof that the checks catch bugs.
+//!
+//! Environment variables (see `tests/sim/mod.rs`):
+//! - `RAFT_SIM_SEED=N` runs only seed N, `RAFT_SIM_TRACE=1` prints its trace;
+//! - `RAFT_SIM_SEEDS=N` (and `RAFT_SIM_FIRST_SEED=M`) runs N seeds, for soaks.
 
 mod sim;
 
+#[path = "simulation/bug_switches.rs"]
+mod bug_switches;
+#[path = "simulation/regressions.rs"]
+mod regressions;
+#[path = "simulation/scenarios.rs"]
+mod scenarios;
+
 use sim::random::{self, RandomRun};
 
-#[test]
-fn random_faults() {
-    let start = std::time::Instant::now();
-    let seeds = sim::seeds(20);
-    let mut steps = 0;
+/// Seeds each `random_faults_*` test runs by default.
+const DEFAULT_SEEDS: u64 = 300;
+
+/// Runs the random seeds for one cluster size and prints a summary.
+fn random_faults(test: &str, size: usize) {
+    let run = RandomRun {
+        size: Some(size),
+        ..RandomRun::default()
+    };
+    let seeds = sim::seeds(DEFAULT_SEEDS);
+    let (mut operations, mut steps, mut crashes, mut leaders) = (0, 0, 0, 0);
+    let (mut slowest_leader, mut slowest_clients, mut largest_segment) = (0, 0, 0);
     for &seed in &seeds {
-        match random::run(&RandomRun::default(), seed) {
+        match random::run(&run, seed) {
             Ok(report) => {
+                operations += report.operations;
                 steps += report.steps;
-                println!("seed {seed}: {report:?}");
+                crashes += report.crashes;
+                leaders += report.leaders_elected;
+                slowest_leader = slowest_leader.max(report.leader_after);
+                slowest_clients = slowest_clients.max(report.clients_done_after);
+                largest_segment = largest_segment.max(report.history.largest_segment);
             }
-            Err(failure) => sim::fail("random_faults", seed, &failure),
+            Err(failure) => sim::fail(test, seed, &failure),
         }
     }
-    println!("{} seeds, {steps} steps in {:?}", seeds.len(), start.elapsed());
-}
-
-fn search(name: &str, run: RandomRun, limit: u64) {
-    let start = std::time::Instant::now();
-    for seed in 0..limit {
-        if let Err(failure) = random::run(&run, seed) {
-            println!("{name}: caught at seed {seed} after {:?}: {failure}", start.elapsed());
-            return;
-        }
-    }
-    println!("{name}: NOT caught in {limit} seeds ({:?})", start.elapsed());
+    println!(
+        "{test}: {} seeds, {steps} steps, {operations} client operations, {crashes} crashes, \
+         {leaders} leaders elected; after the calm, a leader within {slowest_leader} ticks and \
+         clients done within {slowest_clients} ticks at worst; largest history segment {largest_segment} operations",
+        seeds.len()
+    );
 }
 
 #[test]
-fn explore_bugs() {
-    use raft::core::BugSwitches;
-    let b = BugSwitches::default();
-    search("vote_without_log_check", RandomRun { bugs: BugSwitches { vote_without_log_check: true, ..b }, ..Default::default() }, 300);
-    search("keep_conflicting_suffix", RandomRun { bugs: BugSwitches { keep_conflicting_suffix: true, ..b }, ..Default::default() }, 300);
-    search("read_without_quorum", RandomRun { bugs: BugSwitches { read_without_quorum: true, ..b }, ..Default::default() }, 300);
-    search("commit_earlier_term", RandomRun { bugs: BugSwitches { commit_earlier_term: true, ..b }, ..Default::default() }, 300);
-    search("reply_before_persist", RandomRun { reply_before_persist: true, ..Default::default() }, 300);
+fn random_faults_3_nodes() {
+    random_faults("random_faults_3_nodes", 3);
 }
 
 #[test]
-fn explore_one() {
-    use raft::core::BugSwitches;
-    let seed = sim::scenario_seed(1);
-    let r = random::run(&RandomRun { bugs: BugSwitches { read_without_quorum: true, ..BugSwitches::default() }, ..Default::default() }, seed);
-    if let Err(f) = r { println!("{f}"); }
+fn random_faults_5_nodes() {
+    random_faults("random_faults_5_nodes", 5);
+}
+
+#[test]
+fn random_faults_7_nodes() {
+    random_faults("random_faults_7_nodes", 7);
+}
+
+/// Same seed, same run: the hash of the full event trace must match, and a
+/// different seed must give a different trace.
+#[test]
+fn same_seed_same_run() {
+    let run = RandomRun {
+        hash_trace: true,
+        ..RandomRun::default()
+    };
+    let seed = sim::scenario_seed(42);
+    let hash = |seed| match random::run(&run, seed) {
+        Ok(report) => report.trace_hash.expect("hashing was asked for"),
+        Err(failure) => sim::fail("same_seed_same_run", seed, &failure),
+    };
+    let first = hash(seed);
+    assert_eq!(first, hash(seed), "seed {seed} did not replay identically");
+    assert_ne!(first, hash(seed + 1), "seeds {seed} and {} gave the same trace", seed + 1);
 }

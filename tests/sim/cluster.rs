@@ -31,6 +31,8 @@ pub struct ClusterConfig {
     /// Each node's tick period is `TICK` plus or minus up to this much.
     pub max_clock_skew: u64,
     pub election_timeout_ticks: (u64, u64),
+    /// Nodes that use their own election timeout instead.
+    pub election_timeout_overrides: Vec<(usize, (u64, u64))>,
     pub heartbeat_ticks: u64,
     /// Deliberate bugs in the core.
     pub bugs: BugSwitches,
@@ -57,6 +59,7 @@ impl ClusterConfig {
             network: NetworkConfig::reliable(),
             max_clock_skew: TICK / 10,
             election_timeout_ticks: defaults.election_timeout_ticks,
+            election_timeout_overrides: Vec::new(),
             heartbeat_ticks: defaults.heartbeat_ticks,
             bugs: BugSwitches::default(),
             reply_before_persist: false,
@@ -119,7 +122,9 @@ pub struct Stats {
     pub append_response: u64,
     /// AppendEntries refused because of a log mismatch.
     pub append_refused: u64,
+    /// Steps taken (events handled by a running node).
     pub steps: u64,
+    pub crashes: u64,
 }
 
 impl Stats {
@@ -206,7 +211,12 @@ impl Cluster {
 
     fn raft_config(&self, node: usize) -> Config {
         let mut config = Config::new(self.ids[node].clone(), self.ids.clone());
-        config.election_timeout_ticks = self.config.election_timeout_ticks;
+        config.election_timeout_ticks = self
+            .config
+            .election_timeout_overrides
+            .iter()
+            .find(|(n, _)| *n == node)
+            .map_or(self.config.election_timeout_ticks, |&(_, timeout)| timeout);
         config.heartbeat_ticks = self.config.heartbeat_ticks;
         config.bugs = self.config.bugs;
         config
@@ -488,6 +498,7 @@ impl Cluster {
     pub fn crash(&mut self, node: usize) {
         if self.nodes[node].is_up() {
             trace!(self.trace, self.now, "{} crashes", self.ids[node]);
+            self.stats.crashes += 1;
             self.nodes[node].crash();
             self.checker.on_crash(node);
         }
@@ -533,6 +544,15 @@ impl Cluster {
 
     // ----- looking at the cluster ---------------------------------------
 
+    /// A `Scenario` failure unless `condition` holds.
+    pub fn require(&self, condition: bool, message: impl FnOnce() -> String) -> Result<(), Failure> {
+        if condition {
+            Ok(())
+        } else {
+            Err(Failure::new(FailureKind::Scenario, self.now, message()))
+        }
+    }
+
     pub fn is_up(&self, node: usize) -> bool {
         self.nodes[node].is_up()
     }
@@ -549,6 +569,10 @@ impl Cluster {
         self.nodes[node].raft.as_ref().map_or(0, |r| r.commit_index())
     }
 
+    pub fn voted_for(&self, node: usize) -> Option<NodeId> {
+        self.nodes[node].raft.as_ref().and_then(|r| r.voted_for().cloned())
+    }
+
     pub fn last_index(&self, node: usize) -> Index {
         self.nodes[node].raft.as_ref().map_or(0, |r| r.log().last_index())
     }
@@ -562,16 +586,20 @@ impl Cluster {
     }
 
     /// A leader that a majority of nodes (itself included) follow in its
-    /// term right now: the cluster has a working leader.
+    /// term, over links that work both ways: the cluster has a working
+    /// leader. (A leader cut off from the others may still believe it
+    /// leads, and its followers may not have noticed yet; neither counts.)
     pub fn working_leader(&self) -> Option<usize> {
         self.leaders().into_iter().map(|(n, _)| n).find(|&leader| {
             let term = self.term(leader);
             let followers = (0..self.nodes.len())
                 .filter(|&n| {
                     n == leader
-                        || self.nodes[n].raft.as_ref().is_some_and(|r| {
-                            r.current_term() == term && r.leader() == Some(&self.ids[leader])
-                        })
+                        || (self.network.connected(leader, n)
+                            && self.network.connected(n, leader)
+                            && self.nodes[n].raft.as_ref().is_some_and(|r| {
+                                r.current_term() == term && r.leader() == Some(&self.ids[leader])
+                            }))
                 })
                 .count();
             followers > self.nodes.len() / 2

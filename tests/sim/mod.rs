@@ -115,18 +115,17 @@ impl fmt::Display for Failure {
     }
 }
 
-/// Returns a `Scenario` failure unless `condition` holds.
-#[macro_export]
-macro_rules! ensure {
-    ($cluster:expr, $condition:expr, $($message:tt)*) => {
-        if !$condition {
-            return Err($crate::sim::Failure::new(
-                $crate::sim::FailureKind::Scenario,
-                $cluster.now,
-                format!($($message)*),
-            ));
-        }
-    };
+/// Runs a scripted scenario on a new cluster. On failure, panics with the
+/// seed and the command that replays it.
+pub fn run_scenario(
+    test: &str,
+    config: cluster::ClusterConfig,
+    script: impl FnOnce(&mut cluster::Cluster) -> Result<(), Failure>,
+) {
+    let seed = config.seed;
+    if let Err(failure) = cluster::Cluster::new(config).and_then(|mut cluster| script(&mut cluster)) {
+        fail(test, seed, &failure);
+    }
 }
 
 // ----- seeds, replay and the environment variables ------------------------

@@ -76,14 +76,6 @@ impl Network {
         !self.cut.contains(&(from, to))
     }
 
-    /// True if `node` can reach and hear from a majority, itself included.
-    pub fn in_majority(&self, node: usize) -> bool {
-        let reachable = (0..self.size)
-            .filter(|&peer| peer == node || (self.connected(node, peer) && self.connected(peer, node)))
-            .count();
-        reachable > self.size / 2
-    }
-
     /// When the copies of a message sent now will arrive: none if it is
     /// lost, two if it is duplicated.
     pub fn arrival_delays(&self, rng: &mut StdRng) -> Vec<u64> {

@@ -16,6 +16,7 @@
 
 use super::clients::ClientConfig;
 use super::cluster::{Cluster, ClusterConfig};
+use super::history::CheckStats;
 use super::network::NetworkConfig;
 use super::trace::trace;
 use super::{Failure, FailureKind, TICK};
@@ -37,6 +38,15 @@ pub const CLIENTS_BOUND_TICKS: u64 = 300;
 /// How long the faulty phase lasts.
 pub const FAULT_TICKS: u64 = 400;
 
+/// Which faults the faulty phase injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Faults {
+    /// Crashes, restarts and every kind of partition.
+    All,
+    /// Only nodes crashing, restarting, and being cut off alone ("churn").
+    Churn,
+}
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct RandomRun {
@@ -49,6 +59,9 @@ pub struct RandomRun {
     /// Operations per client during the faults; each client does two more
     /// once the calm begins.
     pub ops_per_client: usize,
+    pub faults: Faults,
+    /// The network during the faults; by default drawn from the seed.
+    pub network: Option<NetworkConfig>,
     pub hash_trace: bool,
 }
 
@@ -61,6 +74,8 @@ impl Default for RandomRun {
             fault_ticks: FAULT_TICKS,
             clients: 3,
             ops_per_client: 40,
+            faults: Faults::All,
+            network: None,
             hash_trace: false,
         }
     }
@@ -72,6 +87,11 @@ pub struct Report {
     pub size: usize,
     pub operations: usize,
     pub steps: u64,
+    pub crashes: u64,
+    /// How many terms had a leader.
+    pub leaders_elected: usize,
+    /// How the linearizability check went.
+    pub history: CheckStats,
     /// Ticks from the start of the calm until a settled leader.
     pub leader_after: u64,
     /// Ticks from the start of the calm until every client was done.
@@ -85,12 +105,13 @@ pub fn run(options: &RandomRun, seed: u64) -> Result<Report, Failure> {
     let mut rng = StdRng::seed_from_u64(seed);
     let size = options.size.unwrap_or_else(|| *[3, 5, 7].choose(&mut rng).expect("sizes"));
     let mut config = ClusterConfig::new(size, rng.random());
-    config.network = NetworkConfig {
+    let drawn = NetworkConfig {
         drop_rate: *[0.0, 0.01, 0.05, 0.1].choose(&mut rng).expect("rates"),
         duplicate_rate: *[0.0, 0.02, 0.05].choose(&mut rng).expect("rates"),
         long_delay_rate: *[0.0, 0.02, 0.1].choose(&mut rng).expect("rates"),
         ..NetworkConfig::unreliable()
     };
+    config.network = options.network.clone().unwrap_or(drawn);
     config.crash_after_step_rate = *[0.0, 0.0005, 0.002].choose(&mut rng).expect("rates");
     config.bugs = options.bugs;
     config.reply_before_persist = options.reply_before_persist;
@@ -105,14 +126,17 @@ pub fn run(options: &RandomRun, seed: u64) -> Result<Report, Failure> {
         cluster.config.crash_after_step_rate
     );
 
-    faults(&mut cluster, options.fault_ticks)?;
+    faults(&mut cluster, options.fault_ticks, options.faults)?;
     let (leader_after, clients_done_after) = calm(&mut cluster)?;
-    end_checks(&cluster)?;
+    let history = end_checks(&cluster)?;
 
     Ok(Report {
         size,
         operations: cluster.clients.history.invoked(),
         steps: cluster.stats.steps,
+        crashes: cluster.stats.crashes,
+        leaders_elected: cluster.checker.leaders().len(),
+        history,
         leader_after,
         clients_done_after,
         trace_hash: cluster.trace.hash(),
@@ -120,7 +144,7 @@ pub fn run(options: &RandomRun, seed: u64) -> Result<Report, Failure> {
 }
 
 /// Phase 1: something goes wrong every 5 to 40 ticks.
-fn faults(cluster: &mut Cluster, ticks: u64) -> Result<(), Failure> {
+fn faults(cluster: &mut Cluster, ticks: u64, kinds: Faults) -> Result<(), Failure> {
     let end = cluster.now + ticks * TICK;
     let size = cluster.nodes.len();
     while cluster.now < end {
@@ -129,7 +153,11 @@ fn faults(cluster: &mut Cluster, ticks: u64) -> Result<(), Failure> {
         let up: Vec<usize> = (0..size).filter(|&n| cluster.is_up(n)).collect();
         let down: Vec<usize> = (0..size).filter(|&n| !cluster.is_up(n)).collect();
         let leader = cluster.leaders().into_iter().max_by_key(|&(_, t)| t).map(|(n, _)| n);
-        match cluster.rng.random_range(0..100) {
+        let mut dice = cluster.rng.random_range(0..100);
+        if kinds == Faults::Churn && (45..=67).contains(&dice) {
+            dice = 75; // no partitions other than a node cut off alone
+        }
+        match dice {
             0..=14 => {
                 if let Some(&node) = up.choose(&mut cluster.rng) {
                     cluster.crash(node);
@@ -270,7 +298,7 @@ fn calm(cluster: &mut Cluster) -> Result<(u64, u64), Failure> {
 }
 
 /// Phase 3: linearizability, and no acknowledged write lost.
-fn end_checks(cluster: &Cluster) -> Result<(), Failure> {
+fn end_checks(cluster: &Cluster) -> Result<CheckStats, Failure> {
     let leader = cluster.settled_leader().expect("calm() ends with a settled leader");
     let raft = cluster.nodes[leader].raft.as_ref().expect("up");
     let committed: std::collections::BTreeSet<&str> = raft
@@ -291,5 +319,5 @@ fn end_checks(cluster: &Cluster) -> Result<(), Failure> {
             ));
         }
     }
-    cluster.clients.history.check_linearizable(cluster.now).map(|_| ())
+    cluster.clients.history.check_linearizable(cluster.now)
 }
