@@ -30,12 +30,13 @@ fn random_faults(test: &str, size: usize) {
         ..RandomRun::default()
     };
     let seeds = sim::seeds(DEFAULT_SEEDS);
-    let (mut operations, mut steps, mut crashes, mut leaders) = (0, 0, 0, 0);
+    let (mut operations, mut checked, mut steps, mut crashes, mut leaders) = (0, 0, 0, 0, 0);
     let (mut slowest_leader, mut slowest_clients, mut largest_segment) = (0, 0, 0);
     for &seed in &seeds {
         match random::run(&run, seed) {
             Ok(report) => {
                 operations += report.operations;
+                checked += report.history.operations;
                 steps += report.steps;
                 crashes += report.crashes;
                 leaders += report.leaders_elected;
@@ -47,7 +48,7 @@ fn random_faults(test: &str, size: usize) {
         }
     }
     println!(
-        "{test}: {} seeds, {steps} steps, {operations} client operations, {crashes} crashes, \
+        "{test}: {} seeds, {steps} steps, {operations} client operations ({checked} in the linearizability check), {crashes} crashes, \
          {leaders} leaders elected; after the calm, a leader within {slowest_leader} ticks and \
          clients done within {slowest_clients} ticks at worst; largest history segment {largest_segment} operations",
         seeds.len()
@@ -84,5 +85,10 @@ fn same_seed_same_run() {
     };
     let first = hash(seed);
     assert_eq!(first, hash(seed), "seed {seed} did not replay identically");
-    assert_ne!(first, hash(seed + 1), "seeds {seed} and {} gave the same trace", seed + 1);
+    assert_ne!(
+        first,
+        hash(seed + 1),
+        "seeds {seed} and {} gave the same trace",
+        seed + 1
+    );
 }

@@ -74,6 +74,10 @@ pub struct Checker {
     /// applied it first.
     applied: Vec<(Entry, NodeId)>,
     nodes: Vec<NodeRecord>,
+    /// Whether a restarted node's term is compared with the term it had
+    /// before the crash. Only a test that wants to watch what a lost term
+    /// leads to turns this off.
+    pub check_term_across_restarts: bool,
 }
 
 fn fail<T>(kind: FailureKind, now: u64, message: String) -> Result<T, Failure> {
@@ -100,6 +104,7 @@ impl Checker {
                     completeness_checked: 0,
                 })
                 .collect(),
+            check_term_across_restarts: true,
         }
     }
 
@@ -125,6 +130,9 @@ impl Checker {
         record.commit_index = 0;
         record.applied = 0;
         record.leading = None;
+        if !self.check_term_across_restarts {
+            record.highest_term = raft.current_term();
+        }
         if raft.current_term() < record.highest_term {
             return fail(
                 FailureKind::TermDecreased,
@@ -212,7 +220,13 @@ impl Checker {
     /// A read may only be answered once the state machine has reached the
     /// read's index; the core promises that after the driver applies
     /// `Ready::committed`.
-    pub fn on_read_answered(&self, node: usize, read_index: Index, applied: Index, now: u64) -> Result<(), Failure> {
+    pub fn on_read_answered(
+        &self,
+        node: usize,
+        read_index: Index,
+        applied: Index,
+        now: u64,
+    ) -> Result<(), Failure> {
         if read_index > applied {
             return fail(
                 FailureKind::ReadAheadOfApplied,
@@ -247,7 +261,10 @@ impl Checker {
             return fail(
                 FailureKind::TermDecreased,
                 now,
-                format!("{}'s term went down from {} to {term}", record.id, record.highest_term),
+                format!(
+                    "{}'s term went down from {} to {term}",
+                    record.id, record.highest_term
+                ),
             );
         }
         record.highest_term = term;
@@ -293,7 +310,8 @@ impl Checker {
         if unchanged == record.log.len() && unchanged == log.len() {
             return Ok(()); // nothing changed
         }
-        let still_leading = record.leading == Some(raft.current_term()) && raft.role() == RoleKind::Leader;
+        let still_leading =
+            record.leading == Some(raft.current_term()) && raft.role() == RoleKind::Leader;
         if still_leading && unchanged < record.log.len() {
             return fail(
                 FailureKind::LeaderAppendOnly,
@@ -321,7 +339,11 @@ impl Checker {
         }
         for position in unchanged..log.len() {
             let entry = &log[position];
-            let prev_term = if position == 0 { 0 } else { log[position - 1].term };
+            let prev_term = if position == 0 {
+                0
+            } else {
+                log[position - 1].term
+            };
             if entry.term < prev_term {
                 return fail(
                     FailureKind::LogMatching,
@@ -384,7 +406,11 @@ impl Checker {
                 return fail(
                     FailureKind::ElectionSafety,
                     now,
-                    format!("{} and {} were both leader in term {term}", slot.get(), record.id),
+                    format!(
+                        "{} and {} were both leader in term {term}",
+                        slot.get(),
+                        record.id
+                    ),
                 );
             }
             MapEntry::Occupied(_) => {}
@@ -459,7 +485,9 @@ impl Checker {
                 continue;
             };
             while let Some(known) = self.committed.get(record.completeness_checked) {
-                if known.term < leader_term && record.log.get(record.completeness_checked) != Some(&known.entry) {
+                if known.term < leader_term
+                    && record.log.get(record.completeness_checked) != Some(&known.entry)
+                {
                     let has = record
                         .log
                         .get(record.completeness_checked)

@@ -195,7 +195,9 @@ impl Clients {
 
     /// True when no client has anything left to do.
     pub fn all_done(&self) -> bool {
-        self.clients.iter().all(|c| c.current.is_none() && c.ops_left == 0)
+        self.clients
+            .iter()
+            .all(|c| c.current.is_none() && c.ops_left == 0)
     }
 
     /// Operations still waiting for an answer, for error messages.
@@ -258,7 +260,10 @@ impl Clients {
         let attempt = self.next_attempt;
         self.next_attempt += 1;
         let node = self.clients[client].leader_guess;
-        let current = self.clients[client].current.as_mut().expect("an operation to send");
+        let current = self.clients[client]
+            .current
+            .as_mut()
+            .expect("an operation to send");
         current.attempt = attempt;
         current.sent_at = now;
         let tag = Tag { client, attempt };
@@ -290,7 +295,9 @@ impl Clients {
         let client = tag.client;
         match reply {
             Reply::Written => self.finish(client, RegisterRet::WriteOk, now, rng, &mut actions),
-            Reply::Value(value) => self.finish(client, RegisterRet::ReadOk(value), now, rng, &mut actions),
+            Reply::Value(value) => {
+                self.finish(client, RegisterRet::ReadOk(value), now, rng, &mut actions)
+            }
             Reply::NotLeader(hint) => {
                 // Nothing happened: retry the same operation elsewhere. With
                 // no hint (an election is on) wait a little first.
@@ -301,14 +308,19 @@ impl Clients {
                         0
                     }
                     _ => {
-                        self.clients[client].leader_guess = (self.clients[client].leader_guess + 1) % self.nodes;
+                        self.clients[client].leader_guess =
+                            (self.clients[client].leader_guess + 1) % self.nodes;
                         rng.random_range(TICK..=3 * TICK)
                     }
                 };
                 self.sleep(client, now + pause, &mut actions);
             }
             Reply::ReadFailed => {
-                self.sleep(client, now + rng.random_range(TICK..=3 * TICK), &mut actions);
+                self.sleep(
+                    client,
+                    now + rng.random_range(TICK..=3 * TICK),
+                    &mut actions,
+                );
             }
             Reply::Unknown(_) => self.give_up(client, now, rng, &mut actions),
         }
@@ -343,7 +355,14 @@ impl Clients {
         actions
     }
 
-    fn finish(&mut self, client: usize, ret: RegisterRet<String>, now: u64, rng: &mut StdRng, actions: &mut Vec<Action>) {
+    fn finish(
+        &mut self,
+        client: usize,
+        ret: RegisterRet<String>,
+        now: u64,
+        rng: &mut StdRng,
+        actions: &mut Vec<Action>,
+    ) {
         let current = self.clients[client].current.take().expect("current");
         self.history.answer(now, current.thread, ret);
         let think = rng.random_range(self.config.think.0..=self.config.think.1);

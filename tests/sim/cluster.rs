@@ -76,13 +76,27 @@ impl ClusterConfig {
 enum Event {
     /// A node's clock ticks. Each incarnation has its own chain of ticks,
     /// which ends when it crashes.
-    Tick { node: usize, incarnation: u32 },
+    Tick {
+        node: usize,
+        incarnation: u32,
+    },
     /// A Raft message arrives.
-    Deliver { from: usize, to: usize, msg: Message },
+    Deliver {
+        from: usize,
+        to: usize,
+        msg: Message,
+    },
     /// A client's request arrives at a node.
-    Request { node: usize, tag: Tag, op: Op },
+    Request {
+        node: usize,
+        tag: Tag,
+        op: Op,
+    },
     /// A node's answer arrives at a client.
-    Reply { tag: Tag, reply: Reply },
+    Reply {
+        tag: Tag,
+        reply: Reply,
+    },
     ClientWake(usize),
     ClientTimeout(Tag),
     /// A node that crashed by itself comes back.
@@ -167,9 +181,9 @@ impl Cluster {
         let ids: Vec<NodeId> = (0..config.size).map(node_id).collect();
         let nodes = ids
             .iter()
-            .map(|id| {
+            .map(|_| {
                 let skew = rng.random_range(0..=2 * config.max_clock_skew);
-                SimNode::new(id.clone(), TICK - config.max_clock_skew + skew)
+                SimNode::new(TICK - config.max_clock_skew + skew)
             })
             .collect();
         let clients = Clients::new(config.clients.clone(), config.size, &mut rng);
@@ -193,7 +207,11 @@ impl Cluster {
             "cluster of {} (seed {}), tick periods {:?}",
             cluster.config.size,
             cluster.config.seed,
-            cluster.nodes.iter().map(|n| n.tick_period).collect::<Vec<_>>()
+            cluster
+                .nodes
+                .iter()
+                .map(|n| n.tick_period)
+                .collect::<Vec<_>>()
         );
         for node in 0..cluster.config.size {
             cluster.start_node(node)?;
@@ -264,7 +282,11 @@ impl Cluster {
 
     /// Runs until `done` holds (checked after every step) or `ticks` pass.
     /// Returns whether `done` held.
-    pub fn run_until(&mut self, ticks: u64, mut done: impl FnMut(&Cluster) -> bool) -> Result<bool, Failure> {
+    pub fn run_until(
+        &mut self,
+        ticks: u64,
+        mut done: impl FnMut(&Cluster) -> bool,
+    ) -> Result<bool, Failure> {
         let deadline = self.now + ticks * TICK;
         if done(self) {
             return Ok(true);
@@ -288,22 +310,42 @@ impl Cluster {
             Event::Tick { node, incarnation } => {
                 let sim = &self.nodes[node];
                 if sim.is_up() && sim.incarnation == incarnation {
-                    self.schedule(self.now + sim.tick_period, Event::Tick { node, incarnation });
+                    self.schedule(
+                        self.now + sim.tick_period,
+                        Event::Tick { node, incarnation },
+                    );
                     self.step_node(node, Input::Tick)?;
                 }
             }
             Event::Deliver { from, to, msg } => {
                 if !self.nodes[to].is_up() {
-                    trace!(self.trace, self.now, "lost (receiver down): {}", trace::message(&msg));
+                    trace!(
+                        self.trace,
+                        self.now,
+                        "lost (receiver down): {}",
+                        trace::message(&msg)
+                    );
                 } else if !self.network.connected(from, to) {
-                    trace!(self.trace, self.now, "lost (link cut): {}", trace::message(&msg));
+                    trace!(
+                        self.trace,
+                        self.now,
+                        "lost (link cut): {}",
+                        trace::message(&msg)
+                    );
                 } else {
                     trace!(self.trace, self.now, "{}", trace::message(&msg));
                     self.step_node(to, Input::Message(msg))?;
                 }
             }
             Event::Request { node, tag, op } => {
-                trace!(self.trace, self.now, "client {} -> {}: {:?}", tag.client, self.ids[node], op);
+                trace!(
+                    self.trace,
+                    self.now,
+                    "client {} -> {}: {:?}",
+                    tag.client,
+                    self.ids[node],
+                    op
+                );
                 self.step_node(node, Input::Request { tag, op })?;
             }
             Event::Reply { tag, reply } => {
@@ -338,8 +380,12 @@ impl Cluster {
                     let delay = self.client_delay();
                     self.schedule(self.now + delay, Event::Request { node, tag, op });
                 }
-                clients::Action::Wake { client, at } => self.schedule(at, Event::ClientWake(client)),
-                clients::Action::Timeout { tag, at } => self.schedule(at, Event::ClientTimeout(tag)),
+                clients::Action::Wake { client, at } => {
+                    self.schedule(at, Event::ClientWake(client))
+                }
+                clients::Action::Timeout { tag, at } => {
+                    self.schedule(at, Event::ClientTimeout(tag))
+                }
             }
         }
     }
@@ -352,7 +398,11 @@ impl Cluster {
 
     /// One step of one node: the input, then every `Ready` it produces,
     /// then the safety checks.
-    fn step_node(&mut self, node: usize, input: Input) -> Result<Option<Result<Index, NotLeader>>, Failure> {
+    fn step_node(
+        &mut self,
+        node: usize,
+        input: Input,
+    ) -> Result<Option<Result<Index, NotLeader>>, Failure> {
         if !self.nodes[node].is_up() {
             return Ok(None);
         }
@@ -376,7 +426,9 @@ impl Cluster {
         self.drain_ready(node)?;
         let raft = self.nodes[node].raft.as_ref().expect("up");
         self.checker.after_step(node, raft, now)?;
-        if self.config.crash_after_step_rate > 0.0 && self.rng.random_bool(self.config.crash_after_step_rate) {
+        if self.config.crash_after_step_rate > 0.0
+            && self.rng.random_bool(self.config.crash_after_step_rate)
+        {
             self.crash(node);
             let back = self.now + self.rng.random_range(5 * TICK..=50 * TICK);
             self.schedule(back, Event::Restart(node));
@@ -396,13 +448,16 @@ impl Cluster {
             let ready = raft.ready();
             let handled = sim
                 .handle_ready(ready, self.config.reply_before_persist)
-                .map_err(|e| Failure::new(FailureKind::Driver, now, format!("{}: {e}", self.ids[node])))?;
+                .map_err(|e| {
+                    Failure::new(FailureKind::Driver, now, format!("{}: {e}", self.ids[node]))
+                })?;
             let ready = &handled.ready;
             self.trace_ready(node, ready);
             self.checker.on_messages_sent(&ready.messages, now)?;
             self.checker.on_applied(node, &ready.committed, now)?;
             for &(read_index, applied) in &handled.reads_answered {
-                self.checker.on_read_answered(node, read_index, applied, now)?;
+                self.checker
+                    .on_read_answered(node, read_index, applied, now)?;
             }
             for msg in handled.ready.messages {
                 self.send(node, msg);
@@ -412,7 +467,10 @@ impl Cluster {
         Err(Failure::new(
             FailureKind::Driver,
             now,
-            format!("{} still has work after {MAX_READY_ROUNDS} Readys in one step", self.ids[node]),
+            format!(
+                "{} still has work after {MAX_READY_ROUNDS} Readys in one step",
+                self.ids[node]
+            ),
         ))
     }
 
@@ -423,7 +481,9 @@ impl Cluster {
         let id = &self.ids[node];
         for event in &ready.events {
             let line = match event {
-                CoreEvent::ElectionStarted { term } => format!("{id} starts an election for term {term}"),
+                CoreEvent::ElectionStarted { term } => {
+                    format!("{id} starts an election for term {term}")
+                }
                 CoreEvent::BecameLeader { term } => format!("{id} is leader of term {term}"),
                 CoreEvent::SteppedDown { term } => format!("{id} steps down (term {term})"),
             };
@@ -439,10 +499,20 @@ impl Cluster {
             );
         }
         if !ready.entries.is_empty() {
-            trace!(self.trace, self.now, "{id} persists entries {}", trace::entries(&ready.entries));
+            trace!(
+                self.trace,
+                self.now,
+                "{id} persists entries {}",
+                trace::entries(&ready.entries)
+            );
         }
         if let Some(last) = ready.committed.last() {
-            trace!(self.trace, self.now, "{id} applies up to {}", trace::entry(last));
+            trace!(
+                self.trace,
+                self.now,
+                "{id} applies up to {}",
+                trace::entry(last)
+            );
         }
     }
 
@@ -452,7 +522,9 @@ impl Cluster {
             MessageBody::RequestVote { .. } => self.stats.request_vote += 1,
             MessageBody::RequestVoteResponse { .. } => self.stats.vote_response += 1,
             MessageBody::AppendEntries { .. } => self.stats.append_entries += 1,
-            MessageBody::AppendEntriesResponse { success, conflict, .. } => {
+            MessageBody::AppendEntriesResponse {
+                success, conflict, ..
+            } => {
                 self.stats.append_response += 1;
                 if !success && conflict.is_some() {
                     self.stats.append_refused += 1;
@@ -463,12 +535,22 @@ impl Cluster {
             return;
         };
         if !self.network.connected(from, to) {
-            trace!(self.trace, self.now, "lost (link cut): {}", trace::message(&msg));
+            trace!(
+                self.trace,
+                self.now,
+                "lost (link cut): {}",
+                trace::message(&msg)
+            );
             return;
         }
         let delays = self.network.arrival_delays(&mut self.rng);
         match delays.len() {
-            0 => trace!(self.trace, self.now, "lost (dropped): {}", trace::message(&msg)),
+            0 => trace!(
+                self.trace,
+                self.now,
+                "lost (dropped): {}",
+                trace::message(&msg)
+            ),
             2 => trace!(self.trace, self.now, "duplicated: {}", trace::message(&msg)),
             _ => {}
         }
@@ -519,7 +601,12 @@ impl Cluster {
 
     pub fn reconnect(&mut self, node: usize) {
         self.network.reconnect(node);
-        trace!(self.trace, self.now, "network: {} reconnected", self.ids[node]);
+        trace!(
+            self.trace,
+            self.now,
+            "network: {} reconnected",
+            self.ids[node]
+        );
     }
 
     pub fn heal(&mut self) {
@@ -530,12 +617,26 @@ impl Cluster {
     /// Nodes in different groups cannot talk.
     pub fn split(&mut self, groups: &[Vec<usize>]) {
         self.network.split(groups);
-        trace!(self.trace, self.now, "network: cut links {}", self.network.describe_cuts());
+        trace!(
+            self.trace,
+            self.now,
+            "network: cut links {}",
+            self.network.describe_cuts()
+        );
     }
 
     /// Proposes `command` at `node` (as a client of that node would).
-    pub fn propose(&mut self, node: usize, command: &str) -> Result<Result<Index, NotLeader>, Failure> {
-        trace!(self.trace, self.now, "propose {command:?} at {}", self.ids[node]);
+    pub fn propose(
+        &mut self,
+        node: usize,
+        command: &str,
+    ) -> Result<Result<Index, NotLeader>, Failure> {
+        trace!(
+            self.trace,
+            self.now,
+            "propose {command:?} at {}",
+            self.ids[node]
+        );
         match self.step_node(node, Input::Propose(command.to_string()))? {
             Some(result) => Ok(result),
             None => Ok(Err(NotLeader { leader: None })),
@@ -545,7 +646,11 @@ impl Cluster {
     // ----- looking at the cluster ---------------------------------------
 
     /// A `Scenario` failure unless `condition` holds.
-    pub fn require(&self, condition: bool, message: impl FnOnce() -> String) -> Result<(), Failure> {
+    pub fn require(
+        &self,
+        condition: bool,
+        message: impl FnOnce() -> String,
+    ) -> Result<(), Failure> {
         if condition {
             Ok(())
         } else {
@@ -562,19 +667,31 @@ impl Cluster {
     }
 
     pub fn term(&self, node: usize) -> Term {
-        self.nodes[node].raft.as_ref().map_or(0, |r| r.current_term())
+        self.nodes[node]
+            .raft
+            .as_ref()
+            .map_or(0, |r| r.current_term())
     }
 
     pub fn commit_index(&self, node: usize) -> Index {
-        self.nodes[node].raft.as_ref().map_or(0, |r| r.commit_index())
+        self.nodes[node]
+            .raft
+            .as_ref()
+            .map_or(0, |r| r.commit_index())
     }
 
     pub fn voted_for(&self, node: usize) -> Option<NodeId> {
-        self.nodes[node].raft.as_ref().and_then(|r| r.voted_for().cloned())
+        self.nodes[node]
+            .raft
+            .as_ref()
+            .and_then(|r| r.voted_for().cloned())
     }
 
     pub fn last_index(&self, node: usize) -> Index {
-        self.nodes[node].raft.as_ref().map_or(0, |r| r.log().last_index())
+        self.nodes[node]
+            .raft
+            .as_ref()
+            .map_or(0, |r| r.log().last_index())
     }
 
     /// Nodes that are up and leading, with their terms.
@@ -660,7 +777,9 @@ impl Cluster {
             if let Some((leader, _)) = leader {
                 if let Ok(index) = self.propose(leader, command)? {
                     let remaining = (deadline - self.now) / TICK;
-                    if self.run_until(remaining.min(20), |c| c.committed_count(index, command) >= expected)? {
+                    if self.run_until(remaining.min(20), |c| {
+                        c.committed_count(index, command) >= expected
+                    })? {
                         return Ok(index);
                     }
                     continue;

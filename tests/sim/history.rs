@@ -36,11 +36,19 @@ use std::collections::{BTreeMap, BTreeSet};
 /// One line of the history.
 #[derive(Clone, Debug)]
 enum Record {
-    Invoke { thread: u64, op: Op },
-    Return { thread: u64, ret: RegisterRet<String> },
+    Invoke {
+        thread: u64,
+        op: Op,
+    },
+    Return {
+        thread: u64,
+        ret: RegisterRet<String>,
+    },
     /// The operation in flight on `thread` has an unknown outcome: it stays
     /// in flight for ever.
-    Unknown { thread: u64 },
+    Unknown {
+        thread: u64,
+    },
 }
 
 /// Every operation of every client, in time order.
@@ -241,11 +249,17 @@ impl History {
                     };
                     tester.on_invoke(*thread, op).map(|_| ())
                 }
-                Record::Return { thread, ret } => tester.on_return(*thread, ret.clone()).map(|_| ()),
+                Record::Return { thread, ret } => {
+                    tester.on_return(*thread, ret.clone()).map(|_| ())
+                }
                 Record::Unknown { .. } => Ok(()),
             };
             if let Err(error) = result {
-                return Err(Failure::new(FailureKind::Driver, now, format!("malformed client history: {error}")));
+                return Err(Failure::new(
+                    FailureKind::Driver,
+                    now,
+                    format!("malformed client history: {error}"),
+                ));
             }
         }
         if tester.serialized_history().is_some() {

@@ -123,7 +123,8 @@ pub fn run_scenario(
     script: impl FnOnce(&mut cluster::Cluster) -> Result<(), Failure>,
 ) {
     let seed = config.seed;
-    if let Err(failure) = cluster::Cluster::new(config).and_then(|mut cluster| script(&mut cluster)) {
+    if let Err(failure) = cluster::Cluster::new(config).and_then(|mut cluster| script(&mut cluster))
+    {
         fail(test, seed, &failure);
     }
 }

@@ -18,7 +18,7 @@
 
 use super::clients::{Op, Reply, Tag};
 use raft::core::{Config, Event as CoreEvent, Raft, ReadOutcome, Ready};
-use raft::message::{Entry, EntryData, HardState, Index, NodeId, Term};
+use raft::message::{Entry, EntryData, HardState, Index, Term};
 use raft::state_machine::{StateMachine, Value};
 use std::collections::BTreeMap;
 
@@ -65,7 +65,6 @@ struct PendingWrite {
 
 /// One simulated machine.
 pub struct SimNode {
-    pub id: NodeId,
     /// The running core; `None` while the machine is down.
     pub raft: Option<Raft>,
     /// How many times this machine has been started.
@@ -99,9 +98,8 @@ pub struct Handled {
 }
 
 impl SimNode {
-    pub fn new(id: NodeId, tick_period: u64) -> SimNode {
+    pub fn new(tick_period: u64) -> SimNode {
         SimNode {
-            id,
             raft: None,
             incarnation: 0,
             disk: Disk::default(),
@@ -184,7 +182,11 @@ impl SimNode {
 
     /// Handles one `Ready`: persist, advance, (messages go back to the
     /// caller to send), apply, answer reads.
-    pub fn handle_ready(&mut self, ready: Ready, reply_before_persist: bool) -> Result<Handled, String> {
+    pub fn handle_ready(
+        &mut self,
+        ready: Ready,
+        reply_before_persist: bool,
+    ) -> Result<Handled, String> {
         // 1. Persist first. "Persist before you answer" is the whole of
         //    Raft's crash safety: a vote or an acknowledgement sent before
         //    the write can elect two leaders or lose a committed entry.
@@ -195,7 +197,10 @@ impl SimNode {
             self.disk.write(ready.hard_state.as_ref(), &ready.entries)?;
         }
         // 2. Tell the core its entries are durable.
-        let raft = self.raft.as_mut().expect("handle_ready on a node that is down");
+        let raft = self
+            .raft
+            .as_mut()
+            .expect("handle_ready on a node that is down");
         raft.advance(&ready);
 
         // 3. The messages are sent by the caller once this returns.

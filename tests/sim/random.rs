@@ -84,7 +84,6 @@ impl Default for RandomRun {
 /// What a successful run reports.
 #[derive(Clone, Debug)]
 pub struct Report {
-    pub size: usize,
     pub operations: usize,
     pub steps: u64,
     pub crashes: u64,
@@ -103,7 +102,9 @@ pub struct Report {
 pub fn run(options: &RandomRun, seed: u64) -> Result<Report, Failure> {
     // Everything below is drawn from this one seed.
     let mut rng = StdRng::seed_from_u64(seed);
-    let size = options.size.unwrap_or_else(|| *[3, 5, 7].choose(&mut rng).expect("sizes"));
+    let size = options
+        .size
+        .unwrap_or_else(|| *[3, 5, 7].choose(&mut rng).expect("sizes"));
     let mut config = ClusterConfig::new(size, rng.random());
     let drawn = NetworkConfig {
         drop_rate: *[0.0, 0.01, 0.05, 0.1].choose(&mut rng).expect("rates"),
@@ -131,7 +132,6 @@ pub fn run(options: &RandomRun, seed: u64) -> Result<Report, Failure> {
     let history = end_checks(&cluster)?;
 
     Ok(Report {
-        size,
         operations: cluster.clients.history.invoked(),
         steps: cluster.stats.steps,
         crashes: cluster.stats.crashes,
@@ -152,7 +152,11 @@ fn faults(cluster: &mut Cluster, ticks: u64, kinds: Faults) -> Result<(), Failur
         cluster.run_for(pause)?;
         let up: Vec<usize> = (0..size).filter(|&n| cluster.is_up(n)).collect();
         let down: Vec<usize> = (0..size).filter(|&n| !cluster.is_up(n)).collect();
-        let leader = cluster.leaders().into_iter().max_by_key(|&(_, t)| t).map(|(n, _)| n);
+        let leader = cluster
+            .leaders()
+            .into_iter()
+            .max_by_key(|&(_, t)| t)
+            .map(|(n, _)| n);
         let mut dice = cluster.rng.random_range(0..100);
         if kinds == Faults::Churn && (45..=67).contains(&dice) {
             dice = 75; // no partitions other than a node cut off alone
@@ -180,7 +184,12 @@ fn faults(cluster: &mut Cluster, ticks: u64, kinds: Faults) -> Result<(), Failur
             55..=61 => {
                 let (from, to) = random_halves(cluster, size);
                 cluster.network.cut_one_way(&from, &to);
-                trace!(cluster.trace, cluster.now, "network: cut links {}", cluster.network.describe_cuts());
+                trace!(
+                    cluster.trace,
+                    cluster.now,
+                    "network: cut links {}",
+                    cluster.network.describe_cuts()
+                );
             }
             62..=67 => {
                 let (left, right) = random_halves(cluster, size);
@@ -234,7 +243,11 @@ fn random_halves(cluster: &mut Cluster, size: usize) -> (Vec<usize>, Vec<usize>)
 /// until every client was done.
 fn calm(cluster: &mut Cluster) -> Result<(u64, u64), Failure> {
     let calm_start = cluster.now;
-    trace!(cluster.trace, calm_start, "faults stop: heal, restart every node, reliable network");
+    trace!(
+        cluster.trace,
+        calm_start,
+        "faults stop: heal, restart every node, reliable network"
+    );
     cluster.config.crash_after_step_rate = 0.0;
     cluster.network.config = NetworkConfig::reliable();
     cluster.heal();
@@ -281,7 +294,8 @@ fn calm(cluster: &mut Cluster) -> Result<(u64, u64), Failure> {
     let settled = cluster.run_until(LEADER_BOUND_TICKS, |c| {
         c.settled_leader().is_some_and(|leader| {
             let commit = c.commit_index(leader);
-            commit == c.last_index(leader) && (0..c.nodes.len()).all(|n| c.nodes[n].applied == commit)
+            commit == c.last_index(leader)
+                && (0..c.nodes.len()).all(|n| c.nodes[n].applied == commit)
         })
     })?;
     if !settled {
@@ -290,7 +304,9 @@ fn calm(cluster: &mut Cluster) -> Result<(u64, u64), Failure> {
             cluster.now,
             format!(
                 "nodes did not converge on one committed log: commit indexes {:?}",
-                (0..cluster.nodes.len()).map(|n| cluster.commit_index(n)).collect::<Vec<_>>()
+                (0..cluster.nodes.len())
+                    .map(|n| cluster.commit_index(n))
+                    .collect::<Vec<_>>()
             ),
         ));
     }
@@ -299,7 +315,9 @@ fn calm(cluster: &mut Cluster) -> Result<(u64, u64), Failure> {
 
 /// Phase 3: linearizability, and no acknowledged write lost.
 fn end_checks(cluster: &Cluster) -> Result<CheckStats, Failure> {
-    let leader = cluster.settled_leader().expect("calm() ends with a settled leader");
+    let leader = cluster
+        .settled_leader()
+        .expect("calm() ends with a settled leader");
     let raft = cluster.nodes[leader].raft.as_ref().expect("up");
     let committed: std::collections::BTreeSet<&str> = raft
         .log()

@@ -81,7 +81,12 @@ pub fn entries(list: &[Entry]) -> String {
         [] => "[]".to_string(),
         [one] => format!("[{}]", entry(one)),
         [first, .., last] if list.len() > 4 => {
-            format!("[{} .. {}] ({} entries)", entry(first), entry(last), list.len())
+            format!(
+                "[{} .. {}] ({} entries)",
+                entry(first),
+                entry(last),
+                list.len()
+            )
         }
         _ => {
             let parts: Vec<String> = list.iter().map(entry).collect();

@@ -19,29 +19,36 @@ fn stale_candidate_does_not_silence_up_to_date_follower() {
     let mut config = ClusterConfig::new(3, sim::scenario_seed(1));
     let (a, b, stale) = (0, 1, 2);
     config.election_timeout_overrides = vec![(stale, (10, 12)), (a, (40, 60)), (b, (15, 30))];
-    sim::run_scenario("stale_candidate_does_not_silence_up_to_date_follower", config, |c| {
-        // C is cut off from the start; A or B leads and commits without it.
-        c.isolate(stale);
-        let leader = c.wait_for_leader(200)?;
-        c.agree("newer", 2, 50)?;
-        // The leader crashes and C comes back: only B can win (C's log is
-        // older), and only if B's timer is allowed to run out.
-        c.crash(leader);
-        c.reconnect(stale);
-        let other = if leader == a { b } else { a };
-        let started = c.now;
-        let won = c.run_until(200, |c| c.working_leader() == Some(other))?;
-        c.require(won, || {
-            format!(
-                "{} never became leader while {} kept asking for votes; terms {:?}",
-                sim::node_id(other),
-                sim::node_id(stale),
-                c.terms()
-            )
-        })?;
-        println!("up-to-date node elected after {} ticks", (c.now - started) / TICK);
-        Ok(())
-    });
+    sim::run_scenario(
+        "stale_candidate_does_not_silence_up_to_date_follower",
+        config,
+        |c| {
+            // C is cut off from the start; A or B leads and commits without it.
+            c.isolate(stale);
+            let leader = c.wait_for_leader(200)?;
+            c.agree("newer", 2, 50)?;
+            // The leader crashes and C comes back: only B can win (C's log is
+            // older), and only if B's timer is allowed to run out.
+            c.crash(leader);
+            c.reconnect(stale);
+            let other = if leader == a { b } else { a };
+            let started = c.now;
+            let won = c.run_until(200, |c| c.working_leader() == Some(other))?;
+            c.require(won, || {
+                format!(
+                    "{} never became leader while {} kept asking for votes; terms {:?}",
+                    sim::node_id(other),
+                    sim::node_id(stale),
+                    c.terms()
+                )
+            })?;
+            println!(
+                "up-to-date node elected after {} ticks",
+                (c.now - started) / TICK
+            );
+            Ok(())
+        },
+    );
 }
 
 /// The seed that found it (the run is the default randomised run).

@@ -22,7 +22,9 @@ fn config(size: usize, seed: u64) -> ClusterConfig {
 /// The working leader, which a scenario expects to exist right now.
 fn leader(c: &Cluster) -> Result<usize, Failure> {
     let leader = c.working_leader();
-    c.require(leader.is_some(), || format!("expected a leader; terms {:?}", c.terms()))?;
+    c.require(leader.is_some(), || {
+        format!("expected a leader; terms {:?}", c.terms())
+    })?;
     Ok(leader.expect("checked"))
 }
 
@@ -34,9 +36,15 @@ fn initial_election() {
         // With nothing going wrong, the leader's heartbeats (every 5 ticks)
         // always beat the election timeout (15-30 ticks): no new election.
         c.run_for(300)?;
-        c.require(c.working_leader() == Some(first) && c.term(first) == term, || {
-            format!("leadership changed on a quiet network: terms {:?}", c.terms())
-        })
+        c.require(
+            c.working_leader() == Some(first) && c.term(first) == term,
+            || {
+                format!(
+                    "leadership changed on a quiet network: terms {:?}",
+                    c.terms()
+                )
+            },
+        )
     });
 }
 
@@ -47,18 +55,24 @@ fn re_election() {
         // The leader is cut off: the other two elect a new one.
         c.isolate(first);
         let second = c.wait_for_leader(60)?;
-        c.require(second != first, || "the cut-off leader still counts as leader".into())?;
+        c.require(second != first, || {
+            "the cut-off leader still counts as leader".into()
+        })?;
         // The old leader comes back: it hears the newer term and follows.
         c.reconnect(first);
         c.run_for(20)?;
-        c.require(c.leaders().len() == 1, || format!("two leaders after rejoining: {:?}", c.leaders()))?;
+        c.require(c.leaders().len() == 1, || {
+            format!("two leaders after rejoining: {:?}", c.leaders())
+        })?;
         // Two of three cut off: no majority, so no leader can be elected.
         let third = c.wait_for_leader(60)?;
         let other = (third + 1) % 3;
         c.isolate(third);
         c.isolate(other);
         c.run_for(100)?;
-        c.require(c.working_leader().is_none(), || "a leader without a majority".into())?;
+        c.require(c.working_leader().is_none(), || {
+            "a leader without a majority".into()
+        })?;
         // A majority again: a leader again.
         c.reconnect(other);
         c.wait_for_leader(60)?;
@@ -103,7 +117,9 @@ fn basic_agree() {
         let mut previous: Index = 0;
         for i in 1..=3 {
             let command = format!("basic {i}");
-            c.require(c.committed_count(previous + 1, &command) == 0, || "committed before proposed".into())?;
+            c.require(c.committed_count(previous + 1, &command) == 0, || {
+                "committed before proposed".into()
+            })?;
             let index = c.agree(&command, 5, 50)?;
             // The leader's no-op takes index 1; commands follow in order.
             c.require(previous == 0 || index == previous + 1, || {
@@ -152,8 +168,12 @@ fn fail_no_agree() {
             Err(_) => return c.require(false, || "the leader refused a proposal".into()),
         };
         c.run_for(50)?;
-        c.require(c.commit_index(first) < index, || "committed without a majority".into())?;
-        c.require(c.committed_count(index, "20") == 0, || "committed without a majority".into())?;
+        c.require(c.commit_index(first) < index, || {
+            "committed without a majority".into()
+        })?;
+        c.require(c.committed_count(index, "20") == 0, || {
+            "committed without a majority".into()
+        })?;
         // Everyone back: a leader (maybe a new one) commits again.
         for i in 1..=3 {
             c.reconnect((first + i) % 5);
@@ -178,7 +198,9 @@ fn concurrent_starts() {
             }
         }
         let consecutive = indexes.windows(2).all(|pair| pair[1] == pair[0] + 1);
-        c.require(consecutive, || format!("indexes {indexes:?} are not consecutive"))?;
+        c.require(consecutive, || {
+            format!("indexes {indexes:?} are not consecutive")
+        })?;
         // ...and all commit on all three nodes.
         let all = c.run_until(50, |c| {
             indexes
@@ -186,7 +208,9 @@ fn concurrent_starts() {
                 .enumerate()
                 .all(|(i, &index)| c.committed_count(index, &format!("concurrent {i}")) == 3)
         })?;
-        c.require(all && c.term(first) == term, || "concurrent proposals did not all commit".into())
+        c.require(all && c.term(first) == term, || {
+            "concurrent proposals did not all commit".into()
+        })
     });
 }
 
@@ -217,7 +241,9 @@ fn rejoin() {
         let stale = c.checker.committed_entries().any(|e| {
             matches!(&e.data, raft::message::EntryData::Command(command) if ["102", "103", "104"].contains(&command.as_str()))
         });
-        c.require(!stale, || "an entry of the cut-off leader was committed".into())
+        c.require(!stale, || {
+            "an entry of the cut-off leader was committed".into()
+        })
     });
 }
 
@@ -247,7 +273,9 @@ fn backup() {
                 // before its AppendEntries go out.
                 let previous = c.term(x);
                 c.reconnect(x);
-                let won = c.run_until(200, |c| c.role(x) == Some(RoleKind::Leader) && c.term(x) > previous)?;
+                let won = c.run_until(200, |c| {
+                    c.role(x) == Some(RoleKind::Leader) && c.term(x) > previous
+                })?;
                 c.require(won, || format!("round {round}: X was not re-elected"))?;
             }
             c.isolate(x);
@@ -281,7 +309,9 @@ fn backup() {
         c.agree("before X returns", 4, 100)?;
         let in_sync = c.run_until(50, |c| {
             let top = c.last_index(others[0]);
-            others.iter().all(|&n| c.last_index(n) == top && c.commit_index(n) == top)
+            others
+                .iter()
+                .all(|&n| c.last_index(n) == top && c.commit_index(n) == top)
         })?;
         c.require(in_sync, || "the four did not converge".into())?;
         // X returns. Count the AppendEntries it refuses until it matches.
@@ -318,7 +348,9 @@ fn count() {
         let election = c.stats.messages() - before.messages();
         // Two vote requests and answers, and a round of heartbeats, per
         // election; a split vote or two may add a few.
-        c.require(election <= 30, || format!("{election} messages to elect a leader"))?;
+        c.require(election <= 30, || {
+            format!("{election} messages to elect a leader")
+        })?;
 
         c.run_for(10)?;
         let before = c.stats;
@@ -336,12 +368,16 @@ fn count() {
         let heartbeats = 4 * ((c.now - started) / (5 * period) + 1);
         let bound = 4 * AGREEMENTS + heartbeats;
         println!("count: election {election} messages; {AGREEMENTS} agreements {used} messages (bound {bound})");
-        c.require(used <= bound, || format!("{used} messages for {AGREEMENTS} agreements (bound {bound})"))?;
+        c.require(used <= bound, || {
+            format!("{used} messages for {AGREEMENTS} agreements (bound {bound})")
+        })?;
 
         let before = c.stats;
         c.run_for(100)?;
         let idle = c.stats.messages() - before.messages();
-        c.require(idle <= 4 * (100 / 5 + 1), || format!("{idle} messages in 100 idle ticks"))
+        c.require(idle <= 4 * (100 / 5 + 1), || {
+            format!("{idle} messages in 100 idle ticks")
+        })
     });
 }
 
@@ -425,7 +461,9 @@ fn persist3() {
         c.agree("103", 2, 100)?;
         c.restart(with)?;
         c.agree("104", 3, 100)?;
-        c.require(c.committed_count(index, "102") == 3, || "entry 102 was lost".into())
+        c.require(c.committed_count(index, "102") == 3, || {
+            "entry 102 was lost".into()
+        })
     });
 }
 
