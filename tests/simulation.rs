@@ -2,8 +2,10 @@
 //!
 //! The simulator itself is in `tests/sim/` (start with `tests/sim/mod.rs`).
 //! This file holds the randomised runs and the replay check;
-//! `simulation/scenarios.rs` the scripted scenarios; and
-//! `simulation/bug_switches.rs` the proof that the checks catch bugs.
+//! `simulation/scenarios.rs` the scripted scenarios;
+//! `simulation/bug_switches.rs` the proof that the checks catch bugs;
+//! `simulation/regressions.rs` the core bugs the simulator found; and
+//! `simulation/history_checks.rs` tests of the linearizability check.
 //!
 //! Environment variables (see `tests/sim/mod.rs`):
 //! - `RAFT_SIM_SEED=N` runs only seed N, `RAFT_SIM_TRACE=1` prints its trace;
@@ -13,6 +15,8 @@ mod sim;
 
 #[path = "simulation/bug_switches.rs"]
 mod bug_switches;
+#[path = "simulation/history_checks.rs"]
+mod history_checks;
 #[path = "simulation/regressions.rs"]
 mod regressions;
 #[path = "simulation/scenarios.rs"]
@@ -21,7 +25,7 @@ mod scenarios;
 use sim::random::{self, RandomRun};
 
 /// Seeds each `random_faults_*` test runs by default.
-const DEFAULT_SEEDS: u64 = 300;
+const DEFAULT_SEEDS: u64 = 2000;
 
 /// Runs the random seeds for one cluster size and prints a summary.
 fn random_faults(test: &str, size: usize) {

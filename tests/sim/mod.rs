@@ -10,8 +10,9 @@
 //!   last persist), its state machine, and the driver loop that handles each
 //!   `Ready` in the order the core's docs demand.
 //! - [`cluster`]: the event loop and virtual clock that ties nodes, network
-//!   and clients together, plus the controls scenarios use (crash, restart,
-//!   partition, propose and wait for agreement).
+//!   and clients together, and crashes and restarts nodes.
+//! - [`controls`]: what scenarios use to steer and watch a cluster
+//!   (partition, find the leader, propose and wait for agreement).
 //! - [`checker`]: Raft's safety properties (Figure 3 of the paper and a few
 //!   more), checked after every single step.
 //! - [`clients`]: simulated clients doing `set`/`get` and recording what
@@ -28,6 +29,7 @@
 pub mod checker;
 pub mod clients;
 pub mod cluster;
+pub mod controls;
 pub mod history;
 pub mod network;
 pub mod node;

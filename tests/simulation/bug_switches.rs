@@ -54,7 +54,7 @@ fn bug_vote_without_log_check_is_caught() {
         ..BugSwitches::default()
     });
     first_failing_seed(
-        "bug_vote_without_log_check_is_caught",
+        "bug_switches::bug_vote_without_log_check_is_caught",
         50,
         &[
             FailureKind::LeaderCompleteness,
@@ -77,7 +77,7 @@ fn bug_keep_conflicting_suffix_is_caught() {
         ..BugSwitches::default()
     });
     first_failing_seed(
-        "bug_keep_conflicting_suffix_is_caught",
+        "bug_switches::bug_keep_conflicting_suffix_is_caught",
         50,
         &[FailureKind::LogMatching, FailureKind::StateMachineSafety],
         |seed| random::run(&run, seed).map(|_| ()),
@@ -95,7 +95,7 @@ fn bug_read_without_quorum_is_caught() {
         ..BugSwitches::default()
     });
     first_failing_seed(
-        "bug_read_without_quorum_is_caught",
+        "bug_switches::bug_read_without_quorum_is_caught",
         50,
         &[FailureKind::Linearizability],
         |seed| random::run(&run, seed).map(|_| ()),
@@ -112,7 +112,7 @@ fn bug_reply_before_persist_is_caught() {
         ..RandomRun::default()
     };
     first_failing_seed(
-        "bug_reply_before_persist_is_caught",
+        "bug_switches::bug_reply_before_persist_is_caught",
         50,
         &[
             FailureKind::TermDecreased,
@@ -137,7 +137,7 @@ fn bug_reply_before_persist_is_caught() {
 #[test]
 fn bug_reply_before_persist_votes_twice() {
     first_failing_seed(
-        "bug_reply_before_persist_votes_twice",
+        "bug_switches::bug_reply_before_persist_votes_twice",
         20,
         &[FailureKind::DoubleVote],
         |seed| {
@@ -178,7 +178,7 @@ fn bug_reply_before_persist_votes_twice() {
 #[test]
 fn bug_commit_earlier_term_is_caught() {
     first_failing_seed(
-        "bug_commit_earlier_term_is_caught",
+        "bug_switches::bug_commit_earlier_term_is_caught",
         10,
         &[
             FailureKind::LeaderCompleteness,
@@ -200,7 +200,7 @@ fn bug_commit_earlier_term_is_caught() {
 fn figure8_schedule_is_safe() {
     for seed in sim::seeds(10) {
         if let Err(failure) = figure8_schedule(seed, BugSwitches::default()) {
-            sim::fail("figure8_schedule_is_safe", seed, &failure);
+            sim::fail("bug_switches::figure8_schedule_is_safe", seed, &failure);
         }
     }
 }

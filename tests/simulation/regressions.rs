@@ -20,7 +20,7 @@ fn stale_candidate_does_not_silence_up_to_date_follower() {
     let (a, b, stale) = (0, 1, 2);
     config.election_timeout_overrides = vec![(stale, (10, 12)), (a, (40, 60)), (b, (15, 30))];
     sim::run_scenario(
-        "stale_candidate_does_not_silence_up_to_date_follower",
+        "regressions::stale_candidate_does_not_silence_up_to_date_follower",
         config,
         |c| {
             // C is cut off from the start; A or B leads and commits without it.
@@ -59,6 +59,10 @@ fn regression_random_faults_7_nodes_seed_2() {
         ..RandomRun::default()
     };
     if let Err(failure) = random::run(&run, 2) {
-        sim::fail("regression_random_faults_7_nodes_seed_2", 2, &failure);
+        sim::fail(
+            "regressions::regression_random_faults_7_nodes_seed_2",
+            2,
+            &failure,
+        );
     }
 }
