@@ -37,7 +37,7 @@ fn random_faults(test: &str, size: usize) {
     let (mut operations, mut checked, mut steps, mut crashes, mut leaders) = (0, 0, 0, 0, 0);
     let (mut slowest_leader, mut slowest_clients, mut largest_segment) = (0, 0, 0);
     for &seed in &seeds {
-        match random::run(&run, seed) {
+        match sim::catch_panic(|| random::run(&run, seed)) {
             Ok(report) => {
                 operations += report.operations;
                 checked += report.history.operations;
@@ -83,7 +83,7 @@ fn same_seed_same_run() {
         ..RandomRun::default()
     };
     let seed = sim::scenario_seed(42);
-    let hash = |seed| match random::run(&run, seed) {
+    let hash = |seed| match sim::catch_panic(|| random::run(&run, seed)) {
         Ok(report) => report.trace_hash.expect("hashing was asked for"),
         Err(failure) => sim::fail("same_seed_same_run", seed, &failure),
     };

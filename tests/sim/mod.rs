@@ -84,6 +84,9 @@ pub enum FailureKind {
     /// The core broke its contract with the driver (e.g. a gap in the
     /// entries to persist).
     Driver,
+    /// Something panicked: most likely one of the core's own
+    /// `debug_assert!`s (its message is printed just above).
+    Panic,
 }
 
 /// A failed check, with enough words to understand it without the trace.
@@ -125,10 +128,23 @@ pub fn run_scenario(
     script: impl FnOnce(&mut cluster::Cluster) -> Result<(), Failure>,
 ) {
     let seed = config.seed;
-    if let Err(failure) = cluster::Cluster::new(config).and_then(|mut cluster| script(&mut cluster))
-    {
+    let result = catch_panic(|| cluster::Cluster::new(config).and_then(|mut c| script(&mut c)));
+    if let Err(failure) = result {
         fail(test, seed, &failure);
     }
+}
+
+/// Runs `run`, turning a panic (say, a `debug_assert!` in the core) into a
+/// `Failure`, so that it too is reported with its seed and replay command.
+pub fn catch_panic<T>(run: impl FnOnce() -> Result<T, Failure>) -> Result<T, Failure> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".to_string());
+        Err(Failure::new(FailureKind::Panic, 0, message))
+    })
 }
 
 // ----- seeds, replay and the environment variables ------------------------

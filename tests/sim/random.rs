@@ -55,6 +55,9 @@ pub struct RandomRun {
     pub bugs: BugSwitches,
     pub reply_before_persist: bool,
     pub fault_ticks: u64,
+    /// Concurrent clients. Keep this small: the linearizability search
+    /// grows steeply with concurrency (with 8 clients a single history can
+    /// take seconds to check).
     pub clients: usize,
     /// Operations per client during the faults; each client does two more
     /// once the calm begins.

@@ -58,7 +58,7 @@ fn regression_random_faults_7_nodes_seed_2() {
         size: Some(7),
         ..RandomRun::default()
     };
-    if let Err(failure) = random::run(&run, 2) {
+    if let Err(failure) = sim::catch_panic(|| random::run(&run, 2)) {
         sim::fail(
             "regressions::regression_random_faults_7_nodes_seed_2",
             2,

@@ -575,7 +575,7 @@ fn churn(test: &str, network: NetworkConfig, default_seeds: u64) {
         ..RandomRun::default()
     };
     for seed in sim::seeds(default_seeds) {
-        if let Err(failure) = random::run(&run, seed) {
+        if let Err(failure) = sim::catch_panic(|| random::run(&run, seed)) {
             sim::fail(test, seed, &failure);
         }
     }
