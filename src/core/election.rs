@@ -126,5 +126,10 @@ impl Raft {
             term: self.current_term,
         });
         self.append_as_leader(EntryData::Noop);
+        // The initial AppendEntries, carrying the no-op. `append_as_leader`
+        // alone sends nothing yet: every follower starts out probing, which
+        // only sends on a heartbeat, so without this the cluster would hear
+        // of its new leader only a heartbeat interval later.
+        self.broadcast_append();
     }
 }
