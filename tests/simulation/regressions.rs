@@ -66,3 +66,30 @@ fn regression_random_faults_7_nodes_seed_2() {
         );
     }
 }
+
+/// Found while reading the simulator's traces: a new leader sent nothing
+/// until its first heartbeat timeout (5 ticks later), although Figure 2
+/// (and the core's own comment) says "upon election: send initial empty
+/// AppendEntries RPCs (heartbeat) to each server". Its no-op was held back
+/// because every follower starts in probing mode, and meanwhile the other
+/// nodes did not know the election was over. The step that makes a node
+/// leader must already send every follower an AppendEntries.
+#[test]
+fn new_leader_announces_itself_at_once() {
+    for size in [3, 5, 7] {
+        let config = ClusterConfig::new(size, sim::scenario_seed(size as u64));
+        sim::run_scenario(
+            "regressions::new_leader_announces_itself_at_once",
+            config,
+            |c| {
+                let elected = c.run_until(100, |c| !c.leaders().is_empty())?;
+                c.require(elected, || "no leader".into())?;
+                // `run_until` stops right after the step that elected it.
+                let sent = c.stats.append_entries;
+                c.require(sent == size as u64 - 1, || {
+                format!("the new leader sent {sent} AppendEntries in the step that elected it, not {}", size - 1)
+            })
+            },
+        );
+    }
+}
