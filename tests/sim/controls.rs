@@ -177,10 +177,10 @@ impl Cluster {
             let leader = self.leaders().into_iter().max_by_key(|&(_, term)| term);
             if let Some((leader, _)) = leader {
                 if let Ok(index) = self.propose(leader, command)? {
-                    let remaining = (deadline - self.now) / TICK;
-                    if self.run_until(remaining.min(20), |c| {
-                        c.committed_count(index, command) >= expected
-                    })? {
+                    let remaining = ((deadline - self.now) / TICK).clamp(1, 20);
+                    if self
+                        .run_until(remaining, |c| c.committed_count(index, command) >= expected)?
+                    {
                         return Ok(index);
                     }
                     continue;

@@ -2,10 +2,11 @@
 //! checks.
 //!
 //! 1. **Faults.** Clients run while, every few ticks, something goes wrong:
-//!    a node crashes or comes back, the leader crashes, the network splits
-//!    (symmetric, one-way, or around a bridge node), the leader is cut off,
-//!    or the network heals. How lossy the network is, and whether nodes also
-//!    crash right after steps, is drawn per seed.
+//!    a node or the leader crashes (and reboots from its disk some ticks
+//!    later), the network splits (symmetric, one-way, or around a bridge
+//!    node), the leader is cut off, or the network heals. How lossy the
+//!    network is, and whether nodes also crash right after steps, is drawn
+//!    per seed.
 //! 2. **Calm.** Every node is restarted, the network heals and becomes
 //!    reliable. Liveness: a leader that every node follows must appear
 //!    within `LEADER_BOUND_TICKS`, and every client operation must be
@@ -41,9 +42,9 @@ pub const FAULT_TICKS: u64 = 400;
 /// Which faults the faulty phase injects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Faults {
-    /// Crashes, restarts and every kind of partition.
+    /// Crashes and every kind of partition.
     All,
-    /// Only nodes crashing, restarting, and being cut off alone ("churn").
+    /// Only nodes crashing and being cut off alone ("churn").
     Churn,
 }
 
