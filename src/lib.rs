@@ -43,7 +43,8 @@
 //! 8. [`core::membership`]: adding and removing servers, one at a time.
 //! 9. [`state_machine`]: what committed commands are applied to.
 //! 10. [`storage`]: how term, vote, log and snapshot survive a crash.
-//! 11. [`node`]: the driver, where "persist before you answer" happens.
+//! 11. [`node`]: the driver, where "persist before you answer" happens, and
+//!     [`prompt`], what a person types at it.
 //! 12. [`transport`], [`client`], [`config`]: sockets, `raft client`, and the
 //!     command line.
 //! 11. [`bench`]: `raft bench`, which measures all of the above at work.
@@ -58,6 +59,7 @@ pub mod config;
 pub mod core;
 pub mod message;
 pub mod node;
+pub mod prompt;
 pub mod state_machine;
 pub mod storage;
 pub mod transport;
