@@ -47,11 +47,13 @@
 //!     [`prompt`], what a person types at it.
 //! 12. [`transport`], [`client`], [`config`]: sockets, `raft client`, and the
 //!     command line.
-//! 11. [`bench`]: `raft bench`, which measures all of the above at work.
+//! 13. [`bench`]: `raft bench`, which measures all of the above at work.
 //!
 //! Then the tests: `tests/paper.rs` (one test per rule of Figure 2),
+//! `tests/extensions.rs` (PreVote, CheckQuorum, leadership transfer),
 //! `tests/simulation.rs` (whole clusters under faults, deterministic),
-//! `tests/storage.rs`, and `tests/cluster.rs` (real processes).
+//! `tests/storage.rs`, and `tests/cluster.rs` and `tests/membership.rs`
+//! (real processes).
 
 pub mod bench;
 pub mod client;
