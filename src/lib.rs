@@ -47,7 +47,7 @@
 //!     [`prompt`], what a person types at it.
 //! 12. [`transport`], [`client`], [`config`]: sockets, `raft client`, and the
 //!     command line.
-//! 13. [`bench`]: `raft bench`, which measures all of the above at work.
+//! 13. [`bench`](mod@bench): `raft bench`, which measures all of the above at work.
 //!
 //! Then the tests: `tests/paper.rs` (one test per rule of Figure 2),
 //! `tests/extensions.rs` (PreVote, CheckQuorum, leadership transfer),

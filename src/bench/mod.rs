@@ -12,19 +12,19 @@
 //! ```
 //!
 //! A run, in order:
-//! 1. **Floor** ([`floor`]): the fsync latency of the disk the nodes write to
+//! 1. **Floor** (`floor.rs`): the fsync latency of the disk the nodes write to
 //!    and a loopback TCP round trip, measured now, on this machine.
-//! 2. **Cluster** ([`cluster`]): start the nodes (the real binary, fsync on,
+//! 2. **Cluster** (`cluster.rs`): start the nodes (the real binary, fsync on,
 //!    default timeouts, a temporary data directory) and wait for a leader.
-//! 3. **Load** ([`load`]): C client threads, each with a persistent
+//! 3. **Load** (`load.rs`): C client threads, each with a persistent
 //!    connection to the leader, one request at a time; a warm-up whose
 //!    figures are thrown away, then the measured window. The nodes' own
 //!    counters (fsyncs, bytes and messages sent, from `status`) and, for
 //!    local nodes, their CPU time and peak memory from `/proc`, are read
 //!    at both ends of the window.
-//! 4. **Failover** ([`failover`]), if asked: stop the leader, time the gap
+//! 4. **Failover** (`failover.rs`), if asked: stop the leader, time the gap
 //!    to the next committed write, restart, repeat.
-//! 5. **Report** ([`report`]): a table, or one JSON object.
+//! 5. **Report** (`report.rs`): a table, or one JSON object.
 //!
 //! The bench shares the machine with the nodes it measures; on a 2-core
 //! machine its own CPU time (reported as the `bench` row) is CPU the nodes
