@@ -1242,3 +1242,43 @@ fn bug_switch_read_without_quorum_is_caught() {
         .any(|m| matches!(m.body, MessageBody::AppendEntries { read_seq, .. } if read_seq > 0));
     assert!(!round_sent, "the bug answers without asking anyone");
 }
+
+// ----- Robustness -------------------------------------------------------
+
+/// Not a rule of the paper, but of any node that runs for real: an
+/// AppendEntries whose entries do not follow `prev_log_index` one by one,
+/// whose terms go down, or whose terms exceed the sender's term, can only
+/// come from a buggy or hostile peer. It is dropped whole: the log, term and
+/// commit index stay as they were, and nothing is answered.
+#[test]
+fn a_malformed_append_entries_is_dropped() {
+    let malformed = [
+        ("an index gap", entries(4, &[2])),
+        (
+            "an index repeated",
+            entries(3, &[1, 1])
+                .into_iter()
+                .chain(entries(3, &[1]))
+                .collect(),
+        ),
+        ("terms going down", entries(3, &[2, 1])),
+        ("a term above the sender's", entries(3, &[5])),
+    ];
+    for (what, list) in malformed {
+        let mut r = node(3, 2, &[1, 1]);
+        r.step(append(2, 1, 2, (2, 1), list, 3));
+        let ready = persist(&mut r);
+        assert_eq!(log_terms(&r), vec![1, 1], "{what}: the log must not change");
+        assert_eq!(
+            r.commit_index(),
+            0,
+            "{what}: the commit index must not move"
+        );
+        assert!(ready.messages.is_empty(), "{what}: no answer");
+        assert!(ready.entries.is_empty(), "{what}: nothing to persist");
+    }
+    // The same request, well formed, is taken.
+    let mut r = node(3, 2, &[1, 1]);
+    r.step(append(2, 1, 2, (2, 1), entries(3, &[2]), 3));
+    assert_eq!(log_terms(&r), vec![1, 1, 2]);
+}

@@ -263,6 +263,31 @@ impl Ready {
     }
 }
 
+/// Checks what the rules take on trust: the entries of an AppendEntries
+/// follow `prev_log_index` one by one, with terms that never go down and
+/// never exceed the sender's term. A message that breaks this can only come
+/// from a buggy or hostile peer; it is dropped rather than let misnumber the
+/// log.
+fn well_formed(msg: &Message) -> bool {
+    let MessageBody::AppendEntries {
+        prev_log_index,
+        prev_log_term,
+        entries,
+        ..
+    } = &msg.body
+    else {
+        return true;
+    };
+    let mut expected = (*prev_log_index, *prev_log_term);
+    for entry in entries {
+        if entry.index != expected.0 + 1 || entry.term < expected.1 || entry.term > msg.term {
+            return false;
+        }
+        expected = (entry.index, entry.term);
+    }
+    *prev_log_term <= msg.term
+}
+
 /// One Raft node's protocol state.
 #[derive(Debug)]
 pub struct Raft {
@@ -407,6 +432,9 @@ impl Raft {
         );
         if !self.accepts_from(&msg.from) {
             return; // not a member: nothing from it reaches the rules
+        }
+        if !well_formed(&msg) {
+            return; // malformed: it could only corrupt the log
         }
         if self.ignore_vote_request(&msg) {
             return;
