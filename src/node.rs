@@ -20,7 +20,7 @@ use crate::client;
 use crate::config::NodeOptions;
 use crate::core::{
     Config, Event, MembershipError, NotLeader, Raft, ReadOutcome, Ready, RoleKind, StepDownReason,
-    TransferError,
+    TransferError, MAX_COMMAND_BYTES,
 };
 use crate::message::{
     ClientCommand, ClientRequest, ClientResponse, ClientResult, EntryData, Index, Membership,
@@ -423,6 +423,14 @@ impl Node {
     fn propose(&mut self, value: String, waiter: Waiter) {
         if self.pending_writes.len() >= MAX_PENDING_REQUESTS {
             answer(waiter, overloaded());
+            return;
+        }
+        if value.len() > MAX_COMMAND_BYTES {
+            let message = format!(
+                "the value is {} bytes; the most a value may have is {MAX_COMMAND_BYTES}",
+                value.len()
+            );
+            answer(waiter, error(&message));
             return;
         }
         match self.raft.propose(value.clone()) {

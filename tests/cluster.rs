@@ -122,6 +122,25 @@ fn a_single_node_cluster_elects_itself_and_commits() {
     assert_eq!(text(&out.stdout), "alone\n", "{}", text(&out.stderr));
 }
 
+/// A value too large to replicate in one message is refused with a clear
+/// error before it reaches the log; the node keeps running and committing.
+#[test]
+fn an_oversized_value_is_refused_and_the_node_carries_on() {
+    let mut c = Cluster::start(1);
+    assert_eq!(c.wait_for_leader(&[0], LONG), 0);
+    let addrs = vec![format!("127.0.0.1:{}", c.nodes[0].id)];
+    let huge = "x".repeat(raft::core::MAX_COMMAND_BYTES + 1);
+    let answer = raft::client::request(&addrs, ClientCommand::Set { value: huge }, CLIENT);
+    match answer {
+        Ok(ClientResult::Error { message }) => {
+            assert!(message.contains("the most a value may have"), "{message}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let index = c.set(&[0], "small", CLIENT);
+    assert!(index >= 2);
+}
+
 // ------------------------------------------------------- writes and reads
 
 /// `set` typed at the leader's prompt is committed and applied on every

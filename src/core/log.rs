@@ -83,11 +83,26 @@ impl Log {
 
     /// Entries from `from` (inclusive) to the end, at most `max` of them.
     pub fn entries_from(&self, from: Index, max: usize) -> &[Entry] {
+        self.batch_from(from, max, usize::MAX)
+    }
+
+    /// Entries from `from` (inclusive) to the end, at most `max` of them and
+    /// about `max_bytes` of them (but always at least one): what one
+    /// AppendEntries carries.
+    pub fn batch_from(&self, from: Index, max: usize, max_bytes: usize) -> &[Entry] {
         let start = self.position(from.max(self.first_index()));
         if start >= self.entries.len() {
             return &[];
         }
-        let end = self.entries.len().min(start.saturating_add(max));
+        let mut end = self.entries.len().min(start.saturating_add(max));
+        let mut bytes = 0;
+        for (position, entry) in self.entries[start..end].iter().enumerate() {
+            bytes += entry_size(entry);
+            if bytes > max_bytes && position > 0 {
+                end = start + position;
+                break;
+            }
+        }
         &self.entries[start..end]
     }
 
@@ -200,6 +215,22 @@ impl Log {
     }
 }
 
+/// Roughly how many bytes an entry takes on the wire.
+pub fn entry_size(entry: &Entry) -> usize {
+    const OVERHEAD_BYTES: usize = 48;
+    OVERHEAD_BYTES
+        + match &entry.data {
+            EntryData::Noop => 0,
+            EntryData::Command(command) => command.len(),
+            EntryData::Config(membership) => {
+                let members = membership.voters.iter().chain(membership.learners.iter());
+                members
+                    .map(|(id, address)| id.as_str().len() + address.len() + 8)
+                    .sum()
+            }
+        }
+}
+
 impl Log {
     /// Like `compact`, but keeps the entries after `index` even if the log's
     /// entry at `index` has another term. Only the
@@ -282,6 +313,8 @@ mod tests {
         assert_eq!(log.entries_from(2, 10).len(), 2);
         assert_eq!(log.entries_from(2, 1).len(), 1);
         assert_eq!(log.entries_from(4, 10).len(), 0);
+        assert_eq!(log.batch_from(1, 10, 1).len(), 1, "always at least one");
+        assert_eq!(log.batch_from(1, 10, 100).len(), 2, "48 bytes each");
         assert_eq!(log.slice(2, 9).len(), 2);
         assert_eq!(log.slice(3, 2).len(), 0);
     }

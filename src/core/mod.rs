@@ -47,6 +47,13 @@ pub use self::snapshot::CompactError;
 
 /// Most entries one AppendEntries message carries.
 pub const MAX_ENTRIES_PER_APPEND: usize = 512;
+/// About the most bytes of entries one AppendEntries message carries (one
+/// entry more if a single entry is larger), well below the wire's line
+/// limit (`transport::MAX_LINE_BYTES`).
+pub const MAX_APPEND_BYTES: usize = 1024 * 1024;
+/// The largest command a leader accepts: one entry must fit in one
+/// AppendEntries line and one storage record with room to spare.
+pub const MAX_COMMAND_BYTES: usize = 1024 * 1024;
 /// Most entries the leader lets be in flight (sent, not yet acknowledged) to
 /// one follower before it waits for answers.
 pub const MAX_INFLIGHT_ENTRIES: u64 = 4096;
@@ -561,6 +568,8 @@ impl Raft {
     /// Figure 2, Rules for Servers, Leaders: "If command received from
     /// client: append entry to local log, respond after entry applied to
     /// state machine." Returns the index the entry will have if it commits.
+    /// Commands longer than [`MAX_COMMAND_BYTES`] must be refused by the
+    /// caller: they would not fit in one message.
     pub fn propose(&mut self, command: String) -> Result<Index, NotLeader> {
         match &self.role {
             Role::Leader(leader) => {

@@ -7,7 +7,7 @@
 //! backs `next_index` up and tries again. Once a majority holds an entry of
 //! the leader's current term, that entry and all before it are committed.
 
-use super::{Raft, Role, MAX_ENTRIES_PER_APPEND, MAX_INFLIGHT_ENTRIES};
+use super::{Raft, Role, MAX_APPEND_BYTES, MAX_ENTRIES_PER_APPEND, MAX_INFLIGHT_ENTRIES};
 use crate::message::{Conflict, Entry, EntryData, Index, MessageBody, NodeId, Term};
 
 /// What the leader knows about one follower (Figure 2, "Volatile state on
@@ -167,7 +167,11 @@ impl Raft {
         let prev_log_index = progress.next_index - 1;
         let entries = if window_open {
             self.log
-                .entries_from(progress.next_index, MAX_ENTRIES_PER_APPEND)
+                .batch_from(
+                    progress.next_index,
+                    MAX_ENTRIES_PER_APPEND,
+                    MAX_APPEND_BYTES,
+                )
                 .to_vec()
         } else {
             Vec::new()
