@@ -944,6 +944,18 @@ fn stuck_node_with_higher_term_recovers() {
     );
 }
 
+/// Cuts each directed link with probability `rate`.
+fn cut_random_links(c: &mut Cluster, rate: f64) {
+    let size = c.nodes.len();
+    for from in 0..size {
+        for to in 0..size {
+            if from != to && c.rng.random_bool(rate) {
+                c.network.cut_one_way(&[from], &[to]);
+            }
+        }
+    }
+}
+
 /// True if some majority of the nodes can all talk to each other, both ways.
 fn has_connected_majority(c: &Cluster) -> bool {
     let size = c.nodes.len();
@@ -984,13 +996,7 @@ fn random_topology(seed: u64, pre_vote: bool, check_quorum: bool) -> Result<Opti
     c.wait_for_leader(60)?;
     c.agree("before", size, 50)?;
     let cut_rate = [0.1, 0.2, 0.3, 0.4][c.rng.random_range(0..4)];
-    for from in 0..size {
-        for to in 0..size {
-            if from != to && c.rng.random_bool(cut_rate) {
-                c.network.cut_one_way(&[from], &[to]);
-            }
-        }
-    }
+    cut_random_links(&mut c, cut_rate);
     if !has_connected_majority(&c) {
         return Ok(None);
     }
@@ -1257,7 +1263,7 @@ fn transfer_to_partitioned_target_aborts() {
 
 // ----- 5. Random faults with ReadIndex reads and transfers -------------------
 
-/// Seeds of the randomised run with leadership transfers (about 15 ms each).
+/// Seeds of the randomised run with leadership transfers (about 10 ms each).
 const RANDOM_TRANSFER_SEEDS: u64 = 500;
 
 /// What `random_transfer` did on this thread, for the summary.
@@ -1275,9 +1281,28 @@ thread_local! {
     static TRANSFERS: RefCell<TransferCounts> = RefCell::new(TransferCounts::default());
 }
 
-/// After each fault of a randomised run, one time in three: the leader (if
+/// After each fault of a randomised run: one time in three, the leader (if
 /// any) hands leadership to a random other node, which may be down, cut
-/// off, or behind.
+/// off, or behind; one time in six, the partition is replaced by a random
+/// set of one-way cuts (each directed link cut with a probability of 10% to
+/// 40%), which the regular faults do not make.
+fn random_disturbance(c: &mut Cluster) -> Result<(), Failure> {
+    if c.rng.random_bool(1.0 / 6.0) {
+        let rate = [0.1, 0.2, 0.3, 0.4][c.rng.random_range(0..4)];
+        c.network.heal();
+        cut_random_links(c, rate);
+        trace!(
+            c.trace,
+            c.now,
+            "network: random cuts {}",
+            c.network.describe_cuts()
+        );
+    }
+    random_transfer(c)
+}
+
+/// One time in three, the leader (if any) hands leadership to a random
+/// other node.
 fn random_transfer(c: &mut Cluster) -> Result<(), Failure> {
     TRANSFERS.with(|t| {
         let mut t = t.borrow_mut();
@@ -1315,10 +1340,12 @@ fn random_transfer(c: &mut Cluster) -> Result<(), Failure> {
 /// `ClusterConfig::new`, so PreVote and CheckQuorum are on in all of them,
 /// and every client `get` goes through `Raft::read_index` (see
 /// `SimNode::client_request`): the linearizability check there covers
-/// ReadIndex reads under every fault mix. This run adds leadership
-/// transfers, started at random during the faults, to that mix: crashes,
-/// symmetric, one-way and bridge partitions, lossy networks. 3, 5 or 7
-/// nodes.
+/// ReadIndex reads under every fault mix (crashes, symmetric, one-way and
+/// bridge partitions, lossy networks). This run adds two more to the mix:
+/// leadership transfers started at random, and random one-way cuts of any
+/// shape (see `random_disturbance`). 3, 5 or 7 nodes. The history must be
+/// linearizable, no acknowledged write lost, and the cluster must recover
+/// within the usual bounds once the faults stop.
 #[test]
 fn random_faults_with_transfers() {
     const TEST: &str = "partitions::random_faults_with_transfers";
@@ -1328,7 +1355,7 @@ fn random_faults_with_transfers() {
         "the randomised runs should run with PreVote and CheckQuorum on"
     );
     let options = RandomRun {
-        extra_fault: Some(random_transfer),
+        extra_fault: Some(random_disturbance),
         ..RandomRun::default()
     };
     TRANSFERS.with(|t| *t.borrow_mut() = TransferCounts::default());
