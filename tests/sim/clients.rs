@@ -243,8 +243,8 @@ impl Clients {
                 },
             );
         }
-        // Client 0 carries it, but is not waiting for it: `is_current`
-        // ignores its answer.
+        // Client 0 carries it (the trace shows it as client 0's), but is not
+        // waiting for it: `is_current` ignores its answer.
         let tag = Tag { client: 0, attempt };
         vec![Action::Send {
             node,

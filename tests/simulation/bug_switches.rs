@@ -90,8 +90,8 @@ fn bug_keep_conflicting_suffix_is_caught() {
 /// returns a stale value. Only the linearizability check can see this.
 /// Caught within 50 seeds with PreVote and CheckQuorum on (the defaults):
 /// at seed 0 when last measured, and by 80 of the first 300 seeds (96 when
-/// first written). CheckQuorum only
-/// narrows the window for stale reads; see `partitions.rs`.
+/// first written). CheckQuorum only narrows the window for stale reads; see
+/// `partitions.rs`.
 #[test]
 fn bug_read_without_quorum_is_caught() {
     let run = random_run_with(BugSwitches {
