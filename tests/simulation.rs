@@ -4,8 +4,10 @@
 //! This file holds the randomised runs and the replay check;
 //! `simulation/scenarios.rs` the scripted scenarios;
 //! `simulation/bug_switches.rs` the proof that the checks catch bugs;
-//! `simulation/regressions.rs` the core bugs the simulator found; and
-//! `simulation/history_checks.rs` tests of the linearizability check.
+//! `simulation/regressions.rs` the core bugs the simulator found;
+//! `simulation/history_checks.rs` tests of the linearizability check; and
+//! `simulation/partitions.rs` PreVote, CheckQuorum, leadership transfer and
+//! ReadIndex under the partitions they exist for.
 //!
 //! Environment variables (see `tests/sim/mod.rs`):
 //! - `RAFT_SIM_SEED=N` runs only seed N, `RAFT_SIM_TRACE=1` prints its trace;
@@ -17,6 +19,8 @@ mod sim;
 mod bug_switches;
 #[path = "simulation/history_checks.rs"]
 mod history_checks;
+#[path = "simulation/partitions.rs"]
+mod partitions;
 #[path = "simulation/regressions.rs"]
 mod regressions;
 #[path = "simulation/scenarios.rs"]

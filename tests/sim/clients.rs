@@ -21,6 +21,7 @@ use raft::message::NodeId;
 use rand::rngs::StdRng;
 use rand::Rng;
 use stateright::semantics::register::RegisterRet;
+use std::collections::BTreeMap;
 
 /// What a client asks.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +100,32 @@ pub enum Action {
     Timeout { tag: Tag, at: u64 },
 }
 
+/// An answer to a request, and the node that gave it. Recorded only when a
+/// scenario asks for it (`Clients::record_answers`), to check what one node
+/// answered, say a leader cut off from the others.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// The client that asked; `None` for a probe (`Clients::probe_read`).
+    pub client: Option<usize>,
+    /// The node the request was sent to.
+    pub node: usize,
+    pub op: Op,
+    /// When the request was sent.
+    pub sent_at: u64,
+    /// When the answer arrived, or the client gave up waiting.
+    pub at: u64,
+    /// `None` if the client gave up waiting.
+    pub reply: Option<Reply>,
+}
+
+/// Where and when one attempt was sent, kept while answers are recorded.
+struct Sent {
+    client: Option<usize>,
+    node: usize,
+    op: Op,
+    at: u64,
+}
+
 /// The operation a client is waiting on.
 struct Current {
     op: Op,
@@ -133,6 +160,11 @@ pub struct Clients {
     /// (the liveness check sets it when the network heals).
     pub timeouts_after_calm: Vec<String>,
     calm_since: Option<u64>,
+    /// Whether to keep every answer in `answers` (off by default).
+    pub record_answers: bool,
+    pub answers: Vec<Answer>,
+    /// While recording: every attempt sent, by attempt number.
+    sent: BTreeMap<u64, Sent>,
 }
 
 impl Clients {
@@ -155,6 +187,9 @@ impl Clients {
             next_value: 1,
             timeouts_after_calm: Vec::new(),
             calm_since: None,
+            record_answers: false,
+            answers: Vec::new(),
+            sent: BTreeMap::new(),
             config,
         }
     }
@@ -177,6 +212,58 @@ impl Clients {
     pub fn stop_new_ops(&mut self) {
         for client in &mut self.clients {
             client.ops_left = 0;
+        }
+    }
+
+    /// The client's next attempt goes to `node` (it still follows redirects
+    /// after that): lets a scenario send requests to a node it chose.
+    pub fn aim(&mut self, client: usize, node: usize) {
+        self.clients[client].leader_guess = node;
+    }
+
+    /// How many clients there are.
+    pub fn count(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// A `get` sent to `node` outside every client's history: a probe whose
+    /// answer only shows up in `answers` (turn `record_answers` on first).
+    /// Reads change nothing, so the history stays complete without it.
+    pub fn probe_read(&mut self, node: usize, now: u64) -> Vec<Action> {
+        let attempt = self.next_attempt;
+        self.next_attempt += 1;
+        if self.record_answers {
+            self.sent.insert(
+                attempt,
+                Sent {
+                    client: None,
+                    node,
+                    op: Op::Get,
+                    at: now,
+                },
+            );
+        }
+        // Client 0 carries it (the trace shows it as client 0's), but is not
+        // waiting for it: `is_current` ignores its answer.
+        let tag = Tag { client: 0, attempt };
+        vec![Action::Send {
+            node,
+            tag,
+            op: Op::Get,
+        }]
+    }
+
+    /// Records the answer to `tag` if answers are recorded.
+    fn record(&mut self, tag: Tag, now: u64, reply: Option<&Reply>) {
+        if let Some(sent) = self.sent.get(&tag.attempt) {
+            self.answers.push(Answer {
+                client: sent.client,
+                node: sent.node,
+                op: sent.op.clone(),
+                sent_at: sent.at,
+                at: now,
+                reply: reply.cloned(),
+            });
         }
     }
 
@@ -266,6 +353,15 @@ impl Clients {
             .expect("an operation to send");
         current.attempt = attempt;
         current.sent_at = now;
+        if self.record_answers {
+            let sent = Sent {
+                client: Some(client),
+                node,
+                op: current.op.clone(),
+                at: now,
+            };
+            self.sent.insert(attempt, sent);
+        }
         let tag = Tag { client, attempt };
         actions.push(Action::Send {
             node,
@@ -289,6 +385,7 @@ impl Clients {
     /// An answer arrives.
     pub fn on_reply(&mut self, tag: Tag, reply: Reply, now: u64, rng: &mut StdRng) -> Vec<Action> {
         let mut actions = Vec::new();
+        self.record(tag, now, Some(&reply));
         if !self.is_current(tag) {
             return actions; // an answer to an attempt we gave up on
         }
@@ -333,6 +430,7 @@ impl Clients {
         if !self.is_current(tag) {
             return actions;
         }
+        self.record(tag, now, None);
         let client = tag.client;
         let current = self.clients[client].current.as_ref().expect("current");
         let is_get = current.op == Op::Get;

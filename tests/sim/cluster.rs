@@ -16,7 +16,7 @@ use super::network::{Network, NetworkConfig};
 use super::node::SimNode;
 use super::trace::{self, trace, Trace};
 use super::{node_id, Failure, FailureKind, TICK};
-use raft::core::{BugSwitches, Config, Event as CoreEvent, NotLeader};
+use raft::core::{BugSwitches, Config, Event as CoreEvent, NotLeader, TransferError};
 use raft::message::{Index, Message, MessageBody, NodeId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -35,6 +35,10 @@ pub struct ClusterConfig {
     /// Nodes that use their own election timeout instead.
     pub election_timeout_overrides: Vec<(usize, (u64, u64))>,
     pub heartbeat_ticks: u64,
+    /// PreVote and CheckQuorum (with leader stickiness), on by default as in
+    /// the core; a scenario turns one off to show what it prevents.
+    pub pre_vote: bool,
+    pub check_quorum: bool,
     /// Deliberate bugs in the core.
     pub bugs: BugSwitches,
     /// A deliberate bug in the simulated driver: send messages before
@@ -62,6 +66,8 @@ impl ClusterConfig {
             election_timeout_ticks: defaults.election_timeout_ticks,
             election_timeout_overrides: Vec::new(),
             heartbeat_ticks: defaults.heartbeat_ticks,
+            pre_vote: defaults.pre_vote,
+            check_quorum: defaults.check_quorum,
             bugs: BugSwitches::default(),
             reply_before_persist: false,
             crash_after_step_rate: 0.0,
@@ -243,6 +249,8 @@ impl Cluster {
             .find(|(n, _)| *n == node)
             .map_or(self.config.election_timeout_ticks, |&(_, timeout)| timeout);
         config.heartbeat_ticks = self.config.heartbeat_ticks;
+        config.pre_vote = self.config.pre_vote;
+        config.check_quorum = self.config.check_quorum;
         config.bugs = self.config.bugs;
         config
     }
@@ -636,5 +644,36 @@ impl Cluster {
             Some(result) => Ok(result),
             None => Ok(Err(NotLeader { leader: None })),
         }
+    }
+
+    /// Asks `node` to hand leadership to `target` (dissertation §3.10), as
+    /// `transfer <id>` at a leader's prompt does. Like a step: the node's
+    /// `Ready`s are handled and the safety checks run.
+    pub fn transfer_leadership(
+        &mut self,
+        node: usize,
+        target: usize,
+    ) -> Result<Result<(), TransferError>, Failure> {
+        trace!(
+            self.trace,
+            self.now,
+            "transfer leadership at {} to {}",
+            self.ids[node],
+            self.ids[target]
+        );
+        let now = self.now;
+        if !self.nodes[node].is_up() {
+            return Ok(Err(TransferError::NotLeader(NotLeader { leader: None })));
+        }
+        self.nodes[node]
+            .write_postponed()
+            .map_err(|e| Failure::new(FailureKind::Driver, now, e))?;
+        let target_id = self.ids[target].clone();
+        let raft = self.nodes[node].raft.as_mut().expect("up");
+        let result = raft.transfer_leadership(target_id);
+        self.drain_ready(node)?;
+        let raft = self.nodes[node].raft.as_ref().expect("up");
+        self.checker.after_step(node, raft, now)?;
+        Ok(result)
     }
 }

@@ -48,6 +48,9 @@ pub enum Faults {
     Churn,
 }
 
+/// A disturbance of a test's own, added to the faulty phase.
+pub type ExtraFault = fn(&mut Cluster) -> Result<(), Failure>;
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct RandomRun {
@@ -67,6 +70,10 @@ pub struct RandomRun {
     /// The network during the faults; by default drawn from the seed.
     pub network: Option<NetworkConfig>,
     pub hash_trace: bool,
+    /// A scenario's own disturbance, run after each fault of the faulty
+    /// phase (say, a leadership transfer). It draws from the cluster's RNG,
+    /// so runs without one are unchanged.
+    pub extra_fault: Option<ExtraFault>,
 }
 
 impl Default for RandomRun {
@@ -81,6 +88,7 @@ impl Default for RandomRun {
             faults: Faults::All,
             network: None,
             hash_trace: false,
+            extra_fault: None,
         }
     }
 }
@@ -131,7 +139,12 @@ pub fn run(options: &RandomRun, seed: u64) -> Result<Report, Failure> {
         cluster.config.crash_after_step_rate
     );
 
-    faults(&mut cluster, options.fault_ticks, options.faults)?;
+    faults(
+        &mut cluster,
+        options.fault_ticks,
+        options.faults,
+        options.extra_fault,
+    )?;
     let (leader_after, clients_done_after) = calm(&mut cluster)?;
     let history = end_checks(&cluster)?;
 
@@ -151,7 +164,12 @@ pub fn run(options: &RandomRun, seed: u64) -> Result<Report, Failure> {
 /// reboots by itself after 5 to 60 ticks, and a new partition replaces the
 /// previous one, so the cluster keeps coming back to a state where it can
 /// work, and then is broken again.
-fn faults(cluster: &mut Cluster, ticks: u64, kinds: Faults) -> Result<(), Failure> {
+fn faults(
+    cluster: &mut Cluster,
+    ticks: u64,
+    kinds: Faults,
+    extra: Option<ExtraFault>,
+) -> Result<(), Failure> {
     let end = cluster.now + ticks * TICK;
     let size = cluster.nodes.len();
     while cluster.now < end {
@@ -217,6 +235,9 @@ fn faults(cluster: &mut Cluster, ticks: u64, kinds: Faults) -> Result<(), Failur
             73..=89 => cluster.heal(),
             _ => {} // a quiet spell
         }
+        if let Some(extra) = extra {
+            extra(cluster)?;
+        }
     }
     Ok(())
 }
@@ -247,7 +268,7 @@ fn random_halves(cluster: &mut Cluster, size: usize) -> (Vec<usize>, Vec<usize>)
 
 /// Phase 2: every fault stops. Returns the ticks until a settled leader and
 /// until every client was done.
-fn calm(cluster: &mut Cluster) -> Result<(u64, u64), Failure> {
+pub fn calm(cluster: &mut Cluster) -> Result<(u64, u64), Failure> {
     let calm_start = cluster.now;
     trace!(
         cluster.trace,
@@ -320,7 +341,7 @@ fn calm(cluster: &mut Cluster) -> Result<(u64, u64), Failure> {
 }
 
 /// Phase 3: linearizability, and no acknowledged write lost.
-fn end_checks(cluster: &Cluster) -> Result<CheckStats, Failure> {
+pub fn end_checks(cluster: &Cluster) -> Result<CheckStats, Failure> {
     let leader = cluster
         .settled_leader()
         .expect("calm() ends with a settled leader");
