@@ -382,17 +382,19 @@ impl Node {
         }
     }
 
-    /// A joining node has writers only to the nodes it was told to join
-    /// (see `join_seeds`) until the log entry that adds it arrives; but the
-    /// leader may be another node, and it sends that entry only once it
-    /// hears this node's answers. Ids follow from addresses (see `config`),
-    /// so until it is a member, a node answers whoever leads it.
+    /// A node may hear from a leader it has no writer for: a joining node
+    /// knows only the nodes it was told to join (see `join_seeds`) until the
+    /// log entry that adds it arrives, and a member that missed the entry
+    /// adding a server does not know that server when it becomes leader
+    /// (dissertation §4.1). Either must answer that leader, or it never
+    /// catches up. Ids follow from addresses (see `config`), so the address
+    /// is known; the writer goes when the membership next changes.
     fn reach_leader(&mut self, msg: &Message) {
         let from_leader = matches!(
             msg.body,
             MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
         );
-        if !from_leader || self.raft.membership().contains(self.raft.id()) {
+        if !from_leader || self.peers.has(&msg.from) {
             return;
         }
         match crate::config::parse_address(msg.from.as_str()) {

@@ -26,7 +26,9 @@
 //! when its connection closes or the state-machine thread is gone; a writer
 //! ends when its [`Peers`] is dropped.
 
-use crate::message::{ClientRequest, ClientResponse, ClientResult, Frame, Message, NodeId};
+use crate::message::{
+    ClientRequest, ClientResponse, ClientResult, Frame, Message, MessageBody, NodeId,
+};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -432,7 +434,15 @@ fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: &ReaderContext) 
                     );
                     return;
                 }
-                if !ctx.members.allows(&msg.from) {
+                // A leader this node does not know yet may be real: a member
+                // that missed the entry adding it must still follow it
+                // (dissertation §4.1). The core decides; anything else from a
+                // stranger is refused here.
+                let from_a_leader = matches!(
+                    msg.body,
+                    MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
+                );
+                if !from_a_leader && !ctx.members.allows(&msg.from) {
                     log::warn!(
                         "closing connection from {remote}: it sent a message from {}, which is not a member of this cluster ({}); start every node with the same members",
                         msg.from,
@@ -660,6 +670,11 @@ impl Peers {
     }
 
     /// Starts a writer for `id` at `addr`, unless `id` has one already.
+    /// True if there is a writer for `id`.
+    pub fn has(&self, id: &NodeId) -> bool {
+        self.queues.contains_key(id)
+    }
+
     pub fn add(&mut self, id: &NodeId, addr: &str) {
         if !self.queues.contains_key(id) {
             let queue = self.spawn_writer(id, addr);
