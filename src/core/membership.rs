@@ -20,7 +20,7 @@
 
 use super::replication::Progress;
 use super::{Event, Raft, Role, StepDownReason};
-use crate::message::{EntryData, Index, Membership, NodeId};
+use crate::message::{EntryData, Index, Membership, Message, MessageBody, NodeId};
 use std::collections::BTreeSet;
 
 /// Why a membership change was refused.
@@ -79,9 +79,26 @@ impl Raft {
     /// its own membership (one that is joining and has not yet received the
     /// entry that adds it) takes them from anyone: it has nothing to protect
     /// and must hear the leader to learn that it was added.
-    pub(super) fn accepts_from(&self, from: &NodeId) -> bool {
-        *from != self.config.id
-            && (self.membership.contains(from) || !self.membership.contains(&self.config.id))
+    ///
+    /// A leader's AppendEntries and InstallSnapshot are taken from anyone
+    /// too (dissertation §4.1: servers accept AppendEntries from a leader
+    /// that is not in their latest configuration). Our membership may be
+    /// stale: a member that missed the entry that added a new server does
+    /// not know it, and once that server leads, only it can send the entry.
+    /// Refusing it left such a member behind for good (found by the
+    /// simulator; regression test
+    /// `membership::stale_member_follows_a_leader_it_does_not_know`). The
+    /// term rules still apply, so a removed leader of an old term is
+    /// refused as stale.
+    pub(super) fn accepts(&self, msg: &Message) -> bool {
+        let from_leader = matches!(
+            msg.body,
+            MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
+        );
+        msg.from != self.config.id
+            && (from_leader
+                || self.membership.contains(&msg.from)
+                || !self.membership.contains(&self.config.id))
     }
 
     /// The membership as of `index`: the latest membership entry at or

@@ -405,7 +405,7 @@ impl Raft {
             msg.to, self.config.id,
             "message delivered to the wrong node"
         );
-        if !self.accepts_from(&msg.from) {
+        if !self.accepts(&msg) {
             return; // not a member: nothing from it reaches the rules
         }
         if self.ignore_vote_request(&msg) {
