@@ -103,9 +103,13 @@ impl Raft {
 
     /// The membership as of `index`: the latest membership entry at or
     /// before it, else the snapshot's, else the starting one. Stored in a
-    /// snapshot taken at `index`.
-    pub(super) fn membership_at(&self, index: Index) -> Membership {
-        self.find_membership(index).1
+    /// snapshot taken at `index`. `None` if all this node has to go on is an
+    /// empty starting membership: it joined a running cluster, and the
+    /// membership before the entry that added it was never sent to it.
+    pub(super) fn known_membership_at(&self, index: Index) -> Option<Membership> {
+        let (from_index, membership) = self.find_membership(index);
+        let unknown = from_index == 0 && self.config.voters.is_empty();
+        (!unknown).then_some(membership)
     }
 
     fn find_membership(&self, index: Index) -> (Index, Membership) {

@@ -261,8 +261,11 @@ impl SimNode {
                 self.disk.save_snapshot(&snapshot);
                 Ok(Some(snapshot))
             }
-            // Nothing applied since the last snapshot: nothing to do.
-            Err(CompactError::AlreadyCompacted { .. }) => Ok(None),
+            // Nothing new applied, or (a node that joined) the membership
+            // to record is not known yet: as the real driver, try later.
+            Err(CompactError::AlreadyCompacted { .. } | CompactError::MembershipUnknown { .. }) => {
+                Ok(None)
+            }
             Err(e) => Err(e.to_string()),
         }
     }
