@@ -66,6 +66,25 @@ impl Raft {
         self.membership.voters.contains_key(&self.config.id)
     }
 
+    /// True if this node should start elections when its timer runs out:
+    /// if it votes, and also if a membership that removes it is not yet
+    /// committed as far as it knows. Dissertation §4.2.2: "a server that is
+    /// not part of its own latest configuration should still start new
+    /// elections, as it might still be needed until the Cnew entry is
+    /// committed"; it asks the voters of its latest membership and does not
+    /// count its own vote (`is_quorum` counts voters only). Without this, a
+    /// leader that removed itself and lost its quorum before the removal
+    /// committed holds the only copy of the removal; the voters left, who
+    /// still need its vote, cannot out-vote its newer log, and nobody ever
+    /// leads again (found by the simulator; regression test
+    /// `membership::removed_leader_stands_until_its_removal_commits`).
+    pub(super) fn may_stand_for_election(&self) -> bool {
+        self.is_voter()
+            || self
+                .known_membership_at(self.commit_index)
+                .is_some_and(|committed| committed.voters.contains_key(&self.config.id))
+    }
+
     /// True if the voters in `ids` make a majority of the current voters.
     pub(super) fn is_quorum(&self, ids: &BTreeSet<NodeId>) -> bool {
         let votes = ids
