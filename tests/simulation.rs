@@ -6,8 +6,9 @@
 //! `simulation/bug_switches.rs` the proof that the checks catch bugs;
 //! `simulation/regressions.rs` the core bugs the simulator found; and
 //! `simulation/history_checks.rs` tests of the linearizability check.
-//! Issue 6: `simulation/compaction.rs` holds the snapshot scenarios, with
-//! their bug switch.
+//! Issue 6: `simulation/compaction.rs` holds the snapshot scenarios and
+//! `simulation/membership.rs` the membership changes under faults, each
+//! with its bug switch (and, for membership, the core bugs found).
 //!
 //! Environment variables (see `tests/sim/mod.rs`):
 //! - `RAFT_SIM_SEED=N` runs only seed N, `RAFT_SIM_TRACE=1` prints its trace;
@@ -26,6 +27,8 @@ mod scenarios;
 // Issue 6: log compaction and membership changes.
 #[path = "simulation/compaction.rs"]
 mod compaction;
+#[path = "simulation/membership.rs"]
+mod membership;
 
 use sim::random::{self, RandomRun, Snapshots};
 
