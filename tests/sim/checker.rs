@@ -374,9 +374,9 @@ impl Checker {
                 now,
                 format!(
                     "{id} {verb} a snapshot up to {index} whose state is {}, but the entries \
-                     applied up to {index} give {:?}",
+                     applied up to {index} give {}",
                     short(&snapshot.data),
-                    self.value_at(index).map(short)
+                    self.value_at(index).map_or("nothing".to_string(), short)
                 ),
             );
         }
@@ -427,10 +427,10 @@ impl Checker {
                 now,
                 format!(
                     "{}'s state machine holds {} after applying up to {applied}, but the \
-                     entries applied up to there give {:?}",
+                     entries applied up to there give {}",
                     self.nodes[node].id,
                     short(value),
-                    expected.map(short)
+                    expected.map_or("nothing (no node applied that far)".to_string(), short)
                 ),
             );
         }

@@ -41,6 +41,10 @@ pub struct ClusterConfig {
     /// A deliberate bug in the simulated driver: send messages before
     /// persisting (the write happens at the node's next step instead).
     pub reply_before_persist: bool,
+    /// A deliberate bug in the simulated driver: it never loads a
+    /// snapshot's state into the state machine (neither the leader's, nor
+    /// its own at a restart), yet goes on from the snapshot's index.
+    pub ignore_snapshot_state: bool,
     /// Chance that a node crashes right after a step, just after its
     /// messages went out: the moment a lost write would hurt most.
     pub crash_after_step_rate: f64,
@@ -67,6 +71,7 @@ impl ClusterConfig {
             heartbeat_ticks: defaults.heartbeat_ticks,
             bugs: BugSwitches::default(),
             reply_before_persist: false,
+            ignore_snapshot_state: false,
             crash_after_step_rate: 0.0,
             clients: ClientConfig::none(),
             compaction: Compaction::Off,
@@ -285,6 +290,7 @@ impl Cluster {
         let seed = self.rng.random();
         let config = self.raft_config(node);
         let now = self.now;
+        self.nodes[node].ignore_snapshot_state = self.config.ignore_snapshot_state;
         self.nodes[node].start(config, seed).map_err(|e| {
             Failure::new(FailureKind::Driver, now, format!("{}: {e}", self.ids[node]))
         })?;

@@ -134,6 +134,9 @@ pub struct SimNode {
     /// its latest InstallSnapshot answer told the leader (0 once installed,
     /// or after a crash): lets a scenario crash it mid-transfer.
     pub snapshot_bytes_held: u64,
+    /// A deliberate bug in this driver (the cluster's
+    /// `ignore_snapshot_state`): snapshots never reach the state machine.
+    pub ignore_snapshot_state: bool,
     /// Taken out of service for good (it was removed from the cluster):
     /// it stays down, and nothing restarts it.
     pub retired: bool,
@@ -172,6 +175,7 @@ impl SimNode {
             raft: None,
             incarnation: 0,
             snapshot_bytes_held: 0,
+            ignore_snapshot_state: false,
             retired: false,
             disk: Disk::default(),
             unwritten: Vec::new(),
@@ -198,7 +202,11 @@ impl SimNode {
         self.incarnation += 1;
         let disk = &self.disk;
         self.state = Value::default();
-        if let Some(snapshot) = &disk.snapshot {
+        if let Some(snapshot) = disk
+            .snapshot
+            .as_ref()
+            .filter(|_| !self.ignore_snapshot_state)
+        {
             self.state
                 .restore(&snapshot.data)
                 .map_err(|e| format!("the snapshot on disk cannot be loaded: {e}"))?;
@@ -348,9 +356,11 @@ impl SimNode {
                     self.applied
                 ));
             }
-            self.state
-                .restore(&snapshot.data)
-                .map_err(|e| format!("cannot load the snapshot from the leader: {e}"))?;
+            if !self.ignore_snapshot_state {
+                self.state
+                    .restore(&snapshot.data)
+                    .map_err(|e| format!("cannot load the snapshot from the leader: {e}"))?;
+            }
             self.applied = index;
             // A write waiting on an index the snapshot covers will never be
             // handed out to apply: whether it was our entry that committed

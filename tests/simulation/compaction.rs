@@ -538,3 +538,25 @@ fn bug_keep_log_conflicting_with_snapshot_random() {
         |seed| random::run(&run, seed).map(|_| ()),
     );
 }
+
+/// The checks on snapshots can fail too: a driver that never loads a
+/// snapshot's state into its state machine (neither the leader's nor its
+/// own at a restart) goes on from the snapshot's index with the wrong
+/// value. The checker compares every state machine with the applied
+/// history's state after each install, apply and restart, and catches it
+/// (State Machine Safety) in the first round that needs a snapshot: within
+/// 3 seeds (when written: at seed 0, and by each of the first 20 seeds).
+#[test]
+fn bug_driver_ignores_snapshot_state_is_caught() {
+    sim::first_failing_seed(
+        "compaction::bug_driver_ignores_snapshot_state_is_caught",
+        3,
+        &[FailureKind::StateMachineSafety],
+        |seed| {
+            let mut config = config(3, seed, true);
+            config.ignore_snapshot_state = true;
+            let mut c = Cluster::new(config)?;
+            snapshot_rounds(&mut c, 30, Victim::Crashed).map(|_| ())
+        },
+    );
+}

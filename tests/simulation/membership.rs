@@ -212,8 +212,9 @@ fn overlapping_changes_schedule_is_safe() {
 /// The same switch found by random search: the impatient operator's runs,
 /// with the core no longer refusing overlapping changes. Caught within 100
 /// seeds (when written: at seed 19, as Leader Completeness; 8 of the first
-/// 300 seeds break a safety property, most as Leader Completeness, one as
-/// two leaders in one term).
+/// 300 seeds break a safety property, each as Leader Completeness, and one
+/// more ends without a leader). With the switch off, the same runs pass
+/// (`impatient_operator`).
 #[test]
 fn bug_overlapping_membership_changes_random() {
     let run = RandomRun {
