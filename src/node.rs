@@ -19,8 +19,8 @@
 use crate::client;
 use crate::config::NodeOptions;
 use crate::core::{
-    Config, Event, MembershipError, NotLeader, Raft, ReadOutcome, Ready, RoleKind, StepDownReason,
-    TransferError, MAX_COMMAND_BYTES,
+    CompactError, Config, Event, MembershipError, NotLeader, Raft, ReadOutcome, Ready, RoleKind,
+    StepDownReason, TransferError, MAX_COMMAND_BYTES,
 };
 use crate::message::{
     ClientCommand, ClientRequest, ClientResponse, ClientResult, EntryData, Index, Membership,
@@ -586,10 +586,13 @@ impl Node {
             return Ok(());
         }
         let data = self.state_machine.snapshot();
-        let snapshot = self
-            .raft
-            .compact(applied, data)
-            .map_err(|e| e.to_string())?;
+        let snapshot = match self.raft.compact(applied, data) {
+            Ok(snapshot) => snapshot,
+            // A node that joined learns the membership from the leader; it
+            // snapshots once it has (a later call).
+            Err(CompactError::MembershipUnknown { .. }) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
         self.storage
             .save_snapshot(&snapshot)
             .map_err(|e| e.to_string())?;

@@ -5,9 +5,12 @@
 //! `simulation/scenarios.rs` the scripted scenarios;
 //! `simulation/bug_switches.rs` the proof that the checks catch bugs;
 //! `simulation/regressions.rs` the core bugs the simulator found;
-//! `simulation/history_checks.rs` tests of the linearizability check; and
+//! `simulation/history_checks.rs` tests of the linearizability check;
 //! `simulation/partitions.rs` PreVote, CheckQuorum, leadership transfer and
 //! ReadIndex under the partitions they exist for.
+//! Issue 6: `simulation/compaction.rs` holds the snapshot scenarios and
+//! `simulation/membership.rs` the membership changes under faults, each
+//! with its bug switch (and, for membership, the core bugs found).
 //!
 //! Environment variables (see `tests/sim/mod.rs`):
 //! - `RAFT_SIM_SEED=N` runs only seed N, `RAFT_SIM_TRACE=1` prints its trace;
@@ -25,21 +28,31 @@ mod partitions;
 mod regressions;
 #[path = "simulation/scenarios.rs"]
 mod scenarios;
+// Issue 6: log compaction and membership changes.
+#[path = "simulation/compaction.rs"]
+mod compaction;
+#[path = "simulation/membership.rs"]
+mod membership;
 
-use sim::random::{self, RandomRun};
+use sim::random::{self, RandomRun, Snapshots};
 
 /// Seeds each `random_faults_*` test runs by default.
 const DEFAULT_SEEDS: u64 = 2000;
 
 /// Runs the random seeds for one cluster size and prints a summary.
 fn random_faults(test: &str, size: usize) {
+    // Half of the seeds (drawn from each seed) compact their logs at points
+    // drawn from the seed too, so every fault mix also meets snapshots and
+    // InstallSnapshot; the other half run exactly as before snapshots.
     let run = RandomRun {
         size: Some(size),
+        snapshots: Snapshots::Drawn,
         ..RandomRun::default()
     };
     let seeds = sim::seeds(DEFAULT_SEEDS);
     let (mut operations, mut checked, mut steps, mut crashes, mut leaders) = (0, 0, 0, 0, 0);
     let (mut slowest_leader, mut slowest_clients, mut largest_segment) = (0, 0, 0);
+    let (mut snapshots_taken, mut snapshots_installed) = (0, 0);
     for &seed in &seeds {
         match sim::catch_panic(|| random::run(&run, seed)) {
             Ok(report) => {
@@ -51,6 +64,8 @@ fn random_faults(test: &str, size: usize) {
                 slowest_leader = slowest_leader.max(report.leader_after);
                 slowest_clients = slowest_clients.max(report.clients_done_after);
                 largest_segment = largest_segment.max(report.history.largest_segment);
+                snapshots_taken += report.snapshots_taken;
+                snapshots_installed += report.snapshots_installed;
             }
             Err(failure) => sim::fail(test, seed, &failure),
         }
@@ -58,7 +73,8 @@ fn random_faults(test: &str, size: usize) {
     println!(
         "{test}: {} seeds, {steps} steps, {operations} client operations ({checked} in the linearizability check), {crashes} crashes, \
          {leaders} leaders elected; after the calm, a leader within {slowest_leader} ticks and \
-         clients done within {slowest_clients} ticks at worst; largest history segment {largest_segment} operations",
+         clients done within {slowest_clients} ticks at worst; largest history segment {largest_segment} operations; \
+         {snapshots_taken} snapshots taken, {snapshots_installed} installed by InstallSnapshot",
         seeds.len()
     );
 }

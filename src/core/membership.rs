@@ -20,7 +20,7 @@
 
 use super::replication::Progress;
 use super::{Event, Raft, Role, StepDownReason};
-use crate::message::{EntryData, Index, Membership, NodeId};
+use crate::message::{EntryData, Index, Membership, Message, MessageBody, NodeId};
 use std::collections::BTreeSet;
 
 /// Why a membership change was refused.
@@ -66,6 +66,25 @@ impl Raft {
         self.membership.voters.contains_key(&self.config.id)
     }
 
+    /// True if this node should start elections when its timer runs out:
+    /// if it votes, and also if a membership that removes it is not yet
+    /// committed as far as it knows. Dissertation §4.2.2: "a server that is
+    /// not part of its own latest configuration should still start new
+    /// elections, as it might still be needed until the Cnew entry is
+    /// committed"; it asks the voters of its latest membership and does not
+    /// count its own vote (`is_quorum` counts voters only). Without this, a
+    /// leader that removed itself and lost its quorum before the removal
+    /// committed holds the only copy of the removal; the voters left, who
+    /// still need its vote, cannot out-vote its newer log, and nobody ever
+    /// leads again (found by the simulator; regression test
+    /// `membership::removed_leader_stands_until_its_removal_commits`).
+    pub(super) fn may_stand_for_election(&self) -> bool {
+        self.is_voter()
+            || self
+                .known_membership_at(self.commit_index)
+                .is_some_and(|committed| committed.voters.contains_key(&self.config.id))
+    }
+
     /// True if the voters in `ids` make a majority of the current voters.
     pub(super) fn is_quorum(&self, ids: &BTreeSet<NodeId>) -> bool {
         let votes = ids
@@ -79,16 +98,37 @@ impl Raft {
     /// its own membership (one that is joining and has not yet received the
     /// entry that adds it) takes them from anyone: it has nothing to protect
     /// and must hear the leader to learn that it was added.
-    pub(super) fn accepts_from(&self, from: &NodeId) -> bool {
-        *from != self.config.id
-            && (self.membership.contains(from) || !self.membership.contains(&self.config.id))
+    ///
+    /// A leader's AppendEntries and InstallSnapshot are taken from anyone
+    /// too (dissertation §4.1: servers accept AppendEntries from a leader
+    /// that is not in their latest configuration). Our membership may be
+    /// stale: a member that missed the entry that added a new server does
+    /// not know it, and once that server leads, only it can send the entry.
+    /// Refusing it left such a member behind for good (found by the
+    /// simulator; regression test
+    /// `membership::stale_member_follows_a_leader_it_does_not_know`). The
+    /// term rules still apply, so a removed leader of an old term is
+    /// refused as stale.
+    pub(super) fn accepts(&self, msg: &Message) -> bool {
+        let from_leader = matches!(
+            msg.body,
+            MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
+        );
+        msg.from != self.config.id
+            && (from_leader
+                || self.membership.contains(&msg.from)
+                || !self.membership.contains(&self.config.id))
     }
 
     /// The membership as of `index`: the latest membership entry at or
     /// before it, else the snapshot's, else the starting one. Stored in a
-    /// snapshot taken at `index`.
-    pub(super) fn membership_at(&self, index: Index) -> Membership {
-        self.find_membership(index).1
+    /// snapshot taken at `index`. `None` if all this node has to go on is an
+    /// empty starting membership: it joined a running cluster, and the
+    /// membership before the entry that added it was never sent to it.
+    pub(super) fn known_membership_at(&self, index: Index) -> Option<Membership> {
+        let (from_index, membership) = self.find_membership(index);
+        let unknown = from_index == 0 && self.config.voters.is_empty();
+        (!unknown).then_some(membership)
     }
 
     fn find_membership(&self, index: Index) -> (Index, Membership) {

@@ -423,8 +423,9 @@ impl Raft {
             Role::Follower { .. } | Role::PreCandidate { .. } | Role::Candidate { .. } => {
                 self.election_elapsed += 1;
                 // Only voters stand for election; a learner, a joining node
-                // or a removed one just follows.
-                if self.election_elapsed >= self.election_timeout && self.is_voter() {
+                // or a removed one just follows (but see
+                // `may_stand_for_election`).
+                if self.election_elapsed >= self.election_timeout && self.may_stand_for_election() {
                     self.on_election_timeout();
                 }
             }
@@ -437,7 +438,7 @@ impl Raft {
             msg.to, self.config.id,
             "message delivered to the wrong node"
         );
-        if !self.accepts_from(&msg.from) {
+        if !self.accepts(&msg) {
             return; // not a member: nothing from it reaches the rules
         }
         if !well_formed(&msg) {

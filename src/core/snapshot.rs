@@ -53,6 +53,12 @@ pub enum CompactError {
     NotApplied { index: Index, last_applied: Index },
     /// A snapshot already covers this index.
     AlreadyCompacted { index: Index, snapshot_index: Index },
+    /// This node joined a running cluster (it started with no voters) and
+    /// does not know the membership as of this index: the entries up to it
+    /// hold no membership entry, and the one the cluster started with was
+    /// never sent to it. It knows once it applies the entry that added it
+    /// (or installs the leader's snapshot); compact again then.
+    MembershipUnknown { index: Index },
 }
 
 impl std::fmt::Display for CompactError {
@@ -71,6 +77,11 @@ impl std::fmt::Display for CompactError {
             } => write!(
                 f,
                 "cannot snapshot at {index}: a snapshot already covers up to {snapshot_index}"
+            ),
+            CompactError::MembershipUnknown { index } => write!(
+                f,
+                "cannot snapshot at {index}: this node joined later and does not know the \
+                 membership as of that index yet"
             ),
         }
     }
@@ -93,11 +104,22 @@ impl Raft {
                 snapshot_index: self.log.snapshot_index(),
             });
         }
+        // A snapshot must hold the membership as of its last entry (§7), and
+        // installing it replaces the receiver's. A node that joined later
+        // finds none in its log before the entry that added it, and would
+        // record its own empty starting membership instead, and a leader
+        // that joined could send that snapshot to a new follower (found by
+        // the simulator; regression test
+        // `membership::joined_node_snapshots_only_a_known_membership`).
+        let membership = match self.known_membership_at(index) {
+            Some(membership) => membership,
+            None => return Err(CompactError::MembershipUnknown { index }),
+        };
         let term = self.log.term_at(index).unwrap_or_default();
         let snapshot = Snapshot {
             last_included_index: index,
             last_included_term: term,
-            membership: self.membership_at(index),
+            membership,
             data,
         };
         self.log.compact(index, term);

@@ -13,10 +13,22 @@
 //! node's log is compared with the copy taken at its previous step, and only
 //! the entries that changed are examined, so checking after every step stays
 //! cheap.
+//!
+//! Snapshots (§7) take entries out of the logs. A log is then a snapshot
+//! base (the index and term of its last compacted entry) and the entries
+//! after it, and the log properties compare only what each log still holds.
+//! The compacted part is judged against the *applied history* (the entry
+//! first applied at each index, which State Machine Safety keeps equal for
+//! every node): a snapshot, taken or installed, must have the term, the
+//! membership and the state machine's state that the history gives at its
+//! index, and a node's state machine must always equal the history's state
+//! at the index it has applied.
 
 use super::{Failure, FailureKind};
 use raft::core::{Raft, RoleKind};
-use raft::message::{Entry, EntryData, Index, Message, MessageBody, NodeId, Term};
+use raft::message::{
+    Entry, EntryData, Index, Membership, Message, MessageBody, NodeId, Snapshot, Term,
+};
 use std::collections::btree_map::Entry as MapEntry;
 use std::collections::BTreeMap;
 
@@ -48,15 +60,54 @@ struct NodeRecord {
     /// Its commit index in the current incarnation (it is volatile state:
     /// a restarted node starts again from 0 and learns it anew).
     commit_index: Index,
-    /// The last index it applied in the current incarnation.
+    /// The last index it applied in the current incarnation (a snapshot
+    /// counts as applying everything it covers).
     applied: Index,
-    /// A copy of its log as of its previous step.
+    /// Its log as of its previous step: the snapshot base (the last
+    /// compacted index and its term; `(0, 0)` if none) and a copy of the
+    /// entries after it.
+    base: (Index, Term),
     log: Vec<Entry>,
     /// The term it leads in, if it is leader.
     leading: Option<Term>,
     /// While leading: how many entries of `Checker::committed` have been
     /// checked against its log for Leader Completeness.
     completeness_checked: usize,
+}
+
+impl NodeRecord {
+    fn new(id: NodeId) -> NodeRecord {
+        NodeRecord {
+            id,
+            highest_term: 0,
+            commit_index: 0,
+            applied: 0,
+            base: (0, 0),
+            log: Vec::new(),
+            leading: None,
+            completeness_checked: 0,
+        }
+    }
+
+    fn last_index(&self) -> Index {
+        self.base.0 + self.log.len() as Index
+    }
+
+    /// The entry the copy holds at `index` (none at or below the base).
+    fn get(&self, index: Index) -> Option<&Entry> {
+        let position = index.checked_sub(self.base.0 + 1)?;
+        self.log.get(position as usize)
+    }
+
+    /// The term the copy knows for `index`: the base's at the base, an
+    /// entry's after it, nothing below it (compacted) or past the end.
+    fn term_at(&self, index: Index) -> Option<Term> {
+        if index == self.base.0 {
+            Some(self.base.1)
+        } else {
+            self.get(index).map(|e| e.term)
+        }
+    }
 }
 
 /// The global records the properties are checked against.
@@ -71,8 +122,18 @@ pub struct Checker {
     /// position `i - 1`.
     committed: Vec<CommittedEntry>,
     /// State Machine Safety: the entry applied at each index, by whoever
-    /// applied it first.
+    /// applied it first. This is the applied history that compacted parts
+    /// of logs are checked against.
     applied: Vec<(Entry, NodeId)>,
+    /// For each index of `applied` (at position `index - 1`): the index of
+    /// the latest command at or before it, and of the latest membership
+    /// entry (0: none), so the state and membership a snapshot must hold
+    /// are found at once.
+    last_command: Vec<Index>,
+    last_config: Vec<Index>,
+    /// The membership before any membership entry: the nodes the cluster
+    /// started with.
+    initial_membership: Membership,
     nodes: Vec<NodeRecord>,
     /// Whether a restarted node's term is compared with the term it had
     /// before the crash. Only a test that wants to watch what a lost term
@@ -92,25 +153,32 @@ impl Checker {
             seen: BTreeMap::new(),
             committed: Vec::new(),
             applied: Vec::new(),
-            nodes: ids
-                .iter()
-                .map(|id| NodeRecord {
-                    id: id.clone(),
-                    highest_term: 0,
-                    commit_index: 0,
-                    applied: 0,
-                    log: Vec::new(),
-                    leading: None,
-                    completeness_checked: 0,
-                })
-                .collect(),
+            last_command: Vec::new(),
+            last_config: Vec::new(),
+            initial_membership: Membership {
+                voters: ids.iter().map(|id| (id.clone(), String::new())).collect(),
+                learners: Default::default(),
+            },
+            nodes: ids.iter().cloned().map(NodeRecord::new).collect(),
             check_term_across_restarts: true,
         }
+    }
+
+    /// A machine joins the simulation (a new server for a membership
+    /// change); its index is the next one.
+    pub fn add_node(&mut self, id: NodeId) {
+        self.nodes.push(NodeRecord::new(id));
     }
 
     /// The committed log as the checker knows it.
     pub fn committed_entries(&self) -> impl Iterator<Item = &Entry> {
         self.committed.iter().map(|c| &c.entry)
+    }
+
+    /// The committed entry at `index`, as far as any node has known it.
+    pub fn committed_entry(&self, index: Index) -> Option<&Entry> {
+        let position = index.checked_sub(1)?;
+        self.committed.get(position as usize).map(|c| &c.entry)
     }
 
     /// The leader of each term seen so far.
@@ -128,7 +196,9 @@ impl Checker {
     pub fn on_restart(&mut self, node: usize, raft: &Raft, now: u64) -> Result<(), Failure> {
         let record = &mut self.nodes[node];
         record.commit_index = 0;
-        record.applied = 0;
+        // A node restored from a snapshot has applied what it covers (its
+        // state machine was loaded from it).
+        record.applied = raft.last_applied();
         record.leading = None;
         if !self.check_term_across_restarts {
             record.highest_term = raft.current_term();
@@ -211,8 +281,158 @@ impl Checker {
                     );
                 }
                 Some(_) => {}
-                None => self.applied.push((entry.clone(), record.id.clone())),
+                None => {
+                    let previous = self.last_command.last().copied().unwrap_or(0);
+                    let previous_config = self.last_config.last().copied().unwrap_or(0);
+                    let (command, config) = match &entry.data {
+                        EntryData::Command(_) => (entry.index, previous_config),
+                        EntryData::Config(_) => (previous, entry.index),
+                        EntryData::Noop => (previous, previous_config),
+                    };
+                    self.last_command.push(command);
+                    self.last_config.push(config);
+                    self.applied.push((entry.clone(), record.id.clone()));
+                }
             }
+        }
+        Ok(())
+    }
+
+    /// The state machine's state (the register's value) after the history's
+    /// entries up to `index`; `None` if the history does not reach it.
+    fn value_at(&self, index: Index) -> Option<&str> {
+        if index == 0 {
+            return Some("");
+        }
+        let command = *self.last_command.get((index - 1) as usize)?;
+        if command == 0 {
+            return Some("");
+        }
+        match &self.applied[(command - 1) as usize].0.data {
+            EntryData::Command(value) => Some(value),
+            EntryData::Noop | EntryData::Config(_) => None,
+        }
+    }
+
+    /// The membership in force after the history's entries up to `index`.
+    fn membership_at(&self, index: Index) -> Option<&Membership> {
+        if index == 0 {
+            return Some(&self.initial_membership);
+        }
+        match *self.last_config.get((index - 1) as usize)? {
+            0 => Some(&self.initial_membership),
+            config => match &self.applied[(config - 1) as usize].0.data {
+                EntryData::Config(membership) => Some(membership),
+                EntryData::Noop | EntryData::Command(_) => None,
+            },
+        }
+    }
+
+    /// A snapshot was taken by `node` (`installed` false) or installed
+    /// from the leader (`installed` true). What it replaces must be what
+    /// the applied history holds: the term of its last entry, the
+    /// membership and the state machine's state as of that entry. (Every
+    /// snapshot's index was applied somewhere first: a node compacts only
+    /// what it applied, and a leader sends only its own snapshots.)
+    pub fn on_snapshot(
+        &mut self,
+        node: usize,
+        snapshot: &Snapshot,
+        installed: bool,
+        now: u64,
+    ) -> Result<(), Failure> {
+        let index = snapshot.last_included_index;
+        let id = &self.nodes[node].id;
+        let verb = if installed { "installed" } else { "took" };
+        let Some((entry, first)) = index
+            .checked_sub(1)
+            .and_then(|i| self.applied.get(i as usize))
+        else {
+            return fail(
+                FailureKind::Driver,
+                now,
+                format!(
+                    "{id} {verb} a snapshot up to {index}, but only {} entries were ever applied",
+                    self.applied.len()
+                ),
+            );
+        };
+        if entry.term != snapshot.last_included_term {
+            return fail(
+                FailureKind::StateMachineSafety,
+                now,
+                format!(
+                    "{id} {verb} a snapshot up to {index}@t{}, but {first} applied {} there",
+                    snapshot.last_included_term,
+                    show(entry)
+                ),
+            );
+        }
+        if self.value_at(index) != Some(snapshot.data.as_str()) {
+            return fail(
+                FailureKind::StateMachineSafety,
+                now,
+                format!(
+                    "{id} {verb} a snapshot up to {index} whose state is {}, but the entries \
+                     applied up to {index} give {}",
+                    short(&snapshot.data),
+                    self.value_at(index).map_or("nothing".to_string(), short)
+                ),
+            );
+        }
+        if self.membership_at(index) != Some(&snapshot.membership) {
+            return fail(
+                FailureKind::StateMachineSafety,
+                now,
+                format!(
+                    "{id} {verb} a snapshot up to {index} with membership {:?}, but the entries \
+                     applied up to {index} give {:?}",
+                    snapshot.membership,
+                    self.membership_at(index)
+                ),
+            );
+        }
+        let record = &mut self.nodes[node];
+        if installed {
+            if index < record.applied {
+                return fail(
+                    FailureKind::Driver,
+                    now,
+                    format!(
+                        "{} installed a snapshot up to {index} after applying up to {}",
+                        record.id, record.applied
+                    ),
+                );
+            }
+            record.applied = index;
+        }
+        Ok(())
+    }
+
+    /// The node's state machine, having applied up to `applied`, must hold
+    /// what the history's entries up to there give: this checks that
+    /// snapshots restore the state they were taken from, and that a
+    /// restarted node rebuilds it.
+    pub fn check_state(
+        &self,
+        node: usize,
+        applied: Index,
+        value: &str,
+        now: u64,
+    ) -> Result<(), Failure> {
+        let expected = self.value_at(applied);
+        if expected != Some(value) {
+            return fail(
+                FailureKind::StateMachineSafety,
+                now,
+                format!(
+                    "{}'s state machine holds {} after applying up to {applied}, but the \
+                     entries applied up to there give {}",
+                    self.nodes[node].id,
+                    short(value),
+                    expected.map_or("nothing (no node applied that far)".to_string(), short)
+                ),
+            );
         }
         Ok(())
     }
@@ -294,55 +514,98 @@ impl Checker {
         Ok(())
     }
 
-    /// Compares the node's log with its copy from the previous step.
-    /// Leader Append-Only: a leader only ever adds at the end. No node may
-    /// change an entry it knows is committed. Log Matching: every new entry
+    /// Compares the node's log with its copy from the previous step, over
+    /// the indexes both know: a snapshot base knows the term at its index,
+    /// and entries below a base are compacted and compared no more.
+    /// Leader Append-Only: a leader only ever adds at the end (compacting
+    /// its own applied entries is not a change). No node may change an
+    /// entry it knows is committed. Log Matching: every entry that is new,
+    /// or that now follows a different entry (or snapshot base) than before,
     /// agrees with every other log that has the same index and term.
     fn check_log_changes(&mut self, node: usize, raft: &Raft, now: u64) -> Result<(), Failure> {
         let record = &mut self.nodes[node];
-        let log = raft.log().entries_from(1, usize::MAX);
-        let unchanged = record
-            .log
-            .iter()
-            .zip(log)
-            .take_while(|(before, after)| before == after)
-            .count();
-        if unchanged == record.log.len() && unchanged == log.len() {
-            return Ok(()); // nothing changed
-        }
-        let still_leading =
-            record.leading == Some(raft.current_term()) && raft.role() == RoleKind::Leader;
-        if still_leading && unchanged < record.log.len() {
+        let log = raft.log();
+        let base_index = log.snapshot_index();
+        let base = (base_index, log.term_at(base_index).unwrap_or_default());
+        let held = log.entries_from(base_index + 1, usize::MAX);
+        let last_index = base_index + held.len() as Index;
+        if base_index < record.base.0 {
             return fail(
-                FailureKind::LeaderAppendOnly,
+                FailureKind::Driver,
                 now,
                 format!(
-                    "leader {} of term {} replaced {} with {}",
-                    record.id,
-                    raft.current_term(),
-                    show(&record.log[unchanged]),
-                    log.get(unchanged).map_or("nothing".to_string(), show)
+                    "{}'s snapshot went back from index {} to {base_index}",
+                    record.id, record.base.0
                 ),
             );
         }
-        if (unchanged as Index) < record.commit_index {
-            return fail(
-                FailureKind::StateMachineSafety,
-                now,
-                format!(
-                    "{} replaced entry {} after it knew entries up to {} were committed",
-                    record.id,
-                    show(&record.log[unchanged]),
-                    record.commit_index
-                ),
-            );
+        // The first index at which the log differs from the copy: a new
+        // base whose term the copy knew otherwise (InstallSnapshot replacing
+        // a conflicting entry), an entry that differs or is new, or the end
+        // of a log that got shorter.
+        let mut first_diff = record
+            .term_at(base_index)
+            .is_some_and(|term| term != base.1)
+            .then_some(base_index);
+        if first_diff.is_none() {
+            first_diff = held
+                .iter()
+                .find(|entry| record.get(entry.index) != Some(*entry))
+                .map(|entry| entry.index);
         }
-        for position in unchanged..log.len() {
-            let entry = &log[position];
-            let prev_term = if position == 0 {
-                0
+        if last_index < record.last_index() {
+            first_diff = Some(first_diff.map_or(last_index + 1, |i| i.min(last_index + 1)));
+        }
+        let Some(first_diff) = first_diff else {
+            if base != record.base {
+                compact_copy(record, base);
+            }
+            return Ok(()); // nothing changed but (perhaps) compaction
+        };
+        if first_diff <= record.last_index() {
+            // Something the node held before was replaced or removed.
+            let still_leading =
+                record.leading == Some(raft.current_term()) && raft.role() == RoleKind::Leader;
+            let before = record.get(first_diff).map_or(
+                format!("the snapshot base {}@t{}", record.base.0, record.base.1),
+                show,
+            );
+            let after = log.get(first_diff).map_or(
+                if first_diff == base_index {
+                    format!("a snapshot base {}@t{}", base.0, base.1)
+                } else {
+                    "nothing".to_string()
+                },
+                show,
+            );
+            if still_leading {
+                return fail(
+                    FailureKind::LeaderAppendOnly,
+                    now,
+                    format!(
+                        "leader {} of term {} replaced {before} with {after}",
+                        record.id,
+                        raft.current_term()
+                    ),
+                );
+            }
+            if first_diff <= record.commit_index {
+                return fail(
+                    FailureKind::StateMachineSafety,
+                    now,
+                    format!(
+                        "{} replaced {before} with {after} after it knew entries up to {} were committed",
+                        record.id, record.commit_index
+                    ),
+                );
+            }
+        }
+        let recheck_from = first_diff.max(base_index + 1);
+        for entry in log.slice(recheck_from, last_index) {
+            let prev_term = if entry.index == base_index + 1 {
+                base.1
             } else {
-                log[position - 1].term
+                log.term_at(entry.index - 1).unwrap_or_default()
             };
             if entry.term < prev_term {
                 return fail(
@@ -385,8 +648,10 @@ impl Checker {
                 }
             }
         }
-        record.log.truncate(unchanged);
-        record.log.extend_from_slice(&log[unchanged..]);
+        compact_copy(record, base);
+        let keep = first_diff.saturating_sub(base_index + 1) as usize;
+        record.log.truncate(keep);
+        record.log.extend_from_slice(&held[keep.min(held.len())..]);
         Ok(())
     }
 
@@ -432,7 +697,28 @@ impl Checker {
         let mut changed = false;
         let mut lowered_at = usize::MAX;
         for index in record.commit_index + 1..=commit {
-            let entry = &record.log[(index - 1) as usize];
+            // A compacted entry is the history's: the node's snapshot was
+            // checked against it when it was taken or installed.
+            let entry = match record.get(index) {
+                Some(entry) => entry,
+                None => match index
+                    .checked_sub(1)
+                    .and_then(|i| self.applied.get(i as usize))
+                {
+                    Some((entry, _)) if index <= record.base.0 => entry,
+                    _ => {
+                        return fail(
+                            FailureKind::Driver,
+                            now,
+                            format!(
+                                "{} committed index {index}, which neither its log nor the \
+                                 applied history holds",
+                                record.id
+                            ),
+                        )
+                    }
+                },
+            };
             match self.committed.get_mut((index - 1) as usize) {
                 Some(known) if known.entry != *entry => {
                     return fail(
@@ -485,13 +771,22 @@ impl Checker {
                 continue;
             };
             while let Some(known) = self.committed.get(record.completeness_checked) {
-                if known.term < leader_term
-                    && record.log.get(record.completeness_checked) != Some(&known.entry)
-                {
-                    let has = record
-                        .log
-                        .get(record.completeness_checked)
-                        .map_or("nothing".to_string(), show);
+                let index = known.entry.index;
+                // Below its snapshot base a leader holds no entries; its
+                // snapshot was checked against the applied history.
+                let holds = match index.cmp(&record.base.0) {
+                    std::cmp::Ordering::Less => true,
+                    std::cmp::Ordering::Equal => record.base.1 == known.entry.term,
+                    std::cmp::Ordering::Greater => record.get(index) == Some(&known.entry),
+                };
+                if known.term < leader_term && !holds {
+                    let has = match record.get(index) {
+                        Some(entry) => show(entry),
+                        None if index == record.base.0 => {
+                            format!("a snapshot base of term {}", record.base.1)
+                        }
+                        None => "nothing".to_string(),
+                    };
                     return fail(
                         FailureKind::LeaderCompleteness,
                         now,
@@ -510,5 +805,26 @@ impl Checker {
             }
         }
         Ok(())
+    }
+}
+
+/// Moves the copy of a node's log to a new snapshot base: the entries the
+/// base now covers leave the copy.
+fn compact_copy(record: &mut NodeRecord, base: (Index, Term)) {
+    if base.0 > record.base.0 {
+        let covered = (base.0 - record.base.0).min(record.log.len() as Index);
+        record.log.drain(..covered as usize);
+    }
+    record.base = base;
+}
+
+/// A value for a message: long ones (the big values some scenarios write)
+/// shortened.
+fn short(value: &str) -> String {
+    if value.len() <= 40 {
+        format!("{value:?}")
+    } else {
+        let head: String = value.chars().take(32).collect();
+        format!("{head:?}... ({} bytes)", value.len())
     }
 }

@@ -150,7 +150,9 @@ struct Client {
 /// Every client, and the history they share.
 pub struct Clients {
     config: ClientConfig,
-    nodes: usize,
+    /// The nodes clients send to: every machine in service (machines are
+    /// added and retired by membership changes).
+    targets: Vec<usize>,
     clients: Vec<Client>,
     pub history: History,
     next_thread: u64,
@@ -179,7 +181,7 @@ impl Clients {
             })
             .collect();
         Clients {
-            nodes,
+            targets: (0..nodes).collect(),
             clients,
             history: History::default(),
             next_thread: config.count as u64,
@@ -201,6 +203,25 @@ impl Clients {
             self.sleep(client, now + rng.random_range(0..=5 * TICK), &mut actions);
         }
         actions
+    }
+
+    /// Clients send only to these nodes from now on; a client that meant
+    /// to try a node no longer in service tries the next one instead.
+    pub fn set_targets(&mut self, targets: Vec<usize>) {
+        assert!(!targets.is_empty(), "clients need a node to talk to");
+        self.targets = targets;
+        for client in 0..self.clients.len() {
+            let guess = self.clients[client].leader_guess;
+            if !self.targets.contains(&guess) {
+                self.clients[client].leader_guess = self.next_target(guess);
+            }
+        }
+    }
+
+    /// The node after `node` in the target list (round robin).
+    fn next_target(&self, node: usize) -> usize {
+        let next = self.targets.iter().position(|&n| n > node).unwrap_or(0);
+        self.targets[next]
     }
 
     /// From now on the network is calm, so every attempt should be answered.
@@ -398,7 +419,8 @@ impl Clients {
             Reply::NotLeader(hint) => {
                 // Nothing happened: retry the same operation elsewhere. With
                 // no hint (an election is on) wait a little first.
-                let known = hint.and_then(|id| (0..self.nodes).find(|&n| node_id(n) == id));
+                let known =
+                    hint.and_then(|id| self.targets.iter().copied().find(|&n| node_id(n) == id));
                 let pause = match known {
                     Some(node) if node != self.clients[client].leader_guess => {
                         self.clients[client].leader_guess = node;
@@ -406,7 +428,7 @@ impl Clients {
                     }
                     _ => {
                         self.clients[client].leader_guess =
-                            (self.clients[client].leader_guess + 1) % self.nodes;
+                            self.next_target(self.clients[client].leader_guess);
                         rng.random_range(TICK..=3 * TICK)
                     }
                 };
@@ -444,7 +466,7 @@ impl Clients {
             ));
         }
         // Try another node next time: this one may be down or cut off.
-        self.clients[client].leader_guess = rng.random_range(0..self.nodes);
+        self.clients[client].leader_guess = self.targets[rng.random_range(0..self.targets.len())];
         if is_get {
             self.sleep(client, now, &mut actions);
         } else {

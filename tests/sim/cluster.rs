@@ -7,8 +7,8 @@
 //! and then the checker checks every safety property.
 //!
 //! Scenarios script a situation with the methods at the bottom (crash,
-//! restart, propose) and those in `controls.rs` (cut links, find the
-//! leader, wait for agreement).
+//! restart, propose, add and remove machines) and those in `controls.rs`
+//! (cut links, find the leader, wait for agreement).
 
 use super::checker::Checker;
 use super::clients::{self, ClientConfig, Clients, Op, Reply, Tag};
@@ -16,8 +16,11 @@ use super::network::{Network, NetworkConfig};
 use super::node::SimNode;
 use super::trace::{self, trace, Trace};
 use super::{node_id, Failure, FailureKind, TICK};
-use raft::core::{BugSwitches, Config, Event as CoreEvent, NotLeader, TransferError};
-use raft::message::{Index, Message, MessageBody, NodeId};
+use raft::core::{
+    BugSwitches, Config, Event as CoreEvent, MembershipError, NotLeader, Raft, TransferError,
+};
+use raft::message::{Index, Message, MessageBody, NodeId, Snapshot};
+use raft::state_machine::StateMachine;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
@@ -44,10 +47,16 @@ pub struct ClusterConfig {
     /// A deliberate bug in the simulated driver: send messages before
     /// persisting (the write happens at the node's next step instead).
     pub reply_before_persist: bool,
+    /// A deliberate bug in the simulated driver: it never loads a
+    /// snapshot's state into the state machine (neither the leader's, nor
+    /// its own at a restart), yet goes on from the snapshot's index.
+    pub ignore_snapshot_state: bool,
     /// Chance that a node crashes right after a step, just after its
     /// messages went out: the moment a lost write would hurt most.
     pub crash_after_step_rate: f64,
     pub clients: ClientConfig,
+    /// When nodes compact their logs into snapshots.
+    pub compaction: Compaction,
     /// Print the trace as it happens.
     pub print_trace: bool,
     /// Hash the trace (for the replay check).
@@ -70,12 +79,29 @@ impl ClusterConfig {
             check_quorum: defaults.check_quorum,
             bugs: BugSwitches::default(),
             reply_before_persist: false,
+            ignore_snapshot_state: false,
             crash_after_step_rate: 0.0,
             clients: ClientConfig::none(),
+            compaction: Compaction::Off,
             print_trace: super::trace_wanted(),
             hash_trace: false,
         }
     }
+}
+
+/// When nodes compact their logs (§7). A node only ever compacts what it
+/// has applied, at `compact(last_applied, state)`, between two steps.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Compaction {
+    /// Never: logs keep every entry.
+    Off,
+    /// Once this many entries were applied since the last snapshot, as the
+    /// real node does with `--snapshot-entries`.
+    EveryEntries(u64),
+    /// After any step, with this probability, if anything was applied
+    /// since the last snapshot: snapshots at random points, so that every
+    /// situation sooner or later meets one.
+    Random(f64),
 }
 
 /// Something that will happen at a given virtual time.
@@ -145,6 +171,11 @@ pub struct Stats {
     pub append_refused: u64,
     /// PreVote, TimeoutNow and InstallSnapshot messages and their answers.
     pub other: u64,
+    /// InstallSnapshot chunks delivered to a running node.
+    pub snapshot_chunks_delivered: u64,
+    /// Snapshots installed from a leader, and taken by compaction.
+    pub snapshots_installed: u64,
+    pub snapshots_taken: u64,
     /// Steps taken (events handled by a running node).
     pub steps: u64,
     pub crashes: u64,
@@ -241,7 +272,15 @@ impl Cluster {
     }
 
     fn raft_config(&self, node: usize) -> Config {
-        let mut config = Config::new(self.ids[node].clone(), self.ids.clone());
+        // The machines the cluster started with know each other; one added
+        // later starts with no voters at all and learns the membership from
+        // the leader (`Config::voters` is empty for a joining node).
+        let voters = if node < self.config.size {
+            self.ids[..self.config.size].to_vec()
+        } else {
+            Vec::new()
+        };
+        let mut config = Config::new(self.ids[node].clone(), voters);
         config.election_timeout_ticks = self
             .config
             .election_timeout_overrides
@@ -260,19 +299,30 @@ impl Cluster {
     fn start_node(&mut self, node: usize) -> Result<(), Failure> {
         let seed = self.rng.random();
         let config = self.raft_config(node);
-        self.nodes[node].start(config, seed);
-        let raft = self.nodes[node].raft.as_ref().expect("just started");
+        let now = self.now;
+        self.nodes[node].ignore_snapshot_state = self.config.ignore_snapshot_state;
+        self.nodes[node].start(config, seed).map_err(|e| {
+            Failure::new(FailureKind::Driver, now, format!("{}: {e}", self.ids[node]))
+        })?;
+        let sim = &self.nodes[node];
+        let raft = sim.raft.as_ref().expect("just started");
         trace!(
             self.trace,
             self.now,
-            "{} starts (incarnation {}): term {}, voted for {:?}, {} log entries",
+            "{} starts (incarnation {}): term {}, voted for {:?}, {} log entries{}",
             self.ids[node],
-            self.nodes[node].incarnation,
+            sim.incarnation,
             raft.current_term(),
             raft.voted_for().map(|v| v.as_str()),
-            raft.log().last_index()
+            raft.log().last_index(),
+            match raft.snapshot_index() {
+                0 => String::new(),
+                index => format!(" (a snapshot up to {index})"),
+            }
         );
-        self.checker.on_restart(node, raft, self.now)?;
+        self.checker.on_restart(node, raft, now)?;
+        self.checker
+            .check_state(node, sim.applied, &sim.state.read(), now)?;
         let first_tick = self.now + self.rng.random_range(1..=self.nodes[node].tick_period);
         let incarnation = self.nodes[node].incarnation;
         self.schedule(first_tick, Event::Tick { node, incarnation });
@@ -349,6 +399,9 @@ impl Cluster {
                     );
                 } else {
                     trace!(self.trace, self.now, "{}", trace::message(&msg));
+                    if matches!(msg.body, MessageBody::InstallSnapshot { .. }) {
+                        self.stats.snapshot_chunks_delivered += 1;
+                    }
                     self.step_node(to, Input::Message(msg))?;
                 }
             }
@@ -385,7 +438,7 @@ impl Cluster {
                 self.schedule_actions(actions);
             }
             Event::Restart(node) => {
-                if !self.nodes[node].is_up() {
+                if !self.nodes[node].is_up() && !self.nodes[node].retired {
                     self.start_node(node)?;
                 }
             }
@@ -444,6 +497,7 @@ impl Cluster {
         }
         self.send_replies(replies);
         self.drain_ready(node)?;
+        self.maybe_compact(node)?;
         let raft = self.nodes[node].raft.as_ref().expect("up");
         self.checker.after_step(node, raft, now)?;
         if self.config.crash_after_step_rate > 0.0
@@ -473,7 +527,16 @@ impl Cluster {
             let ready = &handled.ready;
             self.trace_ready(node, ready);
             self.checker.on_messages_sent(&ready.messages, now)?;
+            if let Some(snapshot) = &ready.snapshot {
+                self.stats.snapshots_installed += 1;
+                self.checker.on_snapshot(node, snapshot, true, now)?;
+            }
             self.checker.on_applied(node, &ready.committed, now)?;
+            if ready.snapshot.is_some() || !ready.committed.is_empty() {
+                let sim = &self.nodes[node];
+                self.checker
+                    .check_state(node, sim.applied, &sim.state.read(), now)?;
+            }
             for &(read_index, applied) in &handled.reads_answered {
                 self.checker
                     .on_read_answered(node, read_index, applied, now)?;
@@ -510,6 +573,22 @@ impl Cluster {
                 other => format!("{id}: {other:?}"),
             };
             trace!(self.trace, self.now, "{line}");
+        }
+        if let Some(snapshot) = &ready.snapshot {
+            trace!(
+                self.trace,
+                self.now,
+                "{id} installs the leader's snapshot up to {}@t{} ({} bytes of state); its log \
+                 now holds {}..={}",
+                snapshot.last_included_index,
+                snapshot.last_included_term,
+                snapshot.data.len(),
+                snapshot.last_included_index + 1,
+                self.nodes[node]
+                    .raft
+                    .as_ref()
+                    .map_or(0, |r| r.log().last_index())
+            );
         }
         if let Some(hard_state) = &ready.hard_state {
             trace!(
@@ -555,8 +634,13 @@ impl Cluster {
             MessageBody::PreVote { .. }
             | MessageBody::PreVoteResponse { .. }
             | MessageBody::TimeoutNow
-            | MessageBody::InstallSnapshot { .. }
-            | MessageBody::InstallSnapshotResponse { .. } => self.stats.other += 1,
+            | MessageBody::InstallSnapshot { .. } => self.stats.other += 1,
+            MessageBody::InstallSnapshotResponse {
+                next_offset, done, ..
+            } => {
+                self.stats.other += 1;
+                self.nodes[from].snapshot_bytes_held = if *done { 0 } else { *next_offset };
+            }
         }
         let Some(to) = self.ids.iter().position(|id| *id == msg.to) else {
             return;
@@ -620,9 +704,9 @@ impl Cluster {
         self.schedule(self.now + ticks * TICK, Event::Restart(node));
     }
 
-    /// Boots a crashed node from its disk.
+    /// Boots a crashed node from its disk (a retired one stays down).
     pub fn restart(&mut self, node: usize) -> Result<(), Failure> {
-        if self.nodes[node].is_up() {
+        if self.nodes[node].is_up() || self.nodes[node].retired {
             return Ok(());
         }
         self.start_node(node)
@@ -675,5 +759,157 @@ impl Cluster {
         let raft = self.nodes[node].raft.as_ref().expect("up");
         self.checker.after_step(node, raft, now)?;
         Ok(result)
+    }
+}
+
+// ----- snapshots and membership --------------------------------------------
+
+impl Cluster {
+    /// Compacts `node`'s log if the compaction policy says it is time.
+    fn maybe_compact(&mut self, node: usize) -> Result<(), Failure> {
+        let Some(raft) = self.nodes[node].raft.as_ref() else {
+            return Ok(());
+        };
+        let (applied, base) = (raft.last_applied(), raft.snapshot_index());
+        let due = match self.config.compaction {
+            Compaction::Off => false,
+            Compaction::EveryEntries(entries) => applied >= base + entries,
+            Compaction::Random(rate) => applied > base && self.rng.random_bool(rate),
+        };
+        if due {
+            self.compact_now(node)?;
+        }
+        Ok(())
+    }
+
+    /// The node snapshots its state machine at its last applied entry and
+    /// drops the log up to there; the checker compares the snapshot with
+    /// the applied history.
+    fn compact_now(&mut self, node: usize) -> Result<Option<Snapshot>, Failure> {
+        let now = self.now;
+        let snapshot = self.nodes[node].compact().map_err(|e| {
+            Failure::new(FailureKind::Driver, now, format!("{}: {e}", self.ids[node]))
+        })?;
+        if let Some(snapshot) = &snapshot {
+            self.stats.snapshots_taken += 1;
+            trace!(
+                self.trace,
+                now,
+                "{} compacts its log: a snapshot up to {}@t{} ({} bytes of state)",
+                self.ids[node],
+                snapshot.last_included_index,
+                snapshot.last_included_term,
+                snapshot.data.len()
+            );
+            self.checker.on_snapshot(node, snapshot, false, now)?;
+        }
+        Ok(snapshot)
+    }
+
+    /// Compacts `node`'s log now, whatever the policy (a scenario's own
+    /// snapshot). `None` if it is down or applied nothing new.
+    pub fn compact(&mut self, node: usize) -> Result<Option<Snapshot>, Failure> {
+        if !self.nodes[node].is_up() {
+            return Ok(None);
+        }
+        let snapshot = self.compact_now(node)?;
+        let raft = self.nodes[node].raft.as_ref().expect("up");
+        self.checker.after_step(node, raft, self.now)?;
+        Ok(snapshot)
+    }
+
+    /// Something done to a running node's core from outside (a command at
+    /// its prompt, say `transfer`), handled like a step: its `Ready`s are
+    /// handled and the safety checks run. `None` if the node is down.
+    pub fn act<T>(
+        &mut self,
+        node: usize,
+        what: impl FnOnce(&mut Raft) -> T,
+    ) -> Result<Option<T>, Failure> {
+        if !self.nodes[node].is_up() {
+            return Ok(None);
+        }
+        let now = self.now;
+        self.nodes[node]
+            .write_postponed()
+            .map_err(|e| Failure::new(FailureKind::Driver, now, e))?;
+        let result = what(self.nodes[node].raft.as_mut().expect("up"));
+        self.drain_ready(node)?;
+        self.maybe_compact(node)?;
+        let raft = self.nodes[node].raft.as_ref().expect("up");
+        self.checker.after_step(node, raft, now)?;
+        Ok(Some(result))
+    }
+
+    /// A new, empty machine is switched on: the next id, an empty disk, a
+    /// clock of its own, links to every node. It starts with no voters
+    /// (`Config::voters` empty, as `raft PORT --join` does), so it only
+    /// answers whoever leads; the cluster learns of it through
+    /// [`Cluster::add_learner`]. Returns its index.
+    pub fn add_node(&mut self) -> Result<usize, Failure> {
+        let node = self.nodes.len();
+        let skew = self.rng.random_range(0..=2 * self.config.max_clock_skew);
+        self.nodes
+            .push(SimNode::new(TICK - self.config.max_clock_skew + skew));
+        self.ids.push(node_id(node));
+        self.network.add_node();
+        self.checker.add_node(node_id(node));
+        self.update_client_targets();
+        trace!(self.trace, self.now, "{} is a new machine", self.ids[node]);
+        self.start_node(node)?;
+        Ok(node)
+    }
+
+    /// Takes a machine out of service for good (after it was removed from
+    /// the cluster, or to replace it): it goes down and stays down.
+    pub fn retire(&mut self, node: usize) {
+        self.crash(node);
+        self.nodes[node].retired = true;
+        trace!(self.trace, self.now, "{} is retired", self.ids[node]);
+        self.update_client_targets();
+    }
+
+    /// Clients send only to machines in service.
+    fn update_client_targets(&mut self) {
+        let targets = (0..self.nodes.len())
+            .filter(|&n| !self.nodes[n].retired)
+            .collect();
+        self.clients.set_targets(targets);
+    }
+
+    /// Asks `leader` to add `node` as a learner (`add HOST:PORT` at the
+    /// leader's prompt); the leader promotes it once it has caught up.
+    pub fn add_learner(
+        &mut self,
+        leader: usize,
+        node: usize,
+    ) -> Result<Result<Index, MembershipError>, Failure> {
+        let id = self.ids[node].clone();
+        trace!(
+            self.trace,
+            self.now,
+            "ask {} to add {id} as a learner",
+            self.ids[leader]
+        );
+        let address = format!("sim:{id}");
+        let result = self.act(leader, |raft| raft.add_learner(id, address))?;
+        Ok(result.unwrap_or(Err(MembershipError::NotLeader(NotLeader { leader: None }))))
+    }
+
+    /// Asks `leader` to remove `node` from the cluster (`remove ID`).
+    pub fn remove_member(
+        &mut self,
+        leader: usize,
+        node: usize,
+    ) -> Result<Result<Index, MembershipError>, Failure> {
+        let id = self.ids[node].clone();
+        trace!(
+            self.trace,
+            self.now,
+            "ask {} to remove {id}",
+            self.ids[leader]
+        );
+        let result = self.act(leader, |raft| raft.remove_member(id))?;
+        Ok(result.unwrap_or(Err(MembershipError::NotLeader(NotLeader { leader: None }))))
     }
 }

@@ -7,7 +7,7 @@ use super::cluster::Cluster;
 use super::trace::trace;
 use super::{Failure, FailureKind, TICK};
 use raft::core::RoleKind;
-use raft::message::{EntryData, Index, NodeId, Term};
+use raft::message::{Entry, EntryData, Index, Membership, NodeId, Term};
 
 impl Cluster {
     // ----- the network --------------------------------------------------
@@ -103,15 +103,46 @@ impl Cluster {
             .collect()
     }
 
-    /// A leader that a majority of nodes (itself included) follow in its
-    /// term, over links that work both ways: the cluster has a working
-    /// leader. (A leader cut off from the others may still believe it
-    /// leads, and its followers may not have noticed yet; neither counts.)
+    /// The index of the node called `id`.
+    pub fn index_of(&self, id: &NodeId) -> Option<usize> {
+        self.ids.iter().position(|other| other == id)
+    }
+
+    /// The membership `node` uses now (voters and learners), if it is up.
+    pub fn membership(&self, node: usize) -> Option<&Membership> {
+        self.nodes[node].raft.as_ref().map(|r| r.membership())
+    }
+
+    /// The nodes `node`'s membership names, voters and learners.
+    pub fn members_of(&self, node: usize) -> Vec<usize> {
+        self.membership(node).map_or(Vec::new(), |m| {
+            m.voters
+                .keys()
+                .chain(m.learners.keys())
+                .filter_map(|id| self.index_of(id))
+                .collect()
+        })
+    }
+
+    /// The voters in `node`'s membership.
+    pub fn voters_of(&self, node: usize) -> Vec<usize> {
+        self.membership(node).map_or(Vec::new(), |m| {
+            m.voters.keys().filter_map(|id| self.index_of(id)).collect()
+        })
+    }
+
+    /// A leader that a majority of the voters in its membership (itself
+    /// included, if it votes) follow in its term, over links that work both
+    /// ways: the cluster has a working leader. (A leader cut off from the
+    /// others may still believe it leads, and its followers may not have
+    /// noticed yet; neither counts.)
     pub fn working_leader(&self) -> Option<usize> {
         self.leaders().into_iter().map(|(n, _)| n).find(|&leader| {
             let term = self.term(leader);
-            let followers = (0..self.nodes.len())
-                .filter(|&n| {
+            let voters = self.voters_of(leader);
+            let followers = voters
+                .iter()
+                .filter(|&&n| {
                     n == leader
                         || (self.network.connected(leader, n)
                             && self.network.connected(n, leader)
@@ -120,16 +151,19 @@ impl Cluster {
                             }))
                 })
                 .count();
-            followers > self.nodes.len() / 2
+            followers > voters.len() / 2
         })
     }
 
-    /// A leader that *every* node up follows, in the term every node up has.
+    /// A leader that *every* member up (voter or learner, in its
+    /// membership) follows, in the term every one of them has. Machines
+    /// that are not members (removed, or not yet added) do not count.
     pub fn settled_leader(&self) -> Option<usize> {
         let leader = self.working_leader()?;
         let term = self.term(leader);
-        let settled = self.nodes.iter().all(|n| {
-            n.raft
+        let settled = self.members_of(leader).into_iter().all(|n| {
+            self.nodes[n]
+                .raft
                 .as_ref()
                 .is_none_or(|r| r.current_term() == term && r.leader() == Some(&self.ids[leader]))
         });
@@ -154,16 +188,21 @@ impl Cluster {
     }
 
     /// How many nodes have committed `command` at `index` (and whether any
-    /// committed something else there: the checker would have failed).
+    /// committed something else there: the checker would have failed). A
+    /// node that compacted the entry away holds what the checker's committed
+    /// log holds there.
     pub fn committed_count(&self, index: Index, command: &str) -> usize {
+        let is_command = |e: &Entry| matches!(&e.data, EntryData::Command(c) if c == command);
+        let compacted_is_command = self.checker.committed_entry(index).is_some_and(is_command);
         self.nodes
             .iter()
             .filter_map(|n| n.raft.as_ref())
             .filter(|r| {
                 r.commit_index() >= index
-                    && r.log()
-                        .get(index)
-                        .is_some_and(|e| e.data == EntryData::Command(command.to_string()))
+                    && match r.log().get(index) {
+                        Some(entry) => is_command(entry),
+                        None => index <= r.snapshot_index() && compacted_is_command,
+                    }
             })
             .count()
     }

@@ -20,7 +20,10 @@
 //! - [`history`]: that record, and its linearizability check (stateright's
 //!   `LinearizabilityTester`).
 //! - [`random`]: a full randomised run: faults for a while, then healing,
-//!   then liveness and end-of-run checks.
+//!   then liveness and end-of-run checks; optionally with snapshots taken at
+//!   points drawn from the seed.
+//! - [`membership`]: membership changes (machines added and removed) carried
+//!   out during a randomised run.
 //! - [`trace`]: the readable event trace, and its hash for replay checks.
 //!
 //! Everything random comes from one seed, so a failing run can be replayed
@@ -31,6 +34,7 @@ pub mod clients;
 pub mod cluster;
 pub mod controls;
 pub mod history;
+pub mod membership;
 pub mod network;
 pub mod node;
 pub mod random;
@@ -196,4 +200,32 @@ pub fn fail(test: &str, seed: u64, failure: &Failure) -> ! {
         "\nsimulation failed (seed {seed}): {failure}\nreplay with a trace:\n    {}\n",
         replay_command(test, seed)
     )
+}
+
+/// For the bug-switch tests: runs seeds `0..limit` (or just `RAFT_SIM_SEED`)
+/// until one fails, and returns it with its failure. Panics if none fails
+/// (the check missed the bug), or if the failure is not of an expected
+/// kind.
+pub fn first_failing_seed(
+    test: &str,
+    limit: u64,
+    expected: &[FailureKind],
+    run: impl Fn(u64) -> Result<(), Failure>,
+) -> (u64, Failure) {
+    for seed in seeds(limit) {
+        if let Err(failure) = catch_panic(|| run(seed)) {
+            assert!(
+                expected.contains(&failure.kind),
+                "{test}: seed {seed} failed in an unexpected way: {failure}\nreplay: {}",
+                replay_command(test, seed)
+            );
+            println!(
+                "{test}: caught at seed {seed} ({} seeds): {failure}\nreplay: {}",
+                seed + 1,
+                replay_command(test, seed)
+            );
+            return (seed, failure);
+        }
+    }
+    panic!("{test}: the bug was not caught within {limit} seeds");
 }

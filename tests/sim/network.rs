@@ -99,6 +99,11 @@ impl Network {
             .collect()
     }
 
+    /// A new machine is plugged in, with links to every node.
+    pub fn add_node(&mut self) {
+        self.size += 1;
+    }
+
     /// Every link works again.
     pub fn heal(&mut self) {
         self.cut.clear();

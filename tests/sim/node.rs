@@ -5,35 +5,67 @@
 //! binary: it takes each `Ready` from the core and does the work in the
 //! order the core's docs demand:
 //!
-//! 1. persist the hard state and the entries (the "disk" here is the
-//!    [`Disk`] struct: whatever is in it survives a crash);
+//! 1. persist the snapshot from the leader, if any, then the hard state and
+//!    the entries (the "disk" here is the [`Disk`] struct: whatever is in it
+//!    survives a crash);
 //! 2. tell the core they are durable (`advance`);
 //! 3. send the messages (returned to the cluster, which puts them on the
 //!    network);
-//! 4. apply the committed entries to the state machine and answer reads.
+//! 4. reset the state machine from the leader's snapshot, if any, then
+//!    apply the committed entries to it and answer reads.
+//!
+//! Between steps the cluster may also ask a node to compact its log
+//! ([`SimNode::compact`]), as the real driver does every
+//! `--snapshot-entries` entries.
 //!
 //! With the simulator's `reply_before_persist` bug switch on, step 1 is
 //! postponed to the start of the node's next step, after the messages have
 //! gone out. A crash in between loses what was already promised to others.
 
 use super::clients::{Op, Reply, Tag};
-use raft::core::{Config, Event as CoreEvent, Raft, ReadOutcome, Ready};
-use raft::message::{Entry, EntryData, HardState, Index, Term};
+use raft::core::{CompactError, Config, Event as CoreEvent, Raft, ReadOutcome, Ready};
+use raft::message::{Entry, EntryData, HardState, Index, Snapshot, Term};
 use raft::state_machine::{StateMachine, Value};
 use std::collections::BTreeMap;
 
-/// What a node has on stable storage: the hard state and the log, as of the
-/// last persisted `Ready`.
+/// What a node has on stable storage: the hard state, the latest snapshot
+/// and the log after it, as of the last persisted `Ready` (or compaction).
 #[derive(Clone, Debug, Default)]
 pub struct Disk {
     pub hard_state: HardState,
+    /// The latest snapshot saved; it replaces the log up to and including
+    /// its `last_included_index`.
+    pub snapshot: Option<Snapshot>,
+    /// The entries after the snapshot (from index 1 if there is none).
     pub log: Vec<Entry>,
 }
 
 impl Disk {
-    /// Writes what a `Ready` asked to persist. The storage contract: entries
-    /// whose first index is at or below the last stored index replace the
-    /// stored suffix from that index on (a conflicting suffix, §5.3).
+    /// The index the snapshot covers (0 without one).
+    pub fn snapshot_index(&self) -> Index {
+        self.snapshot.as_ref().map_or(0, |s| s.last_included_index)
+    }
+
+    /// The index of the last entry stored (or of the snapshot).
+    pub fn last_index(&self) -> Index {
+        self.snapshot_index() + self.log.len() as Index
+    }
+
+    /// The term of the stored entry at `index`, the snapshot's at its own
+    /// index, `None` if neither holds it.
+    fn term_at(&self, index: Index) -> Option<Term> {
+        let base = self.snapshot_index();
+        if index == base {
+            return Some(self.snapshot.as_ref().map_or(0, |s| s.last_included_term));
+        }
+        let position = index.checked_sub(base + 1)?;
+        self.log.get(position as usize).map(|e| e.term)
+    }
+
+    /// Writes what a `Ready` asked to persist. The storage contract
+    /// (`Storage::append`): entries must start in `snapshot_index() + 1 ..=
+    /// last_index() + 1`; those at or below the last stored index replace
+    /// the stored suffix from that index on (a conflicting suffix, §5.3).
     fn write(&mut self, hard_state: Option<&HardState>, entries: &[Entry]) -> Result<(), String> {
         if let Some(hard_state) = hard_state {
             self.hard_state = hard_state.clone();
@@ -41,18 +73,47 @@ impl Disk {
         let Some(first) = entries.first() else {
             return Ok(());
         };
-        let keep = first.index.saturating_sub(1) as usize;
-        if first.index == 0 || keep > self.log.len() {
+        let base = self.snapshot_index();
+        if first.index <= base || first.index > self.last_index() + 1 {
             return Err(format!(
-                "entries to persist start at index {} but the disk holds only {} entries",
+                "entries to persist start at index {} but the disk holds a snapshot up to {base} \
+                 and entries up to {}",
                 first.index,
-                self.log.len()
+                self.last_index()
             ));
         }
-        self.log.truncate(keep);
+        self.log.truncate((first.index - base - 1) as usize);
         self.log.extend_from_slice(entries);
         Ok(())
     }
+
+    /// Saves a snapshot as `Storage::save_snapshot` does: one at or below
+    /// the stored snapshot's index is ignored; otherwise the entries after
+    /// it are kept if the stored entry at its index has its term (Figure 13,
+    /// InstallSnapshot receiver rule 6), and the whole log is dropped if not
+    /// (rule 7). The disk follows the rules even when the core is told to
+    /// break them (`keep_log_conflicting_with_snapshot`), as the real
+    /// storage would.
+    pub fn save_snapshot(&mut self, snapshot: &Snapshot) {
+        let index = snapshot.last_included_index;
+        let base = self.snapshot_index();
+        if index <= base {
+            return;
+        }
+        if self.term_at(index) == Some(snapshot.last_included_term) {
+            self.log.drain(..(index - base) as usize);
+        } else {
+            self.log.clear();
+        }
+        self.snapshot = Some(snapshot.clone());
+    }
+}
+
+/// One `Ready`'s worth of writes that the buggy driver postponed.
+struct Unwritten {
+    snapshot: Option<Snapshot>,
+    hard_state: Option<HardState>,
+    entries: Vec<Entry>,
 }
 
 /// A `set` waiting for its entry to be applied.
@@ -69,12 +130,23 @@ pub struct SimNode {
     pub raft: Option<Raft>,
     /// How many times this machine has been started.
     pub incarnation: u32,
+    /// How many bytes of a snapshot arriving in chunks this node holds, as
+    /// its latest InstallSnapshot answer told the leader (0 once installed,
+    /// or after a crash): lets a scenario crash it mid-transfer.
+    pub snapshot_bytes_held: u64,
+    /// A deliberate bug in this driver (the cluster's
+    /// `ignore_snapshot_state`): snapshots never reach the state machine.
+    pub ignore_snapshot_state: bool,
+    /// Taken out of service for good (it was removed from the cluster):
+    /// it stays down, and nothing restarts it.
+    pub retired: bool,
     pub disk: Disk,
     /// Only with `reply_before_persist`: what the buggy driver has not yet
     /// written, oldest first.
-    unwritten: Vec<(Option<HardState>, Vec<Entry>)>,
-    /// The replicated state; rebuilt from the log after every restart (there
-    /// are no snapshots yet).
+    unwritten: Vec<Unwritten>,
+    /// The replicated state: restored from the snapshot on disk at every
+    /// restart (or from a leader's snapshot), then rebuilt by re-applying
+    /// the log after it.
     pub state: Value,
     /// The last index applied to `state` in this incarnation.
     pub applied: Index,
@@ -102,6 +174,9 @@ impl SimNode {
         SimNode {
             raft: None,
             incarnation: 0,
+            snapshot_bytes_held: 0,
+            ignore_snapshot_state: false,
+            retired: false,
             disk: Disk::default(),
             unwritten: Vec::new(),
             state: Value::default(),
@@ -117,21 +192,41 @@ impl SimNode {
         self.raft.is_some()
     }
 
-    /// Starts (or restarts) the machine from what is on its disk. The state
-    /// machine starts empty and is rebuilt as the log is re-applied.
-    pub fn start(&mut self, config: Config, seed: u64) {
+    /// Starts (or restarts) the machine from what is on its disk, as the
+    /// real node does: the state machine is restored from the snapshot (or
+    /// starts empty), the core is rebuilt with `Raft::restore` from the
+    /// snapshot and the log after it, and the entries after the snapshot are
+    /// applied again as the core hands them out.
+    pub fn start(&mut self, config: Config, seed: u64) -> Result<(), String> {
         debug_assert!(self.raft.is_none());
         self.incarnation += 1;
-        let hard_state = self.disk.hard_state.clone();
-        self.raft = Some(Raft::new(config, hard_state, self.disk.log.clone(), seed));
+        let disk = &self.disk;
         self.state = Value::default();
-        self.applied = 0;
+        if let Some(snapshot) = disk
+            .snapshot
+            .as_ref()
+            .filter(|_| !self.ignore_snapshot_state)
+        {
+            self.state
+                .restore(&snapshot.data)
+                .map_err(|e| format!("the snapshot on disk cannot be loaded: {e}"))?;
+        }
+        self.applied = disk.snapshot_index();
+        self.raft = Some(Raft::restore(
+            config,
+            disk.hard_state.clone(),
+            disk.snapshot.clone(),
+            disk.log.clone(),
+            seed,
+        ));
+        Ok(())
     }
 
     /// The machine stops: everything in memory is gone, including writes
     /// the buggy driver had postponed. Clients waiting on it never hear back.
     pub fn crash(&mut self) {
         self.raft = None;
+        self.snapshot_bytes_held = 0;
         self.unwritten.clear();
         self.writes.clear();
         self.reads.clear();
@@ -140,10 +235,47 @@ impl SimNode {
     /// With `reply_before_persist`, the writes postponed from the previous
     /// step happen now, at the start of the next one.
     pub fn write_postponed(&mut self) -> Result<(), String> {
-        for (hard_state, entries) in std::mem::take(&mut self.unwritten) {
-            self.disk.write(hard_state.as_ref(), &entries)?;
+        for unwritten in std::mem::take(&mut self.unwritten) {
+            if let Some(snapshot) = &unwritten.snapshot {
+                self.disk.save_snapshot(snapshot);
+            }
+            self.disk
+                .write(unwritten.hard_state.as_ref(), &unwritten.entries)?;
         }
         Ok(())
+    }
+
+    /// §7: replaces the log up to the last applied entry with a snapshot of
+    /// the state machine, and makes it durable, as the real driver does
+    /// after applying (`compact(last_applied, state)`, then
+    /// `Storage::save_snapshot`). Returns the snapshot, or `None` if nothing
+    /// was applied since the last one.
+    pub fn compact(&mut self) -> Result<Option<Snapshot>, String> {
+        // `save_snapshot` makes everything written before it durable first;
+        // the buggy driver's postponed writes land now too.
+        self.write_postponed()?;
+        let Some(raft) = self.raft.as_mut() else {
+            return Ok(None);
+        };
+        let index = raft.last_applied();
+        if index != self.applied {
+            return Err(format!(
+                "the core says {index} entries are applied, the driver applied {}",
+                self.applied
+            ));
+        }
+        match raft.compact(index, self.state.snapshot()) {
+            Ok(snapshot) => {
+                self.disk.save_snapshot(&snapshot);
+                Ok(Some(snapshot))
+            }
+            // Nothing new applied, or (a node that joined) the membership
+            // to record is not known yet: as the real driver, try later.
+            Err(CompactError::AlreadyCompacted { .. } | CompactError::MembershipUnknown { .. }) => {
+                Ok(None)
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// A client request arrives. Returns the answers that can be given at
@@ -190,10 +322,18 @@ impl SimNode {
         // 1. Persist first. "Persist before you answer" is the whole of
         //    Raft's crash safety: a vote or an acknowledgement sent before
         //    the write can elect two leaders or lose a committed entry.
+        //    The snapshot goes first, as in the real driver: the entries of
+        //    the same `Ready` follow it.
         if reply_before_persist {
-            self.unwritten
-                .push((ready.hard_state.clone(), ready.entries.clone()));
+            self.unwritten.push(Unwritten {
+                snapshot: ready.snapshot.clone(),
+                hard_state: ready.hard_state.clone(),
+                entries: ready.entries.clone(),
+            });
         } else {
+            if let Some(snapshot) = &ready.snapshot {
+                self.disk.save_snapshot(snapshot);
+            }
             self.disk.write(ready.hard_state.as_ref(), &ready.entries)?;
         }
         // 2. Tell the core its entries are durable.
@@ -205,8 +345,34 @@ impl SimNode {
 
         // 3. The messages are sent by the caller once this returns.
 
-        // 4. Apply committed entries in order, answering their writers.
+        // 4. A snapshot from the leader replaces the state machine (Figure
+        //    13, receiver rule 8) before the entries after it are applied.
         let mut replies = Vec::new();
+        if let Some(snapshot) = &ready.snapshot {
+            let index = snapshot.last_included_index;
+            if index < self.applied {
+                return Err(format!(
+                    "asked to install a snapshot up to {index} after applying entry {}",
+                    self.applied
+                ));
+            }
+            if !self.ignore_snapshot_state {
+                self.state
+                    .restore(&snapshot.data)
+                    .map_err(|e| format!("cannot load the snapshot from the leader: {e}"))?;
+            }
+            self.applied = index;
+            // A write waiting on an index the snapshot covers will never be
+            // handed out to apply: whether it was our entry that committed
+            // there, the snapshot cannot say.
+            let covered: Vec<Index> = self.writes.range(..=index).map(|(i, _)| *i).collect();
+            for i in covered {
+                if let Some(write) = self.writes.remove(&i) {
+                    replies.push((write.tag, Reply::Unknown("covered by a snapshot")));
+                }
+            }
+        }
+        // ...then apply committed entries in order, answering their writers.
         for entry in &ready.committed {
             if entry.index != self.applied + 1 {
                 return Err(format!(

@@ -14,10 +14,16 @@
 //!    began may go unanswered.
 //! 3. **End.** The client history must be linearizable, and every
 //!    acknowledged write must be in the committed log.
+//!
+//! Options add snapshots (nodes compact their logs at points drawn from the
+//! seed, so followers that fall behind catch up by InstallSnapshot) and
+//! membership changes (a plan of additions and removals carried out during
+//! the faults, see `membership.rs`).
 
 use super::clients::ClientConfig;
-use super::cluster::{Cluster, ClusterConfig};
+use super::cluster::{Cluster, ClusterConfig, Compaction};
 use super::history::CheckStats;
+use super::membership::{self, Plan};
 use super::network::NetworkConfig;
 use super::trace::trace;
 use super::{Failure, FailureKind, TICK};
@@ -50,6 +56,43 @@ pub enum Faults {
 
 /// A disturbance of a test's own, added to the faulty phase.
 pub type ExtraFault = fn(&mut Cluster) -> Result<(), Failure>;
+/// Whether nodes compact their logs during a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Snapshots {
+    /// Never: the run is exactly what it was before snapshots existed.
+    Off,
+    /// Always, with a policy drawn from the seed.
+    On,
+    /// In about half of the seeds, with a policy drawn from the seed.
+    Drawn,
+}
+
+impl Snapshots {
+    /// The compaction policy for `seed`. It is drawn from an RNG of its own,
+    /// so turning snapshots on changes nothing else the seed decides (the
+    /// cluster, the network, the faults): with snapshots off, a seed runs
+    /// exactly as it did before they existed.
+    pub fn policy(self, seed: u64) -> Compaction {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5a4e_5407_c0de_f00d);
+        let on = match self {
+            Snapshots::Off => false,
+            Snapshots::On => true,
+            Snapshots::Drawn => rng.random_bool(0.5),
+        };
+        if !on {
+            return Compaction::Off;
+        }
+        // Either every few entries, as the real node does (small numbers, so
+        // that a node down for a few ticks already needs a snapshot), or at
+        // random steps, so snapshots land anywhere: mid-election, while a
+        // follower is being repaired, just before a crash.
+        if rng.random_bool(0.5) {
+            Compaction::EveryEntries(rng.random_range(1..=20))
+        } else {
+            Compaction::Random(*[0.01, 0.05, 0.2].choose(&mut rng).expect("rates"))
+        }
+    }
+}
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -74,6 +117,10 @@ pub struct RandomRun {
     /// phase (say, a leadership transfer). It draws from the cluster's RNG,
     /// so runs without one are unchanged.
     pub extra_fault: Option<ExtraFault>,
+    /// Whether nodes compact their logs.
+    pub snapshots: Snapshots,
+    /// Membership changes to carry out during the faults, if any.
+    pub membership: Option<Plan>,
 }
 
 impl Default for RandomRun {
@@ -89,6 +136,8 @@ impl Default for RandomRun {
             network: None,
             hash_trace: false,
             extra_fault: None,
+            snapshots: Snapshots::Off,
+            membership: None,
         }
     }
 }
@@ -108,6 +157,13 @@ pub struct Report {
     /// Ticks from the start of the calm until every client was done.
     pub clients_done_after: u64,
     pub trace_hash: Option<u64>,
+    /// Snapshots taken by compaction and installed from a leader.
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
+    /// Membership changes committed, and how many of them were a leader
+    /// removing itself.
+    pub membership_changes: usize,
+    pub leaders_removed_themselves: usize,
 }
 
 /// Runs one seed.
@@ -130,22 +186,31 @@ pub fn run(options: &RandomRun, seed: u64) -> Result<Report, Failure> {
     config.reply_before_persist = options.reply_before_persist;
     config.clients = ClientConfig::new(options.clients, options.ops_per_client);
     config.hash_trace = options.hash_trace;
+    config.compaction = options.snapshots.policy(seed);
     let mut cluster = Cluster::new(config)?;
     trace!(
         cluster.trace,
         0,
-        "seed {seed}: network {:?}, crash after step {}",
+        "seed {seed}: network {:?}, crash after step {}, compaction {:?}",
         cluster.config.network,
-        cluster.config.crash_after_step_rate
+        cluster.config.crash_after_step_rate,
+        cluster.config.compaction
     );
 
-    faults(
-        &mut cluster,
-        options.fault_ticks,
-        options.faults,
-        options.extra_fault,
-    )?;
+    let mut plan = options.membership.as_ref().map(membership::Progress::new);
+    match &mut plan {
+        None => faults(
+            &mut cluster,
+            options.fault_ticks,
+            options.faults,
+            options.extra_fault,
+        )?,
+        Some(plan) => plan.run_under_faults(&mut cluster, options.fault_ticks, options.faults)?,
+    }
     let (leader_after, clients_done_after) = calm(&mut cluster)?;
+    if let Some(plan) = &mut plan {
+        plan.finish(&mut cluster)?;
+    }
     let history = end_checks(&cluster)?;
 
     Ok(Report {
@@ -157,6 +222,10 @@ pub fn run(options: &RandomRun, seed: u64) -> Result<Report, Failure> {
         leader_after,
         clients_done_after,
         trace_hash: cluster.trace.hash(),
+        snapshots_taken: cluster.stats.snapshots_taken,
+        snapshots_installed: cluster.stats.snapshots_installed,
+        membership_changes: plan.as_ref().map_or(0, |p| p.committed_changes()),
+        leaders_removed_themselves: plan.as_ref().map_or(0, |p| p.leaders_removed_themselves),
     })
 }
 
@@ -164,7 +233,7 @@ pub fn run(options: &RandomRun, seed: u64) -> Result<Report, Failure> {
 /// reboots by itself after 5 to 60 ticks, and a new partition replaces the
 /// previous one, so the cluster keeps coming back to a state where it can
 /// work, and then is broken again.
-fn faults(
+pub fn faults(
     cluster: &mut Cluster,
     ticks: u64,
     kinds: Faults,
@@ -317,12 +386,14 @@ pub fn calm(cluster: &mut Cluster) -> Result<(u64, u64), Failure> {
             format!("a request sent during the calm got no answer: {first}"),
         ));
     }
-    // Let every node catch up, so the end checks see the whole log.
+    // Let every member catch up, so the end checks see the whole log.
     let settled = cluster.run_until(LEADER_BOUND_TICKS, |c| {
         c.settled_leader().is_some_and(|leader| {
             let commit = c.commit_index(leader);
             commit == c.last_index(leader)
-                && (0..c.nodes.len()).all(|n| c.nodes[n].applied == commit)
+                && c.members_of(leader)
+                    .into_iter()
+                    .all(|n| !c.is_up(n) || c.nodes[n].applied == commit)
         })
     })?;
     if !settled {
@@ -346,10 +417,12 @@ pub fn end_checks(cluster: &Cluster) -> Result<CheckStats, Failure> {
         .settled_leader()
         .expect("calm() ends with a settled leader");
     let raft = cluster.nodes[leader].raft.as_ref().expect("up");
-    let committed: std::collections::BTreeSet<&str> = raft
-        .log()
-        .slice(1, raft.commit_index())
-        .iter()
+    // The checker's committed log, since the leader may have compacted
+    // its own.
+    let committed: std::collections::BTreeSet<&str> = cluster
+        .checker
+        .committed_entries()
+        .take(raft.commit_index() as usize)
         .filter_map(|e| match &e.data {
             EntryData::Command(value) => Some(value.as_str()),
             EntryData::Noop | EntryData::Config(_) => None,
