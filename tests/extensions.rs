@@ -238,12 +238,15 @@ fn transfer_vote(
     last_log_index: Index,
     last_log_term: Term,
 ) -> Message {
-    let body = MessageBody::RequestVote {
-        last_log_index,
-        last_log_term,
-        leadership_transfer: true,
-    };
-    message(from, to, term, body)
+    let mut msg = request_vote(from, to, term, last_log_index, last_log_term);
+    if let MessageBody::RequestVote {
+        leadership_transfer,
+        ..
+    } = &mut msg.body
+    {
+        *leadership_transfer = true;
+    }
+    msg
 }
 
 fn timeout_now(from: u8, to: u8, term: Term) -> Message {
