@@ -1,0 +1,443 @@
+//! Inbound: the listener thread, one reader thread per connection, and the
+//! checks a frame passes before it reaches the state-machine thread.
+
+use super::frame::{frame_for_log, read_frame, write_frame, FrameError};
+use super::reply::Reply;
+use super::{ACCEPT_ERROR_BACKOFF, CLIENT_IDLE_TIMEOUT, CLIENT_REPLY_TIMEOUT, MAX_CONNECTIONS};
+use crate::message::{
+    ClientRequest, ClientResponse, ClientResult, Frame, Message, MessageBody, NodeId,
+};
+use crossbeam_channel::{RecvTimeoutError, Sender};
+use std::collections::BTreeSet;
+use std::io::{self, BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+/// What the connection readers hand to the state-machine thread.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A message from another member, already checked to be addressed to us
+    /// by a member of the cluster.
+    Peer(Message),
+    /// A client request. The state-machine thread answers on `reply` (a
+    /// `bounded(1)` channel, so sending never blocks); the connection's
+    /// reader thread waits for it and writes it back to the client. Dropping
+    /// `reply` without answering makes the reader answer with an error.
+    Client {
+        request: ClientRequest,
+        reply: Reply,
+    },
+}
+
+/// Who may send this node peer messages: the other members. Shared between
+/// the driver, which updates it when the membership changes, and the
+/// connection readers. An empty set (a node that is joining and does not
+/// know the cluster yet) lets any peer in; the protocol core still decides
+/// what to accept.
+#[derive(Clone, Debug, Default)]
+pub struct Members(Arc<std::sync::RwLock<BTreeSet<NodeId>>>);
+
+impl Members {
+    pub fn new(ids: BTreeSet<NodeId>) -> Members {
+        Members(Arc::new(std::sync::RwLock::new(ids)))
+    }
+
+    /// Replaces the set (after a membership change).
+    pub fn set(&self, ids: BTreeSet<NodeId>) {
+        if let Ok(mut members) = self.0.write() {
+            *members = ids;
+        }
+    }
+
+    fn allows(&self, id: &NodeId) -> bool {
+        self.0
+            .read()
+            .map(|members| members.is_empty() || members.contains(id))
+            .unwrap_or(false)
+    }
+
+    fn describe(&self) -> String {
+        self.0
+            .read()
+            .map(|members| join_ids(&members))
+            .unwrap_or_default()
+    }
+}
+
+/// Spawns the listener thread: it accepts connections and starts one reader
+/// thread for each, at most [`MAX_CONNECTIONS`] at a time.
+///
+/// `members` are the nodes allowed to send us peer messages (the other
+/// members). A peer frame from anyone else, from `self_id` itself, or
+/// addressed to anyone but `self_id`, means a misconfigured cluster: it is
+/// logged and its connection closed, so it never reaches the core.
+///
+/// The listener thread runs until the process exits; the handle is for
+/// naming and inspection, not for joining.
+///
+/// A reader blocks when `inbound` is full: that is back-pressure on the
+/// sender, by design. When the receiving side of `inbound` is gone the
+/// readers end quietly.
+pub fn spawn_listener(
+    listener: TcpListener,
+    self_id: NodeId,
+    members: Members,
+    inbound: Sender<Inbound>,
+) -> io::Result<JoinHandle<()>> {
+    let local = listener.local_addr()?;
+    let ctx = Arc::new(ReaderContext {
+        self_id,
+        members,
+        inbound,
+    });
+    thread::Builder::new()
+        .name(format!("raft-listener-{local}"))
+        .spawn(move || accept_loop(listener, ctx))
+}
+
+/// What every connection reader needs; shared, read-only.
+struct ReaderContext {
+    self_id: NodeId,
+    members: Members,
+    inbound: Sender<Inbound>,
+}
+
+/// Counts a live connection; the count goes down when the reader ends,
+/// however it ends (including a failed thread spawn, which drops it).
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn accept_loop(listener: TcpListener, ctx: Arc<ReaderContext>) {
+    let live = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        let stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("accepting a connection failed: {e}; retrying");
+                thread::sleep(ACCEPT_ERROR_BACKOFF);
+                continue;
+            }
+        };
+        let remote = match stream.peer_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                log::debug!("connection closed before it could be served: {e}");
+                continue;
+            }
+        };
+        if live.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            live.fetch_sub(1, Ordering::SeqCst);
+            log::warn!(
+                "refusing connection from {remote}: already serving {MAX_CONNECTIONS} connections"
+            );
+            continue; // dropping `stream` closes it
+        }
+        let slot = ConnectionSlot(Arc::clone(&live));
+        let ctx = Arc::clone(&ctx);
+        let spawned = thread::Builder::new()
+            .name(format!("raft-conn-{remote}"))
+            .spawn(move || {
+                let _slot = slot;
+                serve_connection(stream, remote, &ctx);
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start a thread for the connection from {remote}: {e}; closing it");
+        }
+    }
+}
+
+/// Reads frames from one connection until it closes or misbehaves.
+fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: &ReaderContext) {
+    log::debug!("connection from {remote}");
+    // Replies to clients are single small lines: send them at once.
+    let _ = stream.set_nodelay(true);
+    if let Err(e) = stream.set_read_timeout(Some(CLIENT_IDLE_TIMEOUT)) {
+        log::warn!("closing connection from {remote}: cannot set a read timeout: {e}");
+        return;
+    }
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(e) => {
+            log::warn!("closing connection from {remote}: {e}");
+            return;
+        }
+    };
+    let mut reader = BufReader::new(stream);
+    let mut known_peer = false;
+    loop {
+        let frame = match read_frame(&mut reader) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                log::debug!("connection from {remote} closed");
+                return;
+            }
+            Err(FrameError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                log::debug!("closing connection from {remote}: idle for {CLIENT_IDLE_TIMEOUT:?}");
+                return;
+            }
+            Err(e) => {
+                log::warn!("closing connection from {remote}: {e}");
+                return;
+            }
+        };
+        match frame {
+            Frame::Peer(msg) => {
+                if msg.from == ctx.self_id {
+                    log::warn!(
+                        "closing connection from {remote}: it sent a message from {}, which is this node's own id; is a second node running with the same address?",
+                        msg.from
+                    );
+                    return;
+                }
+                // A leader this node does not know yet may be real: a member
+                // that missed the entry adding it must still follow it
+                // (dissertation §4.1). The core decides; anything else from a
+                // stranger is refused here.
+                let from_a_leader = matches!(
+                    msg.body,
+                    MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
+                );
+                if !from_a_leader && !ctx.members.allows(&msg.from) {
+                    log::warn!(
+                        "closing connection from {remote}: it sent a message from {}, which is not a member of this cluster ({}); start every node with the same members",
+                        msg.from,
+                        ctx.members.describe()
+                    );
+                    return;
+                }
+                if msg.to != ctx.self_id {
+                    log::warn!(
+                        "closing connection from {remote}: node {} sent a message for {}, but this node is {}; check the --peers and --bind of node {}",
+                        msg.from, msg.to, ctx.self_id, msg.from
+                    );
+                    return;
+                }
+                if !known_peer {
+                    // A peer may stay silent for long (followers rarely
+                    // talk to each other): no idle limit from now on.
+                    known_peer = true;
+                    if let Err(e) = writer.set_read_timeout(None) {
+                        log::warn!("closing connection from {remote}: {e}");
+                        return;
+                    }
+                }
+                // (log arguments are only evaluated when debug is on)
+                log::debug!(
+                    "received from {} ({remote}): {}",
+                    msg.from,
+                    frame_for_log(&Frame::Peer(msg.clone()))
+                );
+                if ctx.inbound.send(Inbound::Peer(msg)).is_err() {
+                    return; // the state-machine thread is gone: shutting down
+                }
+            }
+            Frame::Request(request) => {
+                log::debug!(
+                    "received from client {remote}: {}",
+                    frame_for_log(&Frame::Request(request.clone()))
+                );
+                let Some(response) = ask_driver(ctx, request) else {
+                    return;
+                };
+                let frame = Frame::Response(response);
+                log::debug!("sent to client {remote}: {}", frame_for_log(&frame));
+                if let Err(e) = write_frame(&mut writer, &frame).and_then(|()| writer.flush()) {
+                    log::debug!("could not answer client {remote}: {e}");
+                    return;
+                }
+            }
+            Frame::Response(_) => {
+                log::warn!(
+                    "closing connection from {remote}: it sent a response frame, which only a node sends, to a client"
+                );
+                let _ = writer.shutdown(Shutdown::Both);
+                return;
+            }
+        }
+    }
+}
+
+/// Hands a client request to the state-machine thread and waits for its
+/// answer. `None` when the state-machine thread is gone (shutting down).
+fn ask_driver(ctx: &ReaderContext, request: ClientRequest) -> Option<ClientResponse> {
+    let id = request.id;
+    let (reply, answer) = Reply::new();
+    if ctx
+        .inbound
+        .send(Inbound::Client { request, reply })
+        .is_err()
+    {
+        return None;
+    }
+    let message = match answer.wait(CLIENT_REPLY_TIMEOUT) {
+        Ok(response) => return Some(response),
+        Err(RecvTimeoutError::Timeout) => format!(
+            "the node did not answer within {CLIENT_REPLY_TIMEOUT:?}; the command may or may not take effect"
+        ),
+        Err(RecvTimeoutError::Disconnected) => {
+            "the node dropped the request without answering (is it shutting down?)".to_string()
+        }
+    };
+    Some(ClientResponse {
+        id,
+        result: ClientResult::Error { message },
+    })
+}
+
+fn join_ids(ids: &BTreeSet<NodeId>) -> String {
+    let names: Vec<&str> = ids.iter().map(NodeId::as_str).collect();
+    names.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::frame::write_frame;
+    use crate::transport::test_support::{fake_driver, request, start_node, vote, DEADLINE};
+    use crate::transport::MAX_LINE_BYTES;
+    use std::io::Read;
+
+    // -- listener -------------------------------------------------------
+
+    fn client(addr: &str) -> (TcpStream, BufReader<TcpStream>) {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(DEADLINE))
+            .expect("read timeout");
+        let reader = BufReader::new(stream.try_clone().expect("clone"));
+        (stream, reader)
+    }
+
+    fn ask(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>, id: u64) -> ClientResponse {
+        write_frame(stream, &Frame::Request(request(id))).expect("send request");
+        match read_frame(reader).expect("read response") {
+            Some(Frame::Response(r)) => r,
+            other => panic!("expected a response, got {other:?}"),
+        }
+    }
+
+    /// True once the server has closed the connection (EOF or reset).
+    fn closed_by_server(reader: &mut BufReader<TcpStream>) -> bool {
+        let mut rest = Vec::new();
+        match reader.read_to_end(&mut rest) {
+            Ok(_) => true,
+            Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
+        }
+    }
+
+    #[test]
+    fn client_requests_are_answered_on_their_connection() {
+        let node = start_node("8000", &["8001"]);
+        let _peers = fake_driver(node.inbound);
+        let (mut s, mut r) = client(&node.addr);
+        for id in [1, 2, 3] {
+            let resp = ask(&mut s, &mut r, id);
+            assert_eq!(resp.id, id);
+            assert_eq!(
+                resp.result,
+                ClientResult::Value {
+                    value: format!("answer {id}")
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_dropped_reply_becomes_an_error_response() {
+        let node = start_node("8000", &[]);
+        thread::spawn(move || {
+            for item in node.inbound {
+                drop(item); // never answers
+            }
+        });
+        let (mut s, mut r) = client(&node.addr);
+        let resp = ask(&mut s, &mut r, 9);
+        assert_eq!(resp.id, 9);
+        assert!(matches!(resp.result, ClientResult::Error { .. }));
+    }
+
+    #[test]
+    fn garbage_closes_only_that_connection() {
+        let node = start_node("8000", &["8001"]);
+        let _peers = fake_driver(node.inbound);
+        let bad_inputs: Vec<Vec<u8>> = vec![
+            b"hello\n".to_vec(),
+            b"\xff\xfe\n".to_vec(),
+            serde_json::to_vec(&Frame::Response(ClientResponse {
+                id: 1,
+                result: ClientResult::Written { index: 1 },
+            }))
+            .expect("encode"),
+        ];
+        for mut bad in bad_inputs {
+            if bad.last() != Some(&b'\n') {
+                bad.push(b'\n');
+            }
+            let (mut s, mut r) = client(&node.addr);
+            s.write_all(&bad).expect("send garbage");
+            assert!(closed_by_server(&mut r));
+            // The node carries on: a new connection is served.
+            let (mut s, mut r) = client(&node.addr);
+            assert_eq!(ask(&mut s, &mut r, 7).id, 7);
+        }
+    }
+
+    #[test]
+    fn an_oversized_line_closes_the_connection() {
+        let node = start_node("8000", &[]);
+        let _peers = fake_driver(node.inbound);
+        let (s, mut r) = client(&node.addr);
+        // Write more than the limit from another thread: the server stops
+        // reading at the limit, so our writes would block once the socket
+        // buffers fill; the writer thread just ends with an error then.
+        let mut w = s.try_clone().expect("clone");
+        let sender = thread::spawn(move || {
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut sent = 0;
+            while sent <= MAX_LINE_BYTES {
+                if w.write_all(&chunk).is_err() {
+                    return;
+                }
+                sent += chunk.len();
+            }
+        });
+        assert!(closed_by_server(&mut r));
+        drop(s);
+        let _ = sender.join();
+        let (mut s, mut r) = client(&node.addr);
+        assert_eq!(ask(&mut s, &mut r, 8).id, 8);
+    }
+
+    #[test]
+    fn peer_messages_from_strangers_or_for_others_are_refused() {
+        let node = start_node("8000", &["8001", "8002"]);
+        let peer_msgs = fake_driver(node.inbound);
+        for bad in [
+            vote("9999", "8000"),
+            vote("8001", "8002"),
+            vote("8000", "8000"),
+        ] {
+            let (mut s, mut r) = client(&node.addr);
+            write_frame(&mut s, &Frame::Peer(bad)).expect("send");
+            assert!(closed_by_server(&mut r));
+        }
+        // A good one on a fresh connection gets through, and only it does.
+        let (mut s, _r) = client(&node.addr);
+        write_frame(&mut s, &Frame::Peer(vote("8002", "8000"))).expect("send");
+        let got = peer_msgs.recv_timeout(DEADLINE).expect("forwarded");
+        assert_eq!(got, vote("8002", "8000"));
+        assert!(peer_msgs.try_recv().is_err());
+    }
+}

@@ -1,0 +1,238 @@
+//! Networking: the listener, its connection readers, the peer writers, and
+//! the framing they share with `raft client`.
+//!
+//! ```text
+//!  peers/clients ──► [listener thread] ──► [one reader thread per connection]
+//!                                                   │ Inbound (crossbeam)
+//!                                                   ▼
+//!                                       [state-machine thread: node::run]
+//!                                                   │ Peers::send (never blocks)
+//!                                                   ▼
+//!                                 [one writer thread per peer: connect, write]
+//! ```
+//!
+//! The wire is newline-delimited JSON: one [`Frame`] per line, peers and
+//! clients on the node's one port, so a person can watch it with `nc`.
+//! Messages between peers are one-way (a response is a message too, sent on
+//! the responder's own outgoing connection), so a node only ever *reads* from
+//! the connections it accepts, except to answer a client on its connection.
+//!
+//! Every line has a size limit, every queue a length, and the number of
+//! connections is capped. Anything malformed is logged with the remote
+//! address, its connection is closed, and the node carries on: nothing from
+//! it reaches the core.
+//!
+//! Threads here are never joined: they end with the process. A reader ends
+//! when its connection closes or the state-machine thread is gone; a writer
+//! ends when its [`Peers`] is dropped.
+//!
+//! The submodules, in reading order: `frame` (one JSON line per frame, with
+//! limits), `listener` (accepting connections and checking what arrives),
+//! `reply` (the answer to a client), `peers` (sending to the other nodes).
+
+mod frame;
+mod listener;
+mod peers;
+mod reply;
+
+pub use frame::{encode_frame, read_frame, write_frame, FrameError};
+pub use listener::{spawn_listener, Inbound, Members};
+pub use peers::Peers;
+pub use reply::Reply;
+
+use std::io;
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// The longest line (one frame, not counting its newline) a node accepts or
+/// sends. Large enough for a generous AppendEntries batch; small enough that
+/// a peer sending garbage without a newline cannot make us buffer without
+/// bound. The core must keep its batches below this.
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+/// How many messages may wait for one peer's writer. When it is full (the
+/// peer is slow or unreachable) further messages are dropped: Raft tolerates
+/// lost messages and resends what matters on the next heartbeat, whereas a
+/// driver blocked on one slow peer would stop the whole node.
+pub const PEER_QUEUE_LEN: usize = 1024;
+
+/// The most connections a node serves at once. Each connection is a reader
+/// thread, so this bounds the threads a flood of clients can make us spawn.
+/// Peers need only one each, so a cluster is far below it.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// How long a connection reader waits for the state-machine thread to answer
+/// a client request before answering the client with an error itself. Longer
+/// than `raft client`'s default deadline, so normally the client gives up
+/// first; the point is that a reader thread is never stuck forever.
+pub const CLIENT_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection may stay silent before it has shown itself to be
+/// a peer. Client connections (and connections that have not sent anything
+/// yet) are closed after this, so idle clients cannot hold all
+/// [`MAX_CONNECTIONS`] slots. Peer connections have no idle limit: a
+/// follower may not write to another follower for a long time, and that is
+/// normal.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a peer writer waits for a TCP connection to be established.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long a peer writer waits for one write before it decides the
+/// connection is dead and reconnects. A peer that stopped reading (paused,
+/// overloaded) would otherwise hold its writer forever.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The first wait before retrying a failed connection to a peer...
+pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+
+/// ...doubling after each failure up to this, so a node that is down costs
+/// its peers a connection attempt at most twice a second.
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// After `accept` fails (for example: out of file descriptors), wait this
+/// long before accepting again instead of spinning.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The buffer of a peer writer: one syscall carries many small messages.
+const WRITER_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Binds the node's one port, for peers and clients alike.
+///
+/// The error names the address and says what to do, because this is the
+/// first thing that goes wrong when a person starts a node.
+pub fn bind(addr: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).map_err(|e| bind_error(addr, &e))
+}
+
+fn bind_error(addr: &str, e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => format!(
+            "cannot listen on {addr}: address already in use (is another node running on this port?)"
+        ),
+        io::ErrorKind::AddrNotAvailable => format!(
+            "cannot listen on {addr}: this machine has no such address (check --bind)"
+        ),
+        io::ErrorKind::PermissionDenied => format!(
+            "cannot listen on {addr}: permission denied (ports below 1024 need privileges; use a higher port)"
+        ),
+        _ => format!("cannot listen on {addr}: {e}"),
+    }
+}
+
+/// each within [`CONNECT_TIMEOUT`]. Shared with the client.
+pub(crate) fn connect(addr: &str) -> io::Result<TcpStream> {
+    connect_within(addr, CONNECT_TIMEOUT)
+}
+
+/// Like [`connect`], with the caller's timeout per address. Sets
+/// `TCP_NODELAY` (Raft messages are small and latency-bound) and a write
+/// timeout of at most [`WRITE_TIMEOUT`].
+pub(crate) fn connect_within(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last_error = None;
+    for sock in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&sock, timeout) {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+                return Ok(stream);
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{addr} does not resolve to any address"),
+        )
+    }))
+}
+
+#[cfg(test)]
+mod test_support {
+    use super::{spawn_listener, Inbound, Members};
+    use crate::message::{
+        ClientCommand, ClientRequest, ClientResponse, ClientResult, Message, MessageBody, NodeId,
+    };
+    use crossbeam_channel::Receiver;
+    use std::net::TcpListener;
+    use std::thread;
+    use std::time::Duration;
+
+    /// Long enough for a slow CI machine; tests wait on events, not on this.
+    pub const DEADLINE: Duration = Duration::from_secs(10);
+
+    pub fn vote(from: &str, to: &str) -> Message {
+        Message {
+            from: NodeId::new(from),
+            to: NodeId::new(to),
+            term: 3,
+            body: MessageBody::RequestVote {
+                last_log_index: 7,
+                last_log_term: 2,
+                leadership_transfer: false,
+            },
+        }
+    }
+
+    pub fn request(id: u64) -> ClientRequest {
+        ClientRequest {
+            id,
+            command: ClientCommand::Get,
+        }
+    }
+
+    pub struct Node {
+        pub addr: String,
+        pub inbound: Receiver<Inbound>,
+    }
+
+    pub fn start_node(self_id: &str, members: &[&str]) -> Node {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let addr = listener.local_addr().expect("local addr").to_string();
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let members = Members::new(members.iter().map(|m| NodeId::new(*m)).collect());
+        spawn_listener(listener, NodeId::new(self_id), members, tx).expect("spawn listener");
+        Node { addr, inbound: rx }
+    }
+
+    /// A stand-in for the state-machine thread: answers every `get` with
+    /// the request id as the value, and forwards peer messages to the test.
+    pub fn fake_driver(inbound: Receiver<Inbound>) -> Receiver<Message> {
+        let (peer_tx, peer_rx) = crossbeam_channel::unbounded();
+        thread::spawn(move || {
+            for item in inbound {
+                match item {
+                    Inbound::Client { request, reply } => {
+                        reply.send(ClientResponse {
+                            id: request.id,
+                            result: ClientResult::Value {
+                                value: format!("answer {}", request.id),
+                            },
+                        });
+                    }
+                    Inbound::Peer(msg) => {
+                        let _ = peer_tx.send(msg);
+                    }
+                }
+            }
+        });
+        peer_rx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_explains_an_address_in_use() {
+        let first = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let addr = first.local_addr().expect("local addr").to_string();
+        let err = bind(&addr).expect_err("already bound");
+        assert_eq!(
+            err,
+            format!("cannot listen on {addr}: address already in use (is another node running on this port?)")
+        );
+    }
+}
