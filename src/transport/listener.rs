@@ -2,7 +2,7 @@
 //! checks a frame passes before it reaches the state-machine thread.
 
 use super::frame::{frame_for_log, read_frame, write_frame, FrameError};
-use super::reply::Reply;
+use super::reply::{Delivery, Reply};
 use super::{ACCEPT_ERROR_BACKOFF, CLIENT_IDLE_TIMEOUT, CLIENT_REPLY_TIMEOUT, MAX_CONNECTIONS};
 use crate::message::{
     ClientRequest, ClientResponse, ClientResult, Frame, Message, MessageBody, NodeId,
@@ -162,8 +162,8 @@ fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: &ReaderContext) 
         log::warn!("closing connection from {remote}: cannot set a read timeout: {e}");
         return;
     }
-    let mut writer = match stream.try_clone() {
-        Ok(w) => w,
+    let writer = match stream.try_clone() {
+        Ok(w) => Arc::new(w),
         Err(e) => {
             log::warn!("closing connection from {remote}: {e}");
             return;
@@ -248,13 +248,7 @@ fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: &ReaderContext) 
                     "received from client {remote}: {}",
                     frame_for_log(&Frame::Request(request.clone()))
                 );
-                let Some(response) = ask_driver(ctx, request) else {
-                    return;
-                };
-                let frame = Frame::Response(response);
-                log::debug!("sent to client {remote}: {}", frame_for_log(&frame));
-                if let Err(e) = write_frame(&mut writer, &frame).and_then(|()| writer.flush()) {
-                    log::debug!("could not answer client {remote}: {e}");
+                if !answer_client(ctx, request, &writer, remote) {
                     return;
                 }
             }
@@ -269,31 +263,51 @@ fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: &ReaderContext) 
     }
 }
 
-/// Hands a client request to the state-machine thread and waits for its
-/// answer. `None` when the state-machine thread is gone (shutting down).
-fn ask_driver(ctx: &ReaderContext, request: ClientRequest) -> Option<ClientResponse> {
+/// Hands a client request to the state-machine thread and waits until it
+/// has answered (it writes the answer itself; see [`Reply`]). False when the
+/// connection should close: the state-machine thread is gone (shutting
+/// down) or the client cannot be written to.
+fn answer_client(
+    ctx: &ReaderContext,
+    request: ClientRequest,
+    stream: &Arc<TcpStream>,
+    remote: SocketAddr,
+) -> bool {
     let id = request.id;
-    let (reply, answer) = Reply::new();
+    let (reply, answer) = Reply::new(Arc::clone(stream), remote);
     if ctx
         .inbound
         .send(Inbound::Client { request, reply })
         .is_err()
     {
-        return None;
+        return false;
     }
-    let message = match answer.wait(CLIENT_REPLY_TIMEOUT) {
-        Ok(response) => return Some(response),
-        Err(RecvTimeoutError::Timeout) => format!(
-            "the node did not answer within {CLIENT_REPLY_TIMEOUT:?}; the command may or may not take effect"
-        ),
-        Err(RecvTimeoutError::Disconnected) => {
-            "the node dropped the request without answering (is it shutting down?)".to_string()
+    let outcome = match answer.wait(CLIENT_REPLY_TIMEOUT) {
+        Ok(Delivery::Written) => return true,
+        Ok(Delivery::Unsent(rest)) => (&**stream).write_all(&rest),
+        Err(e) => {
+            let message = match e {
+                RecvTimeoutError::Timeout => format!(
+                    "the node did not answer within {CLIENT_REPLY_TIMEOUT:?}; the command may or may not take effect"
+                ),
+                RecvTimeoutError::Disconnected => {
+                    "the node dropped the request without answering (is it shutting down?)"
+                        .to_string()
+                }
+            };
+            let frame = Frame::Response(ClientResponse {
+                id,
+                result: ClientResult::Error { message },
+            });
+            log::debug!("sent to client {remote}: {}", frame_for_log(&frame));
+            write_frame(&mut &**stream, &frame)
         }
     };
-    Some(ClientResponse {
-        id,
-        result: ClientResult::Error { message },
-    })
+    if let Err(e) = outcome {
+        log::debug!("could not answer client {remote}: {e}");
+        return false;
+    }
+    true
 }
 
 fn join_ids(ids: &BTreeSet<NodeId>) -> String {

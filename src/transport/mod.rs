@@ -40,7 +40,7 @@ pub use listener::{spawn_listener, Inbound, Members};
 pub use peers::Peers;
 pub use reply::Reply;
 
-use std::io;
+use std::io::{self, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -146,6 +146,33 @@ pub(crate) fn connect_within(addr: &str, timeout: Duration) -> io::Result<TcpStr
             format!("{addr} does not resolve to any address"),
         )
     }))
+}
+
+/// Writes as much of `bytes` as the socket takes without blocking and
+/// returns how much that was (0 if its buffer is full). The socket is left
+/// blocking, as the threads that share it expect.
+///
+/// This is how the state-machine thread answers a client or sends to a peer
+/// itself, without waking another thread and without ever waiting on a slow
+/// receiver: what the socket does not take is left to a thread that may
+/// block.
+pub(crate) fn write_nonblocking(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    stream.set_nonblocking(true)?;
+    let mut written = 0;
+    let outcome = loop {
+        if written == bytes.len() {
+            break Ok(written);
+        }
+        match (&*stream).write(&bytes[written..]) {
+            Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(written),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    stream.set_nonblocking(false)?;
+    outcome
 }
 
 #[cfg(test)]

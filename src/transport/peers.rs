@@ -1,19 +1,40 @@
-//! Outbound: one writer thread per peer.
+//! Outbound: sending to the other nodes.
+//!
+//! Each peer has a connection and a writer thread. The writer does the slow
+//! work: connecting, reconnecting after a failure, and writing a backlog that
+//! would block. But the common case, a message or two for a peer whose
+//! socket has room, is written by the state-machine thread itself, at once
+//! and without blocking: handing it to the writer would cost a thread
+//! wake-up, and on a small machine a wake-up costs more than the write (tens
+//! of microseconds; a 1-client write crosses this path twice, see the
+//! README's Performance section).
+//!
+//! Messages to one peer stay in order: the state-machine thread writes
+//! directly only when nothing is queued for the writer, the writer holds the
+//! connection's lock while it writes, and a frame the socket took only part
+//! of is finished by the writer before anything else.
 
 use super::frame::encode_frame;
 use super::{
-    connect, PEER_QUEUE_LEN, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN, WRITER_BUFFER_BYTES,
+    connect, write_nonblocking, PEER_QUEUE_LEN, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN,
+    WRITER_BUFFER_BYTES,
 };
 use crate::message::{Frame, Message, NodeId};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// A connection unused for this long is checked for a peer that closed it
+/// before it is written to (by the writer thread: the state-machine thread
+/// leaves such a connection to it).
+const IDLE_CHECK_AFTER: Duration = Duration::from_millis(10);
+
+/// Counters of what was sent, shared with the writer threads.
 #[derive(Debug, Default)]
 struct Counters {
     messages_sent: AtomicU64,
@@ -21,15 +42,66 @@ struct Counters {
     messages_dropped: AtomicU64,
 }
 
-/// The outgoing side of a node: one writer thread and one bounded queue per
-/// peer. [`Peers::send`] never blocks the state-machine thread.
+impl Counters {
+    fn sent(&self, messages: u64, bytes: usize) {
+        self.messages_sent.fetch_add(messages, Ordering::Relaxed);
+        self.bytes_sent
+            .fetch_add(u64::try_from(bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn dropped(&self, messages: u64) {
+        self.messages_dropped.fetch_add(messages, Ordering::Relaxed);
+    }
+}
+
+/// What a writer thread is asked to do.
+#[derive(Debug)]
+enum Job {
+    /// Encode and send a message.
+    Send(Message),
+    /// Send frames the state-machine thread encoded but could not write
+    /// without blocking.
+    Encoded { bytes: Vec<u8>, messages: u64 },
+    /// Finish the frame the state-machine thread wrote only part of (the
+    /// rest is in [`Connection::unsent`]).
+    Finish,
+}
+
+/// One peer's connection, shared by the state-machine thread and the
+/// peer's writer thread.
+#[derive(Debug)]
+struct Link {
+    conn: Mutex<Connection>,
+    /// Jobs handed to the writer and not yet done. The state-machine thread
+    /// writes directly only when this is zero, so nothing overtakes them.
+    queued: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Connection {
+    stream: Option<TcpStream>,
+    /// The tail of a frame the socket took only part of. It belongs to this
+    /// stream: on a new connection it is thrown away, not sent.
+    unsent: Vec<u8>,
+    last_write: Instant,
+}
+
+/// The state-machine thread's handle on one peer.
+#[derive(Debug)]
+struct PeerHandle {
+    addr: String,
+    queue: Sender<Job>,
+    link: Arc<Link>,
+}
+
+/// The outgoing side of a node: per peer, a connection, a writer thread and
+/// a bounded queue. [`Peers::send`] never blocks the state-machine thread.
 ///
 /// Dropping `Peers` ends its writer threads (each notices at its next
 /// message or at once if idle) and closes their connections.
 #[derive(Debug)]
 pub struct Peers {
-    /// Each peer's queue, and the address its writer connects to.
-    queues: BTreeMap<NodeId, (String, Sender<Message>)>,
+    peers: BTreeMap<NodeId, PeerHandle>,
     counters: Arc<Counters>,
     /// Never sent on: dropping it tells the writers to stop, even while
     /// messages are still queued for them.
@@ -47,7 +119,7 @@ impl Peers {
     pub fn start(peers: &BTreeMap<NodeId, String>) -> Peers {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let mut started = Peers {
-            queues: BTreeMap::new(),
+            peers: BTreeMap::new(),
             counters: Arc::new(Counters::default()),
             _stop: stop_tx,
             stop_rx,
@@ -60,35 +132,41 @@ impl Peers {
     /// starts writers for new peers (or new addresses) and stops those of
     /// peers that left (dropping a queue ends its writer).
     pub fn update(&mut self, peers: &BTreeMap<NodeId, String>) {
-        self.queues
-            .retain(|id, (addr, _)| peers.get(id).is_some_and(|a| a == addr));
+        self.peers
+            .retain(|id, peer| peers.get(id).is_some_and(|a| *a == peer.addr));
         for (id, addr) in peers {
-            if !self.queues.contains_key(id) {
-                let queue = self.spawn_writer(id, addr);
-                self.queues.insert(id.clone(), (addr.clone(), queue));
-            }
+            self.add(id, addr);
         }
+    }
+
+    /// True if there is a writer for `id`.
+    pub fn has(&self, id: &NodeId) -> bool {
+        self.peers.contains_key(id)
     }
 
     /// Starts a writer for `id` at `addr`, unless `id` has one already.
-    /// True if there is a writer for `id`.
-    pub fn has(&self, id: &NodeId) -> bool {
-        self.queues.contains_key(id)
-    }
-
     pub fn add(&mut self, id: &NodeId, addr: &str) {
-        if !self.queues.contains_key(id) {
-            let queue = self.spawn_writer(id, addr);
-            self.queues.insert(id.clone(), (addr.to_string(), queue));
+        if !self.peers.contains_key(id) {
+            let peer = self.spawn_writer(id, addr);
+            self.peers.insert(id.clone(), peer);
         }
     }
 
-    fn spawn_writer(&self, id: &NodeId, addr: &str) -> Sender<Message> {
+    fn spawn_writer(&self, id: &NodeId, addr: &str) -> PeerHandle {
         let (tx, rx) = crossbeam_channel::bounded(PEER_QUEUE_LEN);
+        let link = Arc::new(Link {
+            conn: Mutex::new(Connection {
+                stream: None,
+                unsent: Vec::new(),
+                last_write: Instant::now(),
+            }),
+            queued: AtomicUsize::new(0),
+        });
         let writer = PeerWriter {
             id: id.clone(),
             addr: addr.to_string(),
             queue: rx,
+            link: Arc::clone(&link),
             stop: self.stop_rx.clone(),
             counters: Arc::clone(&self.counters),
         };
@@ -100,42 +178,93 @@ impl Peers {
                 "cannot start the writer thread for peer {id} ({addr}): {e}; messages to it will be dropped"
             );
         }
-        // Kept even if the spawn failed: `send` then finds the queue
-        // disconnected and counts a drop.
-        tx
+        // Kept even if the spawn failed: the link never connects, so `send`
+        // queues, finds the queue disconnected and counts a drop.
+        PeerHandle {
+            addr: addr.to_string(),
+            queue: tx,
+            link,
+        }
     }
 
-    /// Queues `msg` for `msg.to`. Never blocks: when that peer's queue is
-    /// full the message is dropped (logged at `debug`); Raft resends.
+    /// Sends `msg` to `msg.to`: written at once if that peer's connection is
+    /// idle and its socket has room, else queued for its writer. Never
+    /// blocks: when the queue is full the message is dropped (logged at
+    /// `debug`); Raft resends.
     pub fn send(&self, msg: Message) {
-        let Some((_, queue)) = self.queues.get(&msg.to) else {
+        let Some(peer) = self.peers.get(&msg.to) else {
             log::warn!(
                 "dropping a message for {}: not one of this node's peers",
                 msg.to
             );
-            self.counters
-                .messages_dropped
-                .fetch_add(1, Ordering::Relaxed);
+            self.counters.dropped(1);
             return;
         };
-        match queue.try_send(msg) {
-            Ok(()) => {}
-            Err(TrySendError::Full(msg)) => {
-                log::debug!(
-                    "dropping a message for {}: its queue of {PEER_QUEUE_LEN} is full",
-                    msg.to
-                );
-                self.counters
-                    .messages_dropped
-                    .fetch_add(1, Ordering::Relaxed);
+        if let Some(job) = self.write_now(peer, msg) {
+            self.enqueue(peer, job);
+        }
+    }
+
+    /// The fast path: writes `msg` on this thread without blocking. Returns
+    /// what is left for the writer thread, if anything.
+    fn write_now(&self, peer: &PeerHandle, msg: Message) -> Option<Job> {
+        if peer.link.queued.load(Ordering::Acquire) != 0 {
+            return Some(Job::Send(msg)); // not before what is queued
+        }
+        // Held by the writer while it connects or writes: leave it the work.
+        let Ok(mut conn) = peer.link.conn.try_lock() else {
+            return Some(Job::Send(msg));
+        };
+        let ready = peer.link.queued.load(Ordering::Acquire) == 0
+            && conn.unsent.is_empty()
+            && conn.last_write.elapsed() < IDLE_CHECK_AFTER;
+        let stream = match conn.stream.as_ref() {
+            Some(stream) if ready => stream,
+            _ => return Some(Job::Send(msg)),
+        };
+        let bytes = match encode_frame(&Frame::Peer(msg)) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                log::error!("dropping a message for peer {}: {e}", peer.addr);
+                self.counters.dropped(1);
+                return None;
             }
-            Err(TrySendError::Disconnected(msg)) => {
-                log::debug!("dropping a message for {}: no writer thread", msg.to);
-                self.counters
-                    .messages_dropped
-                    .fetch_add(1, Ordering::Relaxed);
+        };
+        log_sent(&peer.addr, &bytes);
+        match write_nonblocking(stream, &bytes) {
+            Ok(n) if n == bytes.len() => {
+                conn.last_write = Instant::now();
+                self.counters.sent(1, n);
+                None
+            }
+            Ok(0) => Some(Job::Encoded { bytes, messages: 1 }),
+            Ok(n) => {
+                conn.last_write = Instant::now();
+                self.counters.sent(0, n);
+                conn.unsent = bytes[n..].to_vec();
+                Some(Job::Finish)
+            }
+            Err(e) => {
+                log::debug!(
+                    "writing to peer {} failed: {e}; its writer reconnects",
+                    peer.addr
+                );
+                conn.stream = None;
+                Some(Job::Encoded { bytes, messages: 1 })
             }
         }
+    }
+
+    fn enqueue(&self, peer: &PeerHandle, job: Job) {
+        peer.link.queued.fetch_add(1, Ordering::AcqRel);
+        let why = match peer.queue.try_send(job) {
+            Ok(()) => return,
+            Err(TrySendError::Full(_)) => format!("its queue of {PEER_QUEUE_LEN} is full"),
+            Err(TrySendError::Disconnected(_)) => "no writer thread".to_string(),
+        };
+        peer.link.queued.fetch_sub(1, Ordering::AcqRel);
+        log::debug!("dropping a message for {}: {why}", peer.addr);
+        self.counters.dropped(1);
     }
 
     /// Messages written to peer sockets so far.
@@ -154,11 +283,20 @@ impl Peers {
     }
 }
 
+/// With `debug` logging on, shows each frame as it leaves.
+fn log_sent(to: &str, line: &[u8]) {
+    if log::log_enabled!(log::Level::Debug) {
+        let text = String::from_utf8_lossy(line);
+        log::debug!("sent to {to}: {}", text.trim_end());
+    }
+}
+
 /// One peer's writer thread.
 struct PeerWriter {
     id: NodeId,
     addr: String,
-    queue: Receiver<Message>,
+    queue: Receiver<Job>,
+    link: Arc<Link>,
     stop: Receiver<()>,
     counters: Arc<Counters>,
 }
@@ -168,11 +306,10 @@ struct PeerWriter {
 struct Batch {
     bytes: Vec<u8>,
     messages: u64,
+    /// Jobs taken from the queue for this batch (done when it is written or
+    /// dropped).
+    jobs: usize,
 }
-
-/// A connection unused for this long is checked for a peer that closed it
-/// before it is written to.
-const IDLE_CHECK_AFTER: Duration = Duration::from_millis(10);
 
 /// True if the peer has closed (or reset) our connection. Peers never send
 /// anything on a connection we opened (messages are one-way), so anything
@@ -190,19 +327,64 @@ fn peer_has_closed(stream: &TcpStream) -> bool {
     closed || stream.set_nonblocking(false).is_err()
 }
 
+/// A writer's record of failed connection attempts.
+struct Reconnect {
+    backoff: Duration,
+    /// While a peer is unreachable, no new attempt before this instant;
+    /// messages arriving meanwhile are dropped rather than queued stale.
+    retry_at: Option<Instant>,
+    failures: u32,
+}
+
+impl Reconnect {
+    fn new() -> Reconnect {
+        Reconnect {
+            backoff: RECONNECT_BACKOFF_MIN,
+            retry_at: None,
+            failures: 0,
+        }
+    }
+
+    /// Connects to the peer, unless the last attempt failed too recently.
+    fn connect(&mut self, id: &NodeId, addr: &str) -> Option<TcpStream> {
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return None;
+        }
+        match connect(addr) {
+            Ok(stream) => {
+                if self.failures > 0 {
+                    log::info!("connected to peer {id} at {addr}");
+                } else {
+                    log::debug!("connected to peer {id} at {addr}");
+                }
+                *self = Reconnect::new();
+                Some(stream)
+            }
+            Err(e) => {
+                // Warn once per outage, not at every retry.
+                if self.failures == 0 {
+                    log::warn!(
+                        "cannot connect to peer {id} at {addr}: {e}; retrying every {RECONNECT_BACKOFF_MAX:?} at most"
+                    );
+                } else {
+                    log::debug!("cannot connect to peer {id} at {addr}: {e}");
+                }
+                self.failures = self.failures.saturating_add(1);
+                self.retry_at = Some(Instant::now() + self.backoff);
+                self.backoff = (self.backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                None
+            }
+        }
+    }
+}
+
 impl PeerWriter {
     fn run(self) {
-        let mut conn: Option<TcpStream> = None;
-        let mut backoff = RECONNECT_BACKOFF_MIN;
-        // While a peer is unreachable, no new attempt before this instant;
-        // messages arriving meanwhile are dropped rather than queued stale.
-        let mut retry_at: Option<Instant> = None;
-        let mut failures: u32 = 0;
-        let mut last_write = Instant::now();
+        let mut reconnect = Reconnect::new();
         loop {
             let first = crossbeam_channel::select! {
-                recv(self.queue) -> msg => match msg {
-                    Ok(msg) => msg,
+                recv(self.queue) -> job => match job {
+                    Ok(job) => job,
                     Err(_) => return,
                 },
                 recv(self.stop) -> _ => return,
@@ -211,59 +393,77 @@ impl PeerWriter {
                 return;
             }
             let batch = self.encode_batch(first);
-            if batch.messages == 0 {
-                continue;
-            }
-            // A peer that restarted while this connection sat idle has
-            // closed it; writing would lose the batch to a reset. Check first.
-            let idle = last_write.elapsed() >= IDLE_CHECK_AFTER;
-            if idle && conn.as_ref().is_some_and(peer_has_closed) {
-                log::debug!("peer {} closed its connection; reconnecting", self.id);
-                conn = None;
-            }
-            if conn.is_none() {
-                if retry_at.is_some_and(|t| Instant::now() < t) {
-                    self.dropped_batch(&batch, "not connected");
-                    continue;
+            // Holding the lock keeps the state-machine thread off this
+            // connection while the writer connects or writes (it queues).
+            let Ok(mut conn) = self.link.conn.lock() else {
+                return; // a thread panicked holding it: give up on this peer
+            };
+            self.deliver(&mut conn, &batch, &mut reconnect);
+            self.link.queued.fetch_sub(batch.jobs, Ordering::AcqRel);
+        }
+    }
+
+    /// Writes what the state-machine thread left unfinished, then `batch`,
+    /// connecting first if need be.
+    fn deliver(&self, conn: &mut Connection, batch: &Batch, reconnect: &mut Reconnect) {
+        // A peer that restarted while this connection sat idle has closed
+        // it; writing would lose the batch to a reset. Check first.
+        let idle = conn.last_write.elapsed() >= IDLE_CHECK_AFTER;
+        if idle && conn.stream.as_ref().is_some_and(peer_has_closed) {
+            log::debug!("peer {} closed its connection; reconnecting", self.id);
+            conn.stream = None;
+        }
+        // The tail of a frame the state-machine thread began goes first, on
+        // the connection it began on; without that connection it is lost.
+        let unsent = std::mem::take(&mut conn.unsent);
+        let finished = match conn.stream.as_mut() {
+            Some(stream) => self.finish_frame(stream, &unsent),
+            None => {
+                if !unsent.is_empty() {
+                    self.counters.dropped(1);
                 }
-                match connect(&self.addr) {
-                    Ok(stream) => {
-                        if failures > 0 {
-                            log::info!("connected to peer {} at {}", self.id, self.addr);
-                        } else {
-                            log::debug!("connected to peer {} at {}", self.id, self.addr);
-                        }
-                        failures = 0;
-                        backoff = RECONNECT_BACKOFF_MIN;
-                        retry_at = None;
-                        conn = Some(stream);
-                    }
-                    Err(e) => {
-                        // Warn once per outage, not at every retry.
-                        if failures == 0 {
-                            log::warn!(
-                                "cannot connect to peer {} at {}: {e}; retrying every {:?} at most",
-                                self.id,
-                                self.addr,
-                                RECONNECT_BACKOFF_MAX
-                            );
-                        } else {
-                            log::debug!("cannot connect to peer {} at {}: {e}", self.id, self.addr);
-                        }
-                        failures = failures.saturating_add(1);
-                        retry_at = Some(Instant::now() + backoff);
-                        backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
-                        self.dropped_batch(&batch, "not connected");
-                        continue;
-                    }
-                }
+                true
             }
-            if let Some(stream) = conn.as_mut() {
-                if self.write_with_one_retry(stream, &batch) {
-                    last_write = Instant::now();
-                } else {
-                    conn = None;
-                }
+        };
+        if !finished {
+            conn.stream = None;
+        }
+        if batch.bytes.is_empty() {
+            return;
+        }
+        if conn.stream.is_none() {
+            conn.stream = reconnect.connect(&self.id, &self.addr);
+        }
+        let Some(stream) = conn.stream.as_mut() else {
+            self.dropped_batch(batch, "not connected");
+            return;
+        };
+        if self.write_with_one_retry(stream, batch) {
+            conn.last_write = Instant::now();
+        } else {
+            conn.stream = None;
+        }
+    }
+
+    /// Writes the rest of a frame the state-machine thread began. False if
+    /// the connection failed (the frame is lost with it).
+    fn finish_frame(&self, stream: &mut TcpStream, unsent: &[u8]) -> bool {
+        if unsent.is_empty() {
+            return true;
+        }
+        match stream.write_all(unsent) {
+            Ok(()) => {
+                self.counters.sent(1, unsent.len());
+                true
+            }
+            Err(e) => {
+                log::info!(
+                    "lost the connection to peer {} at {}: {e}; reconnecting",
+                    self.id,
+                    self.addr
+                );
+                self.counters.dropped(1);
+                false
             }
         }
     }
@@ -272,8 +472,11 @@ impl PeerWriter {
     /// once and writes it again (the peer most likely restarted). Returns
     /// false if the batch could not be sent.
     fn write_with_one_retry(&self, stream: &mut TcpStream, batch: &Batch) -> bool {
+        if batch.bytes.is_empty() {
+            return true;
+        }
         let Err(e) = stream.write_all(&batch.bytes) else {
-            self.sent(batch);
+            self.counters.sent(batch.messages, batch.bytes.len());
             return true;
         };
         log::info!(
@@ -287,7 +490,7 @@ impl PeerWriter {
         }) {
             Ok(fresh) => {
                 *stream = fresh;
-                self.sent(batch);
+                self.counters.sent(batch.messages, batch.bytes.len());
                 true
             }
             Err(_) => {
@@ -299,51 +502,38 @@ impl PeerWriter {
 
     /// Encodes `first` and whatever else is already queued into one buffer:
     /// a burst of messages shares one write.
-    fn encode_batch(&self, first: Message) -> Batch {
+    fn encode_batch(&self, first: Job) -> Batch {
         let mut batch = Batch::default();
-        self.encode_one(&mut batch, first);
-        for _ in 1..PEER_QUEUE_LEN {
+        self.add_job(&mut batch, first);
+        while batch.jobs < PEER_QUEUE_LEN && batch.bytes.len() < WRITER_BUFFER_BYTES {
             match self.queue.try_recv() {
-                Ok(msg) => self.encode_one(&mut batch, msg),
+                Ok(job) => self.add_job(&mut batch, job),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
-            if batch.bytes.len() >= WRITER_BUFFER_BYTES {
-                break;
             }
         }
         batch
     }
 
-    fn encode_one(&self, batch: &mut Batch, msg: Message) {
-        match encode_frame(&Frame::Peer(msg)) {
-            Ok(line) => {
-                if log::log_enabled!(log::Level::Debug) {
-                    log::debug!(
-                        "sent to {} ({}): {}",
-                        self.id,
-                        self.addr,
-                        String::from_utf8_lossy(&line[..line.len() - 1])
-                    );
+    fn add_job(&self, batch: &mut Batch, job: Job) {
+        batch.jobs += 1;
+        match job {
+            Job::Send(msg) => match encode_frame(&Frame::Peer(msg)) {
+                Ok(line) => {
+                    log_sent(&self.addr, &line);
+                    batch.bytes.extend_from_slice(&line);
+                    batch.messages += 1;
                 }
-                batch.bytes.extend_from_slice(&line);
-                batch.messages += 1;
+                Err(e) => {
+                    log::error!("dropping a message for peer {}: {e}", self.id);
+                    self.counters.dropped(1);
+                }
+            },
+            Job::Encoded { bytes, messages } => {
+                batch.bytes.extend_from_slice(&bytes);
+                batch.messages += messages;
             }
-            Err(e) => {
-                log::error!("dropping a message for peer {}: {e}", self.id);
-                self.counters
-                    .messages_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+            Job::Finish => {}
         }
-    }
-
-    fn sent(&self, batch: &Batch) {
-        self.counters
-            .messages_sent
-            .fetch_add(batch.messages, Ordering::Relaxed);
-        self.counters
-            .bytes_sent
-            .fetch_add(batch.bytes.len() as u64, Ordering::Relaxed);
     }
 
     fn dropped_batch(&self, batch: &Batch, why: &str) {
@@ -352,9 +542,7 @@ impl PeerWriter {
             batch.messages,
             self.id
         );
-        self.counters
-            .messages_dropped
-            .fetch_add(batch.messages, Ordering::Relaxed);
+        self.counters.dropped(batch.messages);
     }
 
     /// True once the `Peers` that owns this writer has been dropped.
@@ -445,5 +633,101 @@ mod tests {
         second.set_read_timeout(Some(DEADLINE)).expect("timeout");
         let mut r = BufReader::new(second);
         assert!(matches!(read_frame(&mut r), Ok(Some(Frame::Peer(_)))));
+    }
+
+    fn append_entries(from: &str, to: &str, seq: u64, payload: &str) -> Message {
+        use crate::message::{Entry, EntryData, MessageBody};
+        Message {
+            from: NodeId::new(from),
+            to: NodeId::new(to),
+            term: 1,
+            body: MessageBody::AppendEntries {
+                prev_log_index: seq,
+                prev_log_term: 1,
+                entries: vec![Entry {
+                    term: 1,
+                    index: seq + 1,
+                    data: EntryData::Command(payload.to_string()),
+                }],
+                leader_commit: 0,
+                read_seq: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn a_backlog_the_socket_cannot_take_arrives_whole_and_in_order() {
+        // The peer reads nothing until every message was handed over, so
+        // its socket fills: writes on the state-machine thread come back
+        // partial or empty, the rest waits in the queue, and the writer
+        // finishes both. Every message must arrive whole, once, in order.
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let peers = Peers::start(&BTreeMap::from([(NodeId::new("8001"), addr)]));
+        peers.send(append_entries("8000", "8001", 0, "first"));
+        let (conn, _) = listener.accept().expect("the writer connects");
+        conn.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        let mut reader = BufReader::new(conn);
+        assert!(matches!(read_frame(&mut reader), Ok(Some(Frame::Peer(_)))));
+
+        // 48 MiB in all: far more than loopback socket buffers hold.
+        let payload = "x".repeat(512 * 1024);
+        let count = 96;
+        for seq in 1..=count {
+            peers.send(append_entries("8000", "8001", seq, &payload));
+        }
+        for seq in 1..=count {
+            match read_frame(&mut reader) {
+                Ok(Some(Frame::Peer(msg))) => {
+                    assert_eq!(msg, append_entries("8000", "8001", seq, &payload));
+                }
+                other => panic!("message {seq}: expected it, got {other:?}"),
+            }
+        }
+        assert_eq!(peers.messages_dropped(), 0);
+    }
+
+    /// A peer handle with no writer thread, connected to `listener`, as the
+    /// state-machine thread sees it.
+    fn connected_handle(listener: &TcpListener) -> (PeerHandle, Receiver<Job>) {
+        let addr = listener.local_addr().expect("addr").to_string();
+        let stream = TcpStream::connect(&addr).expect("connect");
+        let (tx, rx) = crossbeam_channel::bounded(PEER_QUEUE_LEN);
+        let link = Arc::new(Link {
+            conn: Mutex::new(Connection {
+                stream: Some(stream),
+                unsent: Vec::new(),
+                last_write: Instant::now(),
+            }),
+            queued: AtomicUsize::new(0),
+        });
+        let handle = PeerHandle {
+            addr,
+            queue: tx,
+            link,
+        };
+        (handle, rx)
+    }
+
+    #[test]
+    fn the_state_machine_thread_writes_only_when_nothing_is_queued() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let peers = Peers::start(&BTreeMap::new());
+        let (handle, _queue) = connected_handle(&listener);
+        // Idle, connected, room in the socket: written at once.
+        assert!(peers.write_now(&handle, vote("8000", "8001")).is_none());
+        assert_eq!(peers.messages_sent(), 1);
+        // A message still queued for the writer must not be overtaken.
+        handle.link.queued.store(1, Ordering::Release);
+        let left = peers.write_now(&handle, vote("8000", "8001"));
+        assert!(matches!(left, Some(Job::Send(_))), "{left:?}");
+        handle.link.queued.store(0, Ordering::Release);
+        // Nor the end of a frame the socket took only part of.
+        if let Ok(mut conn) = handle.link.conn.lock() {
+            conn.unsent = b"rest of a frame\n".to_vec();
+        }
+        let left = peers.write_now(&handle, vote("8000", "8001"));
+        assert!(matches!(left, Some(Job::Send(_))), "{left:?}");
+        assert_eq!(peers.messages_sent(), 1);
     }
 }

@@ -1,9 +1,18 @@
 //! The answer to one client request, from the state-machine thread back to
 //! the client's connection.
+//!
+//! The state-machine thread writes the answer to the client's socket itself,
+//! without blocking: waking the connection's thread to write it would add a
+//! thread wake-up to every request's latency. Only what the socket does not
+//! take at once (a client that stopped reading) is left to the connection's
+//! thread, which may block.
 
-use crate::message::ClientResponse;
+use super::frame::encode_frame;
+use super::write_nonblocking;
+use crate::message::{ClientResponse, Frame};
 use crossbeam_channel::RecvTimeoutError;
-use std::sync::Arc;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Where the state-machine thread puts its answer to one client request.
@@ -15,33 +24,83 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Reply(Arc<ReplySlot>);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ReplySlot {
-    state: std::sync::Mutex<ReplyState>,
-    changed: std::sync::Condvar,
+    state: Mutex<ReplyState>,
+    changed: Condvar,
+    /// The client's connection, shared with its connection thread.
+    stream: Arc<TcpStream>,
+    remote: SocketAddr,
 }
 
-#[derive(Debug, Default)]
-struct ReplyState {
-    answer: Option<ClientResponse>,
-    dropped: bool,
+#[derive(Debug)]
+enum ReplyState {
+    Waiting,
+    /// The answer is on its way to the client.
+    Written,
+    /// The end of the answer, which the socket did not take at once.
+    Unsent(Vec<u8>),
+    /// The node gave up on the request without answering.
+    Dropped,
+    /// The connection thread stopped waiting (and answered with an error);
+    /// a late answer must not follow it.
+    Abandoned,
+}
+
+/// What became of the answer, as the connection thread learns it.
+#[derive(Debug)]
+pub(super) enum Delivery {
+    /// Written to the client in full.
+    Written,
+    /// Partly written; the connection thread writes the rest.
+    Unsent(Vec<u8>),
 }
 
 /// The waiting side of a [`Reply`].
 pub(super) struct ReplyWait(Arc<ReplySlot>);
 
 impl Reply {
-    pub(super) fn new() -> (Reply, ReplyWait) {
-        let slot = Arc::new(ReplySlot::default());
+    pub(super) fn new(stream: Arc<TcpStream>, remote: SocketAddr) -> (Reply, ReplyWait) {
+        let slot = Arc::new(ReplySlot {
+            state: Mutex::new(ReplyState::Waiting),
+            changed: Condvar::new(),
+            stream,
+            remote,
+        });
         (Reply(Arc::clone(&slot)), ReplyWait(slot))
     }
 
-    /// Answers the request. Never blocks; if the client is gone, nothing
-    /// happens.
+    /// Answers the request. Never blocks; if the client is gone, or its
+    /// connection thread stopped waiting, nothing happens.
     pub fn send(self, response: ClientResponse) {
-        if let Ok(mut state) = self.0.state.lock() {
-            state.answer = Some(response);
+        let Ok(mut state) = self.0.state.lock() else {
+            return;
+        };
+        if !matches!(*state, ReplyState::Waiting) {
+            return;
         }
+        let frame = Frame::Response(response);
+        let bytes = match encode_frame(&frame) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                log::error!("cannot answer client {}: {e}", self.0.remote);
+                *state = ReplyState::Dropped;
+                self.0.changed.notify_one();
+                return;
+            }
+        };
+        if log::log_enabled!(log::Level::Debug) {
+            let text = String::from_utf8_lossy(&bytes);
+            log::debug!("sent to client {}: {}", self.0.remote, text.trim_end());
+        }
+        // A failed write leaves it all to the connection thread, whose
+        // blocking write then fails too and closes the connection.
+        let written = write_nonblocking(&self.0.stream, &bytes).unwrap_or(0);
+        *state = if written == bytes.len() {
+            ReplyState::Written
+        } else {
+            ReplyState::Unsent(bytes[written..].to_vec())
+        };
         self.0.changed.notify_one();
     }
 }
@@ -49,33 +108,122 @@ impl Reply {
 impl Drop for Reply {
     fn drop(&mut self) {
         if let Ok(mut state) = self.0.state.lock() {
-            state.dropped = true;
+            if matches!(*state, ReplyState::Waiting) {
+                *state = ReplyState::Dropped;
+            }
         }
         self.0.changed.notify_one();
     }
 }
 
 impl ReplyWait {
-    pub(super) fn wait(&self, timeout: Duration) -> Result<ClientResponse, RecvTimeoutError> {
+    /// Waits up to `timeout` for the answer. After a timeout, a late answer
+    /// is never written.
+    pub(super) fn wait(&self, timeout: Duration) -> Result<Delivery, RecvTimeoutError> {
         let deadline = Instant::now() + timeout;
         let Ok(mut state) = self.0.state.lock() else {
             return Err(RecvTimeoutError::Disconnected);
         };
         loop {
-            if let Some(answer) = state.answer.take() {
-                return Ok(answer);
-            }
-            if state.dropped {
-                return Err(RecvTimeoutError::Disconnected);
+            match std::mem::replace(&mut *state, ReplyState::Waiting) {
+                ReplyState::Written => return Ok(Delivery::Written),
+                ReplyState::Unsent(rest) => return Ok(Delivery::Unsent(rest)),
+                ReplyState::Dropped | ReplyState::Abandoned => {
+                    *state = ReplyState::Abandoned;
+                    return Err(RecvTimeoutError::Disconnected);
+                }
+                ReplyState::Waiting => {}
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                *state = ReplyState::Abandoned;
                 return Err(RecvTimeoutError::Timeout);
             }
             state = match self.0.changed.wait_timeout(state, left) {
                 Ok((state, _)) => state,
                 Err(_) => return Err(RecvTimeoutError::Disconnected),
             };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::ClientResult;
+    use crate::transport::frame::read_frame;
+    use crate::transport::test_support::DEADLINE;
+    use std::io::{BufReader, Read, Write};
+    use std::net::TcpListener;
+
+    /// A client connected to a server-side stream, as a connection thread
+    /// holds it.
+    fn connection() -> (TcpStream, Arc<TcpStream>, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        client.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        let (server, remote) = listener.accept().expect("accept");
+        (client, Arc::new(server), remote)
+    }
+
+    fn value(id: u64, value: String) -> ClientResponse {
+        ClientResponse {
+            id,
+            result: ClientResult::Value { value },
+        }
+    }
+
+    #[test]
+    fn an_answer_the_socket_cannot_take_is_finished_by_the_connection_thread() {
+        let (client, stream, remote) = connection();
+        let (reply, wait) = Reply::new(Arc::clone(&stream), remote);
+        // Bigger than loopback socket buffers: the client reads nothing yet.
+        let big = "v".repeat(12 * 1024 * 1024);
+        reply.send(value(1, big.clone()));
+        let rest = match wait.wait(DEADLINE) {
+            Ok(Delivery::Unsent(rest)) => rest,
+            other => panic!("expected part of the answer left over, got {other:?}"),
+        };
+        assert!(!rest.is_empty());
+        let finisher = std::thread::spawn(move || (&*stream).write_all(&rest));
+        let mut reader = BufReader::new(client);
+        match read_frame(&mut reader) {
+            Ok(Some(Frame::Response(response))) => assert_eq!(response, value(1, big)),
+            other => panic!("expected the answer, got {other:?}"),
+        }
+        assert!(finisher.join().expect("no panic").is_ok());
+    }
+
+    #[test]
+    fn a_late_answer_is_not_written_after_the_wait_gave_up() {
+        let (mut client, stream, remote) = connection();
+        let (reply, wait) = Reply::new(Arc::clone(&stream), remote);
+        assert!(matches!(
+            wait.wait(Duration::ZERO),
+            Err(RecvTimeoutError::Timeout)
+        ));
+        reply.send(value(2, "late".into()));
+        // Close every server-side handle: the client then reads to the end
+        // of what was written, which must be nothing.
+        drop(wait);
+        drop(stream);
+        let mut written = Vec::new();
+        client.read_to_end(&mut written).expect("read to EOF");
+        assert!(written.is_empty(), "{}", String::from_utf8_lossy(&written));
+    }
+
+    #[test]
+    fn an_answer_is_written_by_the_sender_and_reported_to_the_waiter() {
+        let (client, stream, remote) = connection();
+        let (reply, wait) = Reply::new(stream, remote);
+        reply.send(value(3, "small".into()));
+        assert!(matches!(wait.wait(DEADLINE), Ok(Delivery::Written)));
+        let mut reader = BufReader::new(client);
+        match read_frame(&mut reader) {
+            Ok(Some(Frame::Response(response))) => {
+                assert_eq!(response, value(3, "small".into()))
+            }
+            other => panic!("expected the answer, got {other:?}"),
         }
     }
 }
