@@ -8,8 +8,8 @@ use proptest::prelude::*;
 use raft::message::{Entry, EntryData, HardState, Index, Membership, NodeId, Snapshot, Term};
 use raft::storage::{
     DiskStep, Metadata, Recovered, Storage, StorageBugSwitches, StorageError, LOG_FILE,
-    LOG_TEMP_FILE, MAX_RECORD_BYTES, MAX_SNAPSHOT_BYTES, META_FILE, SNAPSHOT_FILE,
-    SNAPSHOT_TEMP_FILE,
+    LOG_TEMP_FILE, MAX_RECORD_BYTES, MAX_SNAPSHOT_BYTES, META_FILE, PREALLOCATE_BYTES,
+    SNAPSHOT_FILE, SNAPSHOT_TEMP_FILE,
 };
 use std::collections::BTreeMap;
 use std::fs;
@@ -80,16 +80,30 @@ fn entries(first: Index, n: u64, term: Term) -> Vec<Entry> {
         .collect()
 }
 
-/// The sizes of the log and snapshot files, as `disk_bytes` should count.
+/// The sizes of the log (its records) and snapshot files, as `disk_bytes`
+/// should count.
 fn files_len(dir: &Path) -> u64 {
-    [log_path(dir), snapshot_path(dir)]
-        .iter()
-        .map(|path| fs::metadata(path).map_or(0, |m| m.len()))
-        .sum()
+    let snapshot = fs::metadata(snapshot_path(dir)).map_or(0, |m| m.len());
+    log_records(dir).len() as u64 + snapshot
 }
 
+/// Where the log's records end.
 fn log_len(dir: &Path) -> u64 {
-    fs::metadata(log_path(dir)).expect("log file").len()
+    log_records(dir).len() as u64
+}
+
+/// The log file without the zeros that `sync` reserves after the last
+/// record. A record never ends with a zero byte (its payload is JSON), and
+/// the header is kept whole.
+fn log_records(dir: &Path) -> Vec<u8> {
+    let mut bytes = fs::read(log_path(dir)).expect("log file");
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |last| last + 1)
+        .max(raw_header(1).len().min(bytes.len()));
+    bytes.truncate(end);
+    bytes
 }
 
 fn open(dir: &Path) -> (Storage, Recovered) {
@@ -390,7 +404,7 @@ fn a_torn_sync_of_several_records_keeps_a_prefix_of_them() {
     storage.sync().unwrap(); // two records: entries 2 and 3, then entry 4
     drop(storage);
 
-    let full = fs::read(log_path(tmp.path())).unwrap();
+    let full = log_records(tmp.path());
     let first_len = u32::from_le_bytes(full[start..start + 4].try_into().unwrap());
     let boundary = start + 8 + first_len as usize;
     let end = full.len();
@@ -606,16 +620,67 @@ fn unwritten_blocks_inside_the_last_record_are_a_torn_write() {
 }
 
 #[test]
-fn zeros_after_the_last_record_are_cut_off() {
+fn sync_reserves_zeroed_space_ahead_of_the_log() {
+    let tmp = TempDir::new().unwrap();
+    let (_, lens) = three_records(tmp.path());
+    let file = fs::read(log_path(tmp.path())).unwrap();
+    // Reserved by the first sync, which found the file too short.
+    assert_eq!(file.len() as u64, lens[1] + PREALLOCATE_BYTES);
+    assert!(file[lens[3] as usize..].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn zeros_after_the_last_record_are_reserved_space_not_damage() {
     let tmp = TempDir::new().unwrap();
     let (models, lens) = three_records(tmp.path());
-    let mut bytes = fs::read(log_path(tmp.path())).unwrap();
+    let mut bytes = log_records(tmp.path());
     bytes.extend([0; 4096]);
     fs::write(log_path(tmp.path()), bytes).unwrap();
-    let recovered = open(tmp.path()).1;
+    let (mut storage, recovered) = open(tmp.path());
     assert_eq!(Model::of(&recovered), models[3]);
-    assert_eq!(recovered.warnings.len(), 1);
-    assert_eq!(log_len(tmp.path()), lens[3]);
+    assert!(recovered.warnings.is_empty(), "{:?}", recovered.warnings);
+    // The next record goes right after the last one, not after the zeros.
+    let mut model = models[3].clone();
+    storage.append(&[entry(7, 2, "g")]).unwrap();
+    model.append(&[entry(7, 2, "g")]);
+    storage.sync().unwrap();
+    drop(storage);
+    let recovered = open(tmp.path()).1;
+    assert_eq!(Model::of(&recovered), model);
+    assert!(recovered.warnings.is_empty(), "{:?}", recovered.warnings);
+    assert!(log_len(tmp.path()) > lens[3]);
+}
+
+#[test]
+fn a_torn_record_inside_the_reserved_space_is_cut_off() {
+    let tmp = TempDir::new().unwrap();
+    let (models, lens) = three_records(tmp.path());
+    let full = fs::read(log_path(tmp.path())).unwrap();
+    let (start, end) = (lens[2] as usize, lens[3] as usize);
+    for cut in start + 1..end {
+        let mut bytes = full.clone();
+        bytes[cut..end].fill(0);
+        fs::write(log_path(tmp.path()), bytes).unwrap();
+        let recovered = open(tmp.path()).1;
+        assert_eq!(Model::of(&recovered), models[2], "cut at {cut}");
+        assert_eq!(recovered.warnings.len(), 1, "cut at {cut}");
+        assert!(recovered.warnings[0].contains(&format!("offset {start}")));
+    }
+}
+
+#[test]
+fn zeros_followed_by_a_record_are_damage_not_reserved_space() {
+    // A whole record read back as zeros (a lost write), with a later record
+    // intact: the zeros are not the end of the log.
+    let tmp = TempDir::new().unwrap();
+    let (_, lens) = three_records(tmp.path());
+    let mut bytes = log_records(tmp.path());
+    bytes[lens[1] as usize..lens[2] as usize].fill(0);
+    fs::write(log_path(tmp.path()), bytes).unwrap();
+    match open_err(tmp.path()) {
+        StorageError::Corrupt { offset, .. } => assert_eq!(offset, lens[1]),
+        other => panic!("expected Corrupt, got {other}"),
+    }
 }
 
 // ---------------------------------------------------------------- the header
@@ -708,7 +773,7 @@ fn the_first_vote_of_a_new_node_is_the_documented_example() {
     expected.extend(raw_record(
         r#"[{"hard_state":{"current_term":1,"voted_for":"8001"}}]"#,
     ));
-    let bytes = fs::read(log_path(tmp.path())).unwrap();
+    let bytes = log_records(tmp.path());
     assert_eq!(bytes, expected);
     // The length and CRC shown in the `xxd` example of the docs.
     assert_eq!(bytes[12..20], [0x36, 0, 0, 0, 0x16, 0xfb, 0x47, 0xf6]);
