@@ -316,6 +316,10 @@ pub struct Status {
     /// Messages written to peer connections since the node started.
     #[serde(default)]
     pub messages_sent: u64,
+    /// The longest the node's disk held up its state-machine thread in one
+    /// sync (writes and fsync), in microseconds, since it started.
+    #[serde(default)]
+    pub longest_sync_us: u64,
 }
 
 /// One line on the wire.

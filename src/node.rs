@@ -737,6 +737,8 @@ impl Node {
             fsyncs: self.storage.fsync_count(),
             bytes_sent: self.peers.bytes_sent(),
             messages_sent: self.peers.messages_sent(),
+            longest_sync_us: u64::try_from(self.storage.longest_sync().as_micros())
+                .unwrap_or(u64::MAX),
         }
     }
 

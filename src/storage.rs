@@ -728,6 +728,9 @@ pub struct Storage {
     /// Reused to encode one operation at a time.
     scratch: Vec<u8>,
     fsyncs: u64,
+    /// The longest a `sync` took, writes and fsyncs together: how long the
+    /// disk held up the driver's loop at worst.
+    longest_sync: std::time::Duration,
     /// Set when a write or fsync failed: see the module docs.
     poisoned: bool,
     #[cfg(feature = "bug-switches")]
@@ -891,6 +894,7 @@ impl Storage {
             open_record: None,
             scratch: Vec::new(),
             fsyncs,
+            longest_sync: std::time::Duration::ZERO,
             poisoned: false,
             #[cfg(feature = "bug-switches")]
             bugs: StorageBugSwitches::default(),
@@ -988,6 +992,10 @@ impl Storage {
     pub fn sync(&mut self) -> Result<(), StorageError> {
         self.check_usable()?;
         self.seal();
+        if self.record_ends.is_empty() {
+            return Ok(()); // nothing pending: no write, no fsync
+        }
+        let started = std::time::Instant::now();
         let mut start = 0;
         for &end in &self.record_ends {
             // One record, one fsync: a record must be durable before the next
@@ -1014,6 +1022,7 @@ impl Storage {
         self.pending.clear();
         self.pending.shrink_to(RETAINED_BUFFER_BYTES);
         self.record_ends.clear();
+        self.longest_sync = self.longest_sync.max(started.elapsed());
         Ok(())
     }
 
@@ -1107,6 +1116,12 @@ impl Storage {
     /// `open`) this `Storage` has done: for benchmarks and reports.
     pub fn fsync_count(&self) -> u64 {
         self.fsyncs
+    }
+
+    /// The longest one [`Storage::sync`] took so far (zero before the
+    /// first that wrote anything): for reports.
+    pub fn longest_sync(&self) -> std::time::Duration {
+        self.longest_sync
     }
 
     /// The data directory.

@@ -271,6 +271,7 @@ fn client_commands_print_their_answers() {
         fsyncs: 7,
         bytes_sent: 1234,
         messages_sent: 21,
+        longest_sync_us: 180,
     };
     let answer = status.clone();
     let node = fake_node(move |_, cmd| match cmd {

@@ -2044,3 +2044,18 @@ fn recovery_and_compaction_with_a_snapshot_are_fast() {
         );
     }
 }
+
+#[test]
+fn the_longest_sync_is_recorded() {
+    let tmp = TempDir::new().unwrap();
+    let (mut storage, _) = open(tmp.path());
+    storage.sync().unwrap();
+    assert_eq!(storage.longest_sync(), std::time::Duration::ZERO);
+    storage.append(&[entry(1, 1, "a")]).unwrap();
+    storage.sync().unwrap();
+    let first = storage.longest_sync();
+    assert!(first > std::time::Duration::ZERO);
+    // Nothing pending: no write, and the record stands.
+    storage.sync().unwrap();
+    assert_eq!(storage.longest_sync(), first);
+}

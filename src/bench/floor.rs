@@ -37,7 +37,14 @@ const FSYNC_PROBE_FILE: &str = "fsync-probe";
 /// The two medians, and how much the disk varies.
 #[derive(Clone, Copy, Debug)]
 pub struct Floor {
+    /// Appending to a file and `sync_data`: the plain cost of a durable
+    /// write, and the floor the target is stated against.
     pub fsync: Duration,
+    /// Writing into space reserved ahead with `set_len` and `sync_data`,
+    /// as the node's log does (see `storage`): cheaper on most file
+    /// systems, since no new file size must be made durable. The stricter
+    /// floor, reported beside the other.
+    pub fsync_reserved: Duration,
     /// A virtual disk's fsync latency can vary tenfold from one call to the
     /// next; the 90th percentile shows how much, beside the median.
     pub fsync_p90: Duration,
@@ -48,29 +55,51 @@ impl Floor {
     pub fn sum(&self) -> Duration {
         self.fsync + self.round_trip
     }
+
+    /// The floor with the fsync the node's log actually does.
+    pub fn strict_sum(&self) -> Duration {
+        self.fsync_reserved + self.round_trip
+    }
 }
 
 /// Measures both figures; `dir` must be on the disk the nodes write to.
 pub fn measure(dir: &Path) -> Result<Floor, String> {
-    let (fsync, fsync_p90) = fsync_latency(dir)?;
+    let (fsync, fsync_p90) = fsync_latency(dir, Growth::Append)?;
+    let (fsync_reserved, _) = fsync_latency(dir, Growth::Reserved)?;
     Ok(Floor {
         fsync,
+        fsync_reserved,
         fsync_p90,
         round_trip: loopback_round_trip()?,
     })
 }
 
-/// Median and 90th percentile time of appending [`FSYNC_WRITE_BYTES`] to a
-/// file in `dir` and `sync_data`. Appending (not overwriting) matters: a node's log grows, so
-/// each fsync also has to make the new file size durable, as here.
-pub fn fsync_latency(dir: &Path) -> Result<(Duration, Duration), String> {
+/// How the probe file takes each write.
+#[derive(Clone, Copy, Debug)]
+pub enum Growth {
+    /// At its end: each `sync_data` also makes a new file size durable.
+    Append,
+    /// Into zeros reserved ahead with `set_len`, as the node's log does.
+    Reserved,
+}
+
+/// Median and 90th percentile time of writing [`FSYNC_WRITE_BYTES`] to a
+/// file in `dir`, one write after the other, and `sync_data`.
+pub fn fsync_latency(dir: &Path, growth: Growth) -> Result<(Duration, Duration), String> {
     let path = dir.join(FSYNC_PROBE_FILE);
     let result = (|| {
         let mut file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .write(true)
+            .truncate(true)
             .open(&path)
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        if let Growth::Reserved = growth {
+            let reserved = (FSYNC_SAMPLES * FSYNC_WRITE_BYTES) as u64;
+            file.set_len(reserved)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| format!("cannot reserve space in {}: {e}", path.display()))?;
+        }
         let bytes = [b'x'; FSYNC_WRITE_BYTES];
         let mut samples = Vec::with_capacity(FSYNC_SAMPLES);
         for _ in 0..FSYNC_SAMPLES {
@@ -159,6 +188,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let floor = measure(dir.path()).expect("floor");
         assert!(floor.fsync > Duration::ZERO);
+        assert!(floor.fsync_reserved > Duration::ZERO);
         assert!(floor.fsync_p90 >= floor.fsync);
         assert!(floor.round_trip > Duration::ZERO);
         assert!(!dir.path().join(FSYNC_PROBE_FILE).exists());

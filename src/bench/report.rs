@@ -35,6 +35,8 @@ pub struct Report {
     pub reads: Option<OpFigures>,
     /// The 1-client write p50 over the floor; only with `--clients 1`.
     pub p50_over_floor: Option<f64>,
+    /// The same over the stricter floor (`fsync_reserved_ms` + round trip).
+    pub p50_over_strict_floor: Option<f64>,
     pub errors: u64,
     pub redirects: u64,
     pub last_error: Option<String>,
@@ -69,6 +71,8 @@ pub struct FloorFigures {
     /// Median.
     pub fsync_ms: f64,
     pub fsync_p90_ms: f64,
+    /// Median fsync of a write into reserved space, as the log does it.
+    pub fsync_reserved_ms: f64,
     pub round_trip_ms: f64,
     pub sum_ms: f64,
 }
@@ -102,6 +106,10 @@ pub struct NodeFigures {
     /// The same, as a share of one core.
     pub cpu_percent: Option<f64>,
     pub peak_rss_mib: Option<f64>,
+    /// The longest one sync (writes and fsync) held up the node's
+    /// state-machine thread since it started, in ms: while it lasts the
+    /// node ticks, sends and answers nothing.
+    pub longest_sync_ms: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -219,6 +227,11 @@ impl Report {
                     cpu_seconds,
                     cpu_percent: cpu_seconds.map(|c| 100.0 * c / window.as_secs_f64()),
                     peak_rss_mib: end.proc.map(|p| mib(p.peak_rss_bytes)),
+                    longest_sync_ms: end
+                        .status
+                        .as_ref()
+                        .filter(|s| s.longest_sync_us > 0)
+                        .map(|s| s.longest_sync_us as f64 / 1000.0),
                 }
             })
             .collect();
@@ -226,13 +239,12 @@ impl Report {
         let bench_cpu = cpu(load.bench_start, load.bench_end);
         let c = &load.clients;
         let writes = op_figures(&c.writes, window);
-        let p50_over_floor = if opts.clients == 1 {
-            c.writes
-                .quantile(0.5)
-                .map(|p50| p50.as_secs_f64() / floor.sum().as_secs_f64())
-        } else {
-            None
+        let over = |floor: Duration| {
+            let p50 = c.writes.quantile(0.5).filter(|_| opts.clients == 1)?;
+            Some(p50.as_secs_f64() / floor.as_secs_f64())
         };
+        let p50_over_floor = over(floor.sum());
+        let p50_over_strict_floor = over(floor.strict_sum());
         Report {
             cluster: ClusterInfo {
                 mode: match opts.target {
@@ -251,12 +263,14 @@ impl Report {
             floor: FloorFigures {
                 fsync_ms: ms(floor.fsync),
                 fsync_p90_ms: ms(floor.fsync_p90),
+                fsync_reserved_ms: ms(floor.fsync_reserved),
                 round_trip_ms: ms(floor.round_trip),
                 sum_ms: ms(floor.sum()),
             },
             writes,
             reads: (opts.read_fraction > 0.0).then(|| op_figures(&c.reads, window)),
             p50_over_floor,
+            p50_over_strict_floor,
             errors: c.errors,
             redirects: c.redirects,
             last_error: c.last_error.clone(),
@@ -331,6 +345,13 @@ impl Report {
         if let Some(ratio) = self.p50_over_floor {
             writeln!(t, "1-client write p50 / floor: {ratio:.2}x")?;
         }
+        if let Some(ratio) = self.p50_over_strict_floor {
+            writeln!(
+                t,
+                "1-client write p50 / (fsync into reserved space {:.3} ms + round trip): {ratio:.2}x",
+                self.floor.fsync_reserved_ms
+            )?;
+        }
         writeln!(t)?;
         writeln!(
             t,
@@ -357,7 +378,7 @@ impl Report {
         writeln!(t)?;
         writeln!(
             t,
-            "{:<16} {:<9} {:>12} {:>11} {:>10} {:>7} {:>6} {:>10}",
+            "{:<16} {:<9} {:>12} {:>11} {:>10} {:>7} {:>6} {:>10} {:>12}",
             "node",
             "role",
             "fsyncs/entry",
@@ -365,12 +386,13 @@ impl Report {
             "msgs/entry",
             "cpu s",
             "cpu %",
-            "peak RSS"
+            "peak RSS",
+            "max sync ms"
         )?;
         for n in &self.nodes {
             writeln!(
                 t,
-                "{:<16} {:<9} {:>12} {:>11} {:>10} {:>7} {:>6} {:>10}",
+                "{:<16} {:<9} {:>12} {:>11} {:>10} {:>7} {:>6} {:>10} {:>12}",
                 n.id,
                 n.role.as_deref().unwrap_or("?"),
                 opt(n.fsyncs_per_entry, 3),
@@ -379,11 +401,12 @@ impl Report {
                 opt(n.cpu_seconds, 2),
                 opt(n.cpu_percent, 0),
                 mib_cell(n.peak_rss_mib),
+                opt(n.longest_sync_ms, 2),
             )?;
         }
         writeln!(
             t,
-            "{:<16} {:<9} {:>12} {:>11} {:>10} {:>7} {:>6} {:>10}",
+            "{:<16} {:<9} {:>12} {:>11} {:>10} {:>7} {:>6} {:>10} {:>12}",
             "bench (clients)",
             "-",
             "-",
@@ -392,6 +415,7 @@ impl Report {
             opt(self.bench_cpu_seconds, 2),
             opt(self.bench_cpu_percent, 0),
             mib_cell(self.bench_peak_rss_mib),
+            "-",
         )?;
         if let Some(fo) = &self.failover {
             writeln!(t)?;
