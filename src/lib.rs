@@ -24,7 +24,8 @@
 //!                       select! → core.step / tick / propose
 //!                       Ready → fsync → send → apply → answer
 //!                                                  ▼
-//!                      [one writer thread per peer: transport.rs]
+//!        sockets: written by that thread when they have room, else by
+//!        [one writer thread per peer] or the client's [reader thread]
 //! ```
 //!
 //! ## Reading order
@@ -45,7 +46,8 @@
 //! 10. [`storage`]: how term, vote, log and snapshot survive a crash.
 //! 11. [`node`]: the driver, where "persist before you answer" happens, and
 //!     [`prompt`], what a person types at it.
-//! 12. [`transport`], [`client`], [`config`]: sockets, `raft client`, and the
+//! 12. [`transport`] (framing, the listener, answers to clients, sending to
+//!     peers), [`client`], [`config`]: sockets, `raft client`, and the
 //!     command line.
 //! 13. [`bench`](mod@bench): `raft bench`, which measures all of the above at work.
 //!

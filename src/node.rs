@@ -8,7 +8,8 @@
 //!                          ▼
 //!        state-machine thread: select! → feed the core → persist → send → apply
 //!                          ▼
-//!        one writer thread per peer (connect, reconnect, send)
+//!        sockets: written directly when they have room; else the peer's
+//!        writer thread (connect, reconnect, send) or the client's reader
 //! ```
 //!
 //! Each turn of the loop waits for one input, drains what else is already
