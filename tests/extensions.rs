@@ -1,6 +1,7 @@
 //! The dissertation's extensions to Raft that the core implements, one test
 //! per rule, against a single core: PreVote (§9.6), CheckQuorum (§6.2),
-//! leader stickiness (§4.2.3) and leadership transfer (§3.10).
+//! leader stickiness (§4.2.3) and leadership transfer (§3.10), including the
+//! hand-over of a leader that removes itself (§4.2.2).
 //!
 //! The shape is that of `tests/paper.rs`: each test builds one node, `n1`,
 //! gives it ticks and messages through the public API, and checks what comes
@@ -1177,4 +1178,98 @@ fn timeout_now_is_ignored_by_a_leader_a_candidate_and_from_an_old_term() {
     assert!(persist(&mut follower).is_empty());
     assert_eq!(follower.role(), RoleKind::Follower);
     assert_eq!(follower.current_term(), 2);
+}
+
+// ---------------------------------------------------------------------------
+// A leader that removes itself hands over as it goes
+// ---------------------------------------------------------------------------
+
+/// The membership of `voters`, as a configuration entry carries it.
+fn membership_of(voters: &[u8]) -> raft::message::Membership {
+    let mut membership = raft::message::Membership::default();
+    for &n in voters {
+        membership.voters.insert(id(n), String::new());
+    }
+    membership
+}
+
+/// Reference: dissertation §4.2.2 (a leader removed from the cluster steps
+/// down once the membership without it commits) with §3.10 (leadership
+/// transfer): as it steps down, the leader sends TimeoutNow to the voter
+/// that holds the most of its log, so the others need not wait an election
+/// timeout to find it gone. Here the leader appends one more command after
+/// the removal; n3 acknowledges it, n2 only the removal: n3 is told to
+/// stand, though n2 comes first in id order.
+#[test]
+fn a_leader_whose_removal_commits_hands_over_to_its_most_up_to_date_voter() {
+    let ext = Extensions {
+        pre_vote: true,
+        check_quorum: true,
+    };
+    let mut r = leader_of_three(ext);
+    let removal = r
+        .remove_member(id(1))
+        .expect("a removal the leader may make");
+    let last = r
+        .propose("x".to_string())
+        .expect("it leads until the removal commits");
+    persist(&mut r);
+
+    // Without n1, the new membership's majority is n2 and n3: both must
+    // hold the removal before it commits.
+    r.step(append_ok(3, 1, 2, last));
+    assert_eq!(r.commit_index(), 2);
+    assert_eq!(r.role(), RoleKind::Leader);
+    assert!(!persist(&mut r).messages.iter().any(is_timeout_now));
+    r.step(append_ok(2, 1, 2, removal));
+
+    assert_eq!(r.commit_index(), removal);
+    assert_eq!(r.role(), RoleKind::Follower);
+    let ready = persist(&mut r);
+    let handovers: Vec<&Message> = ready
+        .messages
+        .iter()
+        .filter(|m| is_timeout_now(m))
+        .collect();
+    assert_eq!(handovers, vec![&timeout_now(1, 3, 2)]);
+    assert!(ready.events.contains(&Event::SteppedDown {
+        term: 2,
+        reason: StepDownReason::Removed
+    }));
+}
+
+/// Reference: dissertation §3.10 and §4.2.2: the TimeoutNow of a leader that
+/// removed itself comes from a node the follower no longer counts as a
+/// member (the change took effect when it was appended, §4.1). It is still
+/// the leader the follower follows in this term, so the follower stands at
+/// once. The same message from any other non-member is ignored.
+#[test]
+fn a_follower_takes_the_handover_of_the_leader_that_removed_itself() {
+    let ext = Extensions {
+        pre_vote: true,
+        check_quorum: true,
+    };
+    let mut r = follower_of_n2(ext);
+    let removal = Entry {
+        term: 2,
+        index: 3,
+        data: EntryData::Config(membership_of(&[1, 3])),
+    };
+    r.step(append(2, 1, 2, (2, 2), vec![removal], 3));
+    persist(&mut r);
+    assert!(!r.membership().voters.contains_key(&id(2)));
+    assert_eq!(r.leader(), Some(&id(2)));
+
+    r.step(timeout_now(9, 1, 2));
+    assert!(
+        persist(&mut r).is_empty(),
+        "a stranger cannot make it stand"
+    );
+    assert_eq!(r.role(), RoleKind::Follower);
+
+    r.step(timeout_now(2, 1, 2));
+    assert_eq!(r.role(), RoleKind::Candidate);
+    assert_eq!(r.current_term(), 3);
+    let ready = persist(&mut r);
+    assert_eq!(ready.messages, vec![transfer_vote(1, 3, 3, 3, 2)]);
 }

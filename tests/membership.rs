@@ -599,3 +599,54 @@ fn membership_survives_a_restart_of_every_node() {
         );
     }
 }
+
+/// Measures how long a 3-node cluster is without a leader when its leader
+/// removes itself: from the old leader's "stepping down: it is no longer a
+/// member" line to the first "elected as leader" line of another node. The
+/// old leader hands over with TimeoutNow as it steps down, so this is about
+/// one vote round, not an election timeout (150–300 ms). Not a test: it
+/// asserts only that there is a new leader, and prints the figures.
+#[test]
+#[ignore = "measurement: cargo test --release --test membership -- --ignored --nocapture measure"]
+fn measure_leader_removal_handover() {
+    const RUNS: usize = 10;
+    let mut gaps = Vec::new();
+    for _ in 0..RUNS {
+        let mut c = Cluster::start(3);
+        let all = c.all();
+        let leader = c.wait_for_leader(&all, LONG);
+        let lid = id(&c, leader);
+        let rest = c.others(leader);
+        let marks = marks(&mut c, &rest);
+        let out = raft_client(&c.addrs(&[leader]), CLIENT, &["remove", &lid]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stepped_down = c.wait_for_line(
+            leader,
+            |l| l.ends_with("stepping down: it is no longer a member"),
+            LONG,
+        );
+        let deadline = Instant::now() + LONG;
+        let first = loop {
+            let won = rest
+                .iter()
+                .zip(&marks)
+                .flat_map(|(&i, &mark)| c.timed_lines(i).split_off(mark))
+                .filter(|l| l.text.contains(" elected as leader for term "))
+                .map(|l| l.at)
+                .min();
+            if let Some(at) = won {
+                break at;
+            }
+            assert!(Instant::now() < deadline, "no new leader within {LONG:?}");
+            std::thread::sleep(POLL);
+        };
+        gaps.push(first.saturating_duration_since(stepped_down.at));
+    }
+    gaps.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "leader removes itself -> another node elected: median {:.1} ms, max {:.1} ms ({RUNS} runs)",
+        ms(gaps[RUNS / 2]),
+        ms(gaps[RUNS - 1])
+    );
+}

@@ -114,8 +114,15 @@ impl Raft {
             msg.body,
             MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
         );
+        // A leader that removed itself hands over as it goes (see
+        // `on_membership_committed`): its TimeoutNow comes from a node that
+        // is no longer a member, but is the leader this node follows.
+        let handover = msg.body == MessageBody::TimeoutNow
+            && msg.term == self.current_term
+            && self.leader() == Some(&msg.from);
         msg.from != self.config.id
             && (from_leader
+                || handover
                 || self.membership.contains(&msg.from)
                 || !self.membership.contains(&self.config.id))
     }
@@ -285,13 +292,34 @@ impl Raft {
     }
 
     /// Dissertation §4.2.2: once a membership without the leader commits,
-    /// the leader steps down.
+    /// the leader steps down. It first hands over (§3.10): TimeoutNow to the
+    /// voter with the most of its log, so the others need not wait an
+    /// election timeout to notice it is gone.
     pub(super) fn on_membership_committed(&mut self) {
         let removed = matches!(self.role, Role::Leader(_))
             && self.membership_index <= self.commit_index
             && !self.is_voter();
         if removed {
+            if let Some(successor) = self.most_up_to_date_voter() {
+                self.send(successor, MessageBody::TimeoutNow);
+            }
             self.become_follower(self.current_term, None, StepDownReason::Removed);
         }
+    }
+
+    /// For a leader: the voter (not itself) with the highest `match_index`;
+    /// among equals, the first in id order.
+    fn most_up_to_date_voter(&self) -> Option<NodeId> {
+        let Role::Leader(leader) = &self.role else {
+            return None;
+        };
+        let mut best: Option<(&NodeId, Index)> = None;
+        for (id, progress) in &leader.progress {
+            let candidate = self.membership.voters.contains_key(id) && *id != self.config.id;
+            if candidate && best.is_none_or(|(_, m)| progress.match_index > m) {
+                best = Some((id, progress.match_index));
+            }
+        }
+        best.map(|(id, _)| id.clone())
     }
 }

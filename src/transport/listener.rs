@@ -203,11 +203,14 @@ fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: &ReaderContext) 
                 }
                 // A leader this node does not know yet may be real: a member
                 // that missed the entry adding it must still follow it
-                // (dissertation §4.1). The core decides; anything else from a
-                // stranger is refused here.
+                // (dissertation §4.1); and a leader that removed itself hands
+                // over with TimeoutNow as it goes. The core decides; anything
+                // else from a stranger is refused here.
                 let from_a_leader = matches!(
                     msg.body,
-                    MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
+                    MessageBody::AppendEntries { .. }
+                        | MessageBody::InstallSnapshot { .. }
+                        | MessageBody::TimeoutNow
                 );
                 if !from_a_leader && !ctx.members.allows(&msg.from) {
                     log::warn!(
