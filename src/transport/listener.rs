@@ -31,37 +31,89 @@ pub enum Inbound {
     },
 }
 
+/// The most removed members a node remembers, to recognise them when they
+/// still write to it (beyond this, the oldest ids are forgotten).
+const MAX_REMEMBERED_REMOVED: usize = 64;
+
 /// Who may send this node peer messages: the other members. Shared between
 /// the driver, which updates it when the membership changes, and the
 /// connection readers. An empty set (a node that is joining and does not
 /// know the cluster yet) lets any peer in; the protocol core still decides
 /// what to accept.
 #[derive(Clone, Debug, Default)]
-pub struct Members(Arc<std::sync::RwLock<BTreeSet<NodeId>>>);
+pub struct Members(Arc<std::sync::RwLock<MemberSet>>);
+
+#[derive(Debug, Default)]
+struct MemberSet {
+    current: BTreeSet<NodeId>,
+    /// Nodes that were members and were removed, in the order they left,
+    /// and whether this node has told its operator about each already. A
+    /// removed node is not told (once the leader has appended the change it
+    /// sends it nothing more, dissertation §4.2.3), so it goes on asking for
+    /// votes; that deserves one clear line, not one per election timeout.
+    removed: Vec<(NodeId, bool)>,
+}
+
+/// What a reader does with a peer message from a node that is not a member.
+enum Stranger {
+    /// A former member: said once, then quietly refused.
+    Removed { first_time: bool },
+    /// Anyone else: a misconfiguration, said every time.
+    Unknown,
+}
 
 impl Members {
     pub fn new(ids: BTreeSet<NodeId>) -> Members {
-        Members(Arc::new(std::sync::RwLock::new(ids)))
+        Members(Arc::new(std::sync::RwLock::new(MemberSet {
+            current: ids,
+            removed: Vec::new(),
+        })))
     }
 
-    /// Replaces the set (after a membership change).
+    /// Replaces the set (after a membership change); the members that left
+    /// are remembered as removed.
     pub fn set(&self, ids: BTreeSet<NodeId>) {
-        if let Ok(mut members) = self.0.write() {
-            *members = ids;
+        let Ok(mut members) = self.0.write() else {
+            return;
+        };
+        let left: Vec<NodeId> = members.current.difference(&ids).cloned().collect();
+        members.removed.retain(|(id, _)| !ids.contains(id));
+        for id in left {
+            if !members.removed.iter().any(|(r, _)| *r == id) {
+                members.removed.push((id, false));
+            }
         }
+        let excess = members.removed.len().saturating_sub(MAX_REMEMBERED_REMOVED);
+        members.removed.drain(..excess);
+        members.current = ids;
     }
 
     fn allows(&self, id: &NodeId) -> bool {
         self.0
             .read()
-            .map(|members| members.is_empty() || members.contains(id))
+            .map(|members| members.current.is_empty() || members.current.contains(id))
             .unwrap_or(false)
+    }
+
+    /// Classifies a sender that `allows` refused.
+    fn stranger(&self, id: &NodeId) -> Stranger {
+        let Ok(mut members) = self.0.write() else {
+            return Stranger::Unknown;
+        };
+        match members.removed.iter_mut().find(|(r, _)| r == id) {
+            Some((_, told)) => {
+                let first_time = !*told;
+                *told = true;
+                Stranger::Removed { first_time }
+            }
+            None => Stranger::Unknown,
+        }
     }
 
     fn describe(&self) -> String {
         self.0
             .read()
-            .map(|members| join_ids(&members))
+            .map(|members| join_ids(&members.current))
             .unwrap_or_default()
     }
 }
@@ -213,11 +265,7 @@ fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: &ReaderContext) 
                         | MessageBody::TimeoutNow
                 );
                 if !from_a_leader && !ctx.members.allows(&msg.from) {
-                    log::warn!(
-                        "closing connection from {remote}: it sent a message from {}, which is not a member of this cluster ({}); start every node with the same members",
-                        msg.from,
-                        ctx.members.describe()
-                    );
+                    refuse_stranger(ctx, &msg.from, remote);
                     return;
                 }
                 if msg.to != ctx.self_id {
@@ -263,6 +311,23 @@ fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: &ReaderContext) 
                 return;
             }
         }
+    }
+}
+
+/// Says why a peer message from a non-member is refused (the caller closes
+/// the connection).
+fn refuse_stranger(ctx: &ReaderContext, from: &NodeId, remote: SocketAddr) {
+    match ctx.members.stranger(from) {
+        Stranger::Removed { first_time: true } => log::warn!(
+            "node {from} was removed from the cluster but is still running and asking for votes (nobody tells a removed node); its messages are refused from now on; stop it"
+        ),
+        Stranger::Removed { first_time: false } => {
+            log::debug!("closing connection from {remote}: node {from} was removed from the cluster")
+        }
+        Stranger::Unknown => log::warn!(
+            "closing connection from {remote}: it sent a message from {from}, which is not a member of this cluster ({}); start every node with the same members",
+            ctx.members.describe()
+        ),
     }
 }
 
@@ -456,5 +521,54 @@ mod tests {
         let got = peer_msgs.recv_timeout(DEADLINE).expect("forwarded");
         assert_eq!(got, vote("8002", "8000"));
         assert!(peer_msgs.try_recv().is_err());
+    }
+
+    fn ids(names: &[&str]) -> BTreeSet<NodeId> {
+        names.iter().map(|n| NodeId::new(*n)).collect()
+    }
+
+    #[test]
+    fn a_removed_member_is_recognised_and_reported_once() {
+        let members = Members::new(ids(&["8001", "8002"]));
+        members.set(ids(&["8002"]));
+        assert!(!members.allows(&NodeId::new("8001")));
+        assert!(matches!(
+            members.stranger(&NodeId::new("8001")),
+            Stranger::Removed { first_time: true }
+        ));
+        assert!(matches!(
+            members.stranger(&NodeId::new("8001")),
+            Stranger::Removed { first_time: false }
+        ));
+        assert!(matches!(
+            members.stranger(&NodeId::new("9999")),
+            Stranger::Unknown
+        ));
+        // Added back, then removed again: a new removal, reported again.
+        members.set(ids(&["8001", "8002"]));
+        assert!(members.allows(&NodeId::new("8001")));
+        members.set(ids(&["8002"]));
+        assert!(matches!(
+            members.stranger(&NodeId::new("8001")),
+            Stranger::Removed { first_time: true }
+        ));
+    }
+
+    #[test]
+    fn removed_members_are_remembered_up_to_a_limit() {
+        let members = Members::new(ids(&["keep"]));
+        for n in 0..(2 * MAX_REMEMBERED_REMOVED) {
+            let name = format!("n{n}");
+            members.set(ids(&["keep", &name]));
+            members.set(ids(&["keep"]));
+        }
+        let remembered = members.0.read().map(|m| m.removed.len()).unwrap_or(0);
+        assert_eq!(remembered, MAX_REMEMBERED_REMOVED);
+        // The newest are kept.
+        let newest = format!("n{}", 2 * MAX_REMEMBERED_REMOVED - 1);
+        assert!(matches!(
+            members.stranger(&NodeId::new(newest)),
+            Stranger::Removed { .. }
+        ));
     }
 }
