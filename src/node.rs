@@ -124,6 +124,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         pending_reads: BTreeMap::new(),
         next_read_id: 0,
         pending_transfer: None,
+        pending_status: Vec::new(),
         interactive,
     };
     node.sync_membership();
@@ -274,6 +275,10 @@ struct Node {
     next_read_id: u64,
     /// A `transfer` waiting to see leadership move (or give up).
     pending_transfer: Option<Waiter>,
+    /// `status` requests of this turn, answered once the turn's changes are
+    /// durable, so a reported term or vote is never one a crash could undo.
+    /// (At most one per connection: a reader waits for each answer.)
+    pending_status: Vec<Waiter>,
     interactive: bool,
 }
 
@@ -309,6 +314,7 @@ impl Node {
                 self.on_inbound(msg);
             }
             self.handle_ready()?;
+            self.answer_status_requests();
         }
     }
 
@@ -331,6 +337,7 @@ impl Node {
         let deadline = crossbeam_channel::after(limit);
         loop {
             self.handle_ready()?;
+            self.answer_status_requests();
             let handed_over = self.raft.role() != RoleKind::Leader
                 && self.raft.leader().is_some_and(|l| l != self.raft.id());
             if handed_over {
@@ -412,10 +419,7 @@ impl Node {
         match request.command {
             ClientCommand::Set { value } => self.propose(value, waiter),
             ClientCommand::Get => self.read(waiter),
-            ClientCommand::Status => {
-                let status = self.status();
-                answer(waiter, ClientResult::Status(status));
-            }
+            ClientCommand::Status => self.pending_status.push(waiter),
             ClientCommand::Transfer { to } => self.transfer(to, waiter),
             ClientCommand::AddMember { address } => self.add_member(&address, waiter),
             ClientCommand::RemoveMember { id } => self.remove_member(id, waiter),
@@ -489,6 +493,18 @@ impl Node {
                 self.pending_reads.insert(id, waiter);
             }
             Err(not_leader) => answer(waiter, self.not_leader(not_leader)),
+        }
+    }
+
+    /// Answers the `status` requests waiting for this turn's changes to be
+    /// durable (`handle_ready` has made them so).
+    fn answer_status_requests(&mut self) {
+        if self.pending_status.is_empty() {
+            return;
+        }
+        let status = self.status();
+        for waiter in std::mem::take(&mut self.pending_status) {
+            answer(waiter, ClientResult::Status(status.clone()));
         }
     }
 
