@@ -1907,12 +1907,19 @@ impl Run {
         let after = log_len(self.dir.path());
         let cut = before + (after - before) * u64::from(keep) / u64::from(u16::MAX);
         self.storage = None;
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .open(log_path(self.dir.path()))
-            .unwrap();
-        file.set_len(cut).unwrap();
-        drop(file);
+        // What the disk kept of the last record ends at `cut`. Either the
+        // file's length did not survive either (odd `keep`: the file ends
+        // there), or the space reserved ahead of the log did (even `keep`:
+        // zeros from there on, the file as long as before).
+        let path = log_path(self.dir.path());
+        if keep % 2 == 1 {
+            let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.set_len(cut).unwrap();
+        } else {
+            let mut bytes = fs::read(&path).unwrap();
+            bytes[cut as usize..after as usize].fill(0);
+            fs::write(&path, bytes).unwrap();
+        }
 
         // With records below MAX_RECORD_BYTES one sync is one record, so
         // the states reachable by a prefix of its records are these two.
