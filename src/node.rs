@@ -411,6 +411,21 @@ impl Node {
         }
     }
 
+    /// Sends a message, first starting a writer to a node this one has none
+    /// for when it is a leader's AppendEntries: the core sends one to a
+    /// removed server that still asks for votes, so that it learns it was
+    /// removed (see `Raft::step`). Ids follow addresses (see `config`).
+    fn send(&mut self, msg: Message) {
+        let append = matches!(msg.body, MessageBody::AppendEntries { .. });
+        if append && !self.peers.has(&msg.to) {
+            match crate::config::parse_address(msg.to.as_str()) {
+                Ok((id, address)) if id == msg.to => self.peers.add(&id, &address),
+                _ => debug!("cannot tell the address of {}; not sending to it", msg.to),
+            }
+        }
+        self.peers.send(msg);
+    }
+
     fn on_client_request(&mut self, request: ClientRequest, reply: Reply) {
         let waiter = Waiter::Client {
             id: request.id,
@@ -526,14 +541,14 @@ impl Node {
                 .into_iter()
                 .partition(|msg| ready.hard_state.is_none() && msg.body.may_precede_persist());
             for msg in early {
-                self.peers.send(msg);
+                self.send(msg);
             }
             self.persist(&ready)?;
             self.raft.advance(&ready);
             // Only now, with the vote and the entries on disk, may anything
             // that depends on them leave this node.
             for msg in late {
-                self.peers.send(msg);
+                self.send(msg);
             }
             if let Some(snapshot) = &ready.snapshot {
                 // Figure 13, receiver rule 8: reset the state machine.
@@ -590,6 +605,10 @@ impl Node {
             );
             if is_voter && !was_voter {
                 println!("Node {id} is now a voter");
+            }
+            let was_member = self.membership.contains(&id);
+            if was_member && !membership.contains(&id) {
+                println!("Node {id} was removed from the cluster; it can be stopped");
             }
         }
         self.membership = membership;

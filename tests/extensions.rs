@@ -1273,3 +1273,71 @@ fn a_follower_takes_the_handover_of_the_leader_that_removed_itself() {
     let ready = persist(&mut r);
     assert_eq!(ready.messages, vec![transfer_vote(1, 3, 3, 3, 2)]);
 }
+
+/// Reference: dissertation §4.2.3: a server removed from the cluster gets
+/// nothing from the leader once the change is appended, so it never learns
+/// and keeps asking for votes. When such a request reaches the leader, the
+/// leader sends it the entries it lacks (from where its request says its
+/// log ends) with the commit index, so it learns the membership without
+/// itself. A node that was never a voter, or whose log does not match the
+/// leader's where it says it ends, gets nothing.
+#[test]
+fn a_removed_server_that_asks_for_votes_is_sent_the_entry_that_removed_it() {
+    let ext = Extensions {
+        pre_vote: true,
+        check_quorum: true,
+    };
+    let mut r = leader_of_three(ext);
+    let removal = r
+        .remove_member(id(3))
+        .expect("a removal the leader may make");
+    persist(&mut r);
+    r.step(append_ok(2, 1, 2, removal));
+    assert_eq!(r.commit_index(), removal);
+    persist(&mut r);
+    let removal_entry = r.log().get(removal).cloned().expect("in the log");
+
+    // n3 missed the removal: its log ends at the no-op of term 2.
+    r.step(pre_vote(3, 1, 3, 2, 2));
+    let ready = persist(&mut r);
+    assert_eq!(
+        ready.messages,
+        vec![append(1, 3, 2, (2, 2), vec![removal_entry], removal)]
+    );
+    assert_eq!(r.role(), RoleKind::Leader);
+
+    for (stranger, why) in [
+        (pre_vote(9, 1, 3, 2, 2), "never a voter"),
+        (pre_vote(3, 1, 3, 2, 1), "a log that does not match"),
+        (pre_vote(3, 1, 3, removal, 2), "nothing it lacks"),
+    ] {
+        r.step(stranger);
+        assert!(persist(&mut r).messages.is_empty(), "{why}");
+    }
+}
+
+/// The other side: the removed server takes that AppendEntries from its
+/// leader, appends the membership without itself and, with the change
+/// committed, no longer stands for election however long it waits.
+#[test]
+fn a_removed_server_that_learns_its_removal_stops_standing_for_election() {
+    let ext = Extensions {
+        pre_vote: true,
+        check_quorum: true,
+    };
+    let mut r = follower_of_n2(ext);
+    let removal = Entry {
+        term: 2,
+        index: 3,
+        data: EntryData::Config(membership_of(&[2, 3])),
+    };
+    r.step(append(2, 1, 2, (2, 2), vec![removal], 3));
+    persist(&mut r);
+    assert_eq!(r.commit_index(), 3);
+    for _ in 0..(4 * ELECTION_MAX) {
+        r.tick();
+    }
+    let ready = persist(&mut r);
+    assert!(ready.messages.is_empty(), "{:?}", ready.messages);
+    assert_eq!((r.role(), r.current_term()), (RoleKind::Follower, 2));
+}

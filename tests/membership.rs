@@ -2,7 +2,8 @@
 //! and membership changes with real `raft` processes on loopback ports.
 //!
 //! - A cluster grows from 3 to 4 with `--join`, shrinks back with
-//!   `raft client remove`, then removes its own leader.
+//!   `raft client remove` (the removed node learns that it was), then
+//!   removes its own leader.
 //! - `add` at the leader's prompt registers a node before it runs; the node,
 //!   started with `--join` naming one follower, finds its place.
 //! - A follower that was down while the others compacted their logs
@@ -264,6 +265,13 @@ fn grow_to_four_with_join_shrink_back_and_remove_the_leader() {
     let index = c.set(&old, "three-again", CLIENT);
     wait_for_value(&mut c, &old, index, "three-again");
     assert!(c.nodes[new].is_running(), "the removed node keeps running");
+    // It missed the entry that removed it (the leader stops sending to it
+    // once that is appended), and learns it when it next asks for votes.
+    c.wait_for_line(
+        new,
+        |l| l == format!("Node {nid} was removed from the cluster; it can be stopped"),
+        LONG,
+    );
 
     // Remove the leader, at its own prompt: answered once the change
     // commits, then it steps down.

@@ -19,7 +19,7 @@
 //!   not counting itself, and then steps down (§4.2.2).
 
 use super::replication::Progress;
-use super::{Event, Raft, Role, StepDownReason};
+use super::{Event, Raft, Role, StepDownReason, MAX_APPEND_BYTES, MAX_ENTRIES_PER_APPEND};
 use crate::message::{EntryData, Index, Membership, Message, MessageBody, NodeId};
 use std::collections::BTreeSet;
 
@@ -305,6 +305,55 @@ impl Raft {
             }
             self.become_follower(self.current_term, None, StepDownReason::Removed);
         }
+    }
+
+    /// Dissertation §4.2.3: once the leader has appended a membership
+    /// without a server, it sends that server nothing more, so a removed
+    /// server never learns it was removed and goes on asking for votes (which
+    /// PreVote and stickiness keep harmless). When such a request reaches a
+    /// leader, it sends the server the entries it lacks, from where its
+    /// request says its log ends, with the commit index: the server then
+    /// holds the membership without itself, committed, and stops standing
+    /// for election. Only for a server that was a voter where its log ends;
+    /// anyone else asking is a stranger and gets nothing.
+    pub(super) fn catch_up_removed_server(&mut self, msg: &Message) {
+        let (last_log_index, last_log_term) = match msg.body {
+            MessageBody::PreVote {
+                last_log_index,
+                last_log_term,
+            }
+            | MessageBody::RequestVote {
+                last_log_index,
+                last_log_term,
+                ..
+            } => (last_log_index, last_log_term),
+            _ => return,
+        };
+        let removed = matches!(self.role, Role::Leader(_))
+            && !self.membership.contains(&msg.from)
+            && msg.from != self.config.id
+            && self
+                .find_membership(last_log_index)
+                .1
+                .voters
+                .contains_key(&msg.from);
+        let log_matches = last_log_index < self.log.last_index()
+            && self.log.term_at(last_log_index) == Some(last_log_term);
+        if !removed || !log_matches {
+            return;
+        }
+        let entries = self
+            .log
+            .batch_from(last_log_index + 1, MAX_ENTRIES_PER_APPEND, MAX_APPEND_BYTES)
+            .to_vec();
+        let body = MessageBody::AppendEntries {
+            prev_log_index: last_log_index,
+            prev_log_term: last_log_term,
+            entries,
+            leader_commit: self.commit_index,
+            read_seq: 0,
+        };
+        self.send(msg.from.clone(), body);
     }
 
     /// For a leader: the voter (not itself) with the highest `match_index`;

@@ -439,7 +439,10 @@ impl Raft {
             "message delivered to the wrong node"
         );
         if !self.accepts(&msg) {
-            return; // not a member: nothing from it reaches the rules
+            // Not a member: nothing from it reaches the rules. A removed
+            // server asking for votes is sent the entry that removed it.
+            self.catch_up_removed_server(&msg);
+            return;
         }
         if !well_formed(&msg) {
             return; // malformed: it could only corrupt the log

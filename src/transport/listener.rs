@@ -264,8 +264,10 @@ fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: &ReaderContext) 
                         | MessageBody::InstallSnapshot { .. }
                         | MessageBody::TimeoutNow
                 );
-                if !from_a_leader && !ctx.members.allows(&msg.from) {
-                    refuse_stranger(ctx, &msg.from, remote);
+                if !from_a_leader
+                    && !ctx.members.allows(&msg.from)
+                    && !let_in_stranger(ctx, &msg, remote)
+                {
                     return;
                 }
                 if msg.to != ctx.self_id {
@@ -314,20 +316,37 @@ fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: &ReaderContext) 
     }
 }
 
-/// Says why a peer message from a non-member is refused (the caller closes
-/// the connection).
-fn refuse_stranger(ctx: &ReaderContext, from: &NodeId, remote: SocketAddr) {
+/// Whether a peer message from a non-member goes on to the core. Only a
+/// removed member's request for votes does: a leader answers it with the
+/// entry that removed that member (see `Raft::step`). Anything else is
+/// refused, saying why (the caller closes the connection).
+fn let_in_stranger(ctx: &ReaderContext, msg: &Message, remote: SocketAddr) -> bool {
+    let from = &msg.from;
     match ctx.members.stranger(from) {
-        Stranger::Removed { first_time: true } => log::warn!(
-            "node {from} was removed from the cluster but is still running and asking for votes (nobody tells a removed node); its messages are refused from now on; stop it"
-        ),
-        Stranger::Removed { first_time: false } => {
-            log::debug!("closing connection from {remote}: node {from} was removed from the cluster")
+        Stranger::Removed { first_time } => {
+            if first_time {
+                log::warn!(
+                    "node {from} was removed from the cluster but is still running and asking for votes; the leader sends it the change that removed it; stop it"
+                );
+            }
+            let asks_for_votes = matches!(
+                msg.body,
+                MessageBody::PreVote { .. } | MessageBody::RequestVote { .. }
+            );
+            if !asks_for_votes {
+                log::debug!(
+                    "closing connection from {remote}: node {from} was removed from the cluster"
+                );
+            }
+            asks_for_votes
         }
-        Stranger::Unknown => log::warn!(
-            "closing connection from {remote}: it sent a message from {from}, which is not a member of this cluster ({}); start every node with the same members",
-            ctx.members.describe()
-        ),
+        Stranger::Unknown => {
+            log::warn!(
+                "closing connection from {remote}: it sent a message from {from}, which is not a member of this cluster ({}); start every node with the same members",
+                ctx.members.describe()
+            );
+            false
+        }
     }
 }
 

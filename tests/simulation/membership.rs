@@ -464,3 +464,50 @@ fn a_removed_leader_hands_over_as_it_goes() {
         c.agree("two", 2, 100).map(|_| ())
     });
 }
+
+/// A removed server learns that it was removed (dissertation §4.2.3 with
+/// our addition): the leader sends it nothing once the change is appended,
+/// so it misses the entry that removes it, times out and asks for
+/// (pre-)votes; the leader answers with the entries it lacks. Within a few
+/// election timeouts it holds the membership without itself, committed,
+/// and has stopped standing: its term no longer moves. Without the answer
+/// (`catch_up_removed_server` doing nothing) it never learns, on every
+/// seed tried (0 to 49).
+#[test]
+fn a_removed_server_learns_that_it_was_removed() {
+    let test = "membership::a_removed_server_learns_that_it_was_removed";
+    let config = ClusterConfig::new(3, sim::scenario_seed(7));
+    let patience = 4 * config.election_timeout_ticks.1;
+    sim::run_scenario(test, config, |c| {
+        c.agree("base", 3, 200)?;
+        let l = c.working_leader().expect("just agreed");
+        let gone = (l + 1) % 3;
+        let asked = c.remove_member(l, gone)?;
+        c.require(asked.is_ok(), || {
+            format!("the removal was refused: {asked:?}")
+        })?;
+        let gone_id = sim::node_id(gone);
+        let knows = |c: &Cluster| {
+            c.membership(gone).is_some_and(|m| !m.contains(&gone_id))
+                && c.commit_index(gone) >= c.last_index(gone)
+        };
+        let learned = c.run_until(patience, knows)?;
+        c.require(learned, || {
+            format!(
+                "the removed node {gone} still does not know after {patience} ticks; its membership {:?}",
+                c.membership(gone)
+            )
+        })?;
+        // It no longer stands for election: its term stays put.
+        let term = c.terms()[gone];
+        c.run_for(patience)?;
+        c.require(c.terms()[gone] == term, || {
+            format!(
+                "the removed node went on standing: term {term} -> {}",
+                c.terms()[gone]
+            )
+        })?;
+        c.retire(gone);
+        c.agree("two", 2, 100).map(|_| ())
+    });
+}
