@@ -21,10 +21,11 @@ pub enum Inbound {
     /// A message from another member, already checked to be addressed to us
     /// by a member of the cluster.
     Peer(Message),
-    /// A client request. The state-machine thread answers on `reply` (a
-    /// `bounded(1)` channel, so sending never blocks); the connection's
-    /// reader thread waits for it and writes it back to the client. Dropping
-    /// `reply` without answering makes the reader answer with an error.
+    /// A client request. The state-machine thread answers with `reply`,
+    /// which never blocks: it writes what the client's socket takes at once,
+    /// and the connection's reader thread, waiting on it, writes the rest.
+    /// Dropping `reply` without answering makes the reader answer with an
+    /// error.
     Client {
         request: ClientRequest,
         reply: Reply,

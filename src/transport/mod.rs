@@ -6,9 +6,11 @@
 //!                                                   │ Inbound (crossbeam)
 //!                                                   ▼
 //!                                       [state-machine thread: node::run]
-//!                                                   │ Peers::send (never blocks)
+//!                                                   │ Peers::send, Reply::send
+//!                                                   │ (never block: write what
+//!                                                   │  the socket takes now)
 //!                                                   ▼
-//!                                 [one writer thread per peer: connect, write]
+//!              [one writer thread per peer: connect, reconnect, the rest]
 //! ```
 //!
 //! The wire is newline-delimited JSON: one [`Frame`] per line, peers and
