@@ -13,7 +13,7 @@
 //!              [one writer thread per peer: connect, reconnect, the rest]
 //! ```
 //!
-//! The wire is newline-delimited JSON: one [`Frame`] per line, peers and
+//! The wire is newline-delimited JSON: one [`Frame`](crate::message::Frame) per line, peers and
 //! clients on the node's one port, so a person can watch it with `nc`.
 //! Messages between peers are one-way (a response is a message too, sent on
 //! the responder's own outgoing connection), so a node only ever *reads* from
