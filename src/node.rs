@@ -46,6 +46,11 @@ pub const MAX_BATCH: usize = 1024;
 /// Most client requests waiting for a commit or a read at once; more are
 /// refused with an error rather than queued without bound.
 pub const MAX_PENDING_REQUESTS: usize = 16_384;
+/// Most bytes of values proposed here and not yet committed. With large
+/// values the request count alone would let the leader's log (and what it
+/// sends) grow by gigabytes while a majority is slow; past this, writes are
+/// refused with an error until commits catch up.
+pub const MAX_PENDING_WRITE_BYTES: usize = 64 * 1024 * 1024;
 /// How long a follower waits for the leader when forwarding a `set`.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `--join` keeps asking (no leader yet, another membership
@@ -53,6 +58,61 @@ pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The pause between two attempts to join.
 pub const JOIN_RETRY_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Writes (and membership changes) proposed here, waiting for their entry
+/// to commit, by log index; and how many bytes of values they hold.
+#[derive(Default)]
+struct PendingWrites {
+    by_index: BTreeMap<Index, PendingWrite>,
+    bytes: usize,
+}
+
+struct PendingWrite {
+    /// The term the entry was proposed in: if an entry of another term
+    /// commits at its index, the write was lost.
+    term: Term,
+    bytes: usize,
+    waiter: Waiter,
+}
+
+impl PendingWrites {
+    fn len(&self) -> usize {
+        self.by_index.len()
+    }
+
+    fn insert(&mut self, index: Index, term: Term, bytes: usize, waiter: Waiter) {
+        self.bytes += bytes;
+        let write = PendingWrite {
+            term,
+            bytes,
+            waiter,
+        };
+        if let Some(replaced) = self.by_index.insert(index, write) {
+            // An index is proposed here once per term; a leader of a later
+            // term reusing it means the old write was lost.
+            self.bytes -= replaced.bytes;
+            answer(
+                replaced.waiter,
+                error("leadership changed and the write was overwritten; retry"),
+            );
+        }
+    }
+
+    /// The write waiting on `index`, if any: its term and who waits.
+    fn remove(&mut self, index: Index) -> Option<(Term, Waiter)> {
+        let write = self.by_index.remove(&index)?;
+        self.bytes -= write.bytes;
+        Some((write.term, write.waiter))
+    }
+
+    fn take_all(&mut self) -> Vec<Waiter> {
+        self.bytes = 0;
+        std::mem::take(&mut self.by_index)
+            .into_values()
+            .map(|w| w.waiter)
+            .collect()
+    }
+}
 
 /// Who is waiting for an answer.
 enum Waiter {
@@ -120,7 +180,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         addresses,
         membership: Membership::default(),
         snapshot_entries: opts.snapshot_entries,
-        pending_writes: BTreeMap::new(),
+        pending_writes: PendingWrites::default(),
         pending_reads: BTreeMap::new(),
         next_read_id: 0,
         pending_transfer: None,
@@ -269,7 +329,7 @@ struct Node {
     /// `set`s proposed here, by log index: who waits, and the term the entry
     /// was proposed in (if a different entry commits at that index, the
     /// write was lost).
-    pending_writes: BTreeMap<Index, (Term, Waiter)>,
+    pending_writes: PendingWrites,
     /// `get`s waiting for ReadIndex, by read id.
     pending_reads: BTreeMap<u64, Waiter>,
     next_read_id: u64,
@@ -443,7 +503,9 @@ impl Node {
 
     /// Starts a write here, if this node leads.
     fn propose(&mut self, value: String, waiter: Waiter) {
-        if self.pending_writes.len() >= MAX_PENDING_REQUESTS {
+        let too_many = self.pending_writes.len() >= MAX_PENDING_REQUESTS
+            || self.pending_writes.bytes + value.len() > MAX_PENDING_WRITE_BYTES;
+        if too_many {
             answer(waiter, overloaded());
             return;
         }
@@ -459,7 +521,7 @@ impl Node {
             Ok(index) => {
                 println!("Leader {} setting value to: {}", self.raft.id(), value);
                 let term = self.raft.current_term();
-                self.pending_writes.insert(index, (term, waiter));
+                self.pending_writes.insert(index, term, value.len(), waiter);
             }
             Err(not_leader) => answer(waiter, self.not_leader(not_leader)),
         }
@@ -486,7 +548,7 @@ impl Node {
         match outcome {
             Ok(index) => {
                 let term = self.raft.current_term();
-                self.pending_writes.insert(index, (term, waiter));
+                self.pending_writes.insert(index, term, 0, waiter);
             }
             Err(MembershipError::NotLeader(not_leader)) => {
                 answer(waiter, self.not_leader(not_leader))
@@ -688,7 +750,7 @@ impl Node {
                 }
                 // Writes proposed here may still commit under the new
                 // leader, or may be lost; this node can no longer tell.
-                for (_, (_, waiter)) in std::mem::take(&mut self.pending_writes) {
+                for waiter in self.pending_writes.take_all() {
                     answer(
                         waiter,
                         error("leadership changed before the write committed; it may or may not have been applied, so retry"),
@@ -725,7 +787,7 @@ impl Node {
                 self.state_machine.apply(entry.index, value);
                 println!("Node {} updated value to: {}", self.raft.id(), value);
             }
-            if let Some((term, waiter)) = self.pending_writes.remove(&entry.index) {
+            if let Some((term, waiter)) = self.pending_writes.remove(entry.index) {
                 let result = if term == entry.term {
                     ClientResult::Written { index: entry.index }
                 } else {
@@ -919,5 +981,27 @@ fn forward(id: NodeId, leader: String, command: ClientCommand) {
         });
     if let Err(e) = spawned {
         warn!("cannot start a thread to forward to the leader: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_writes_count_the_bytes_they_hold() {
+        let mut pending = PendingWrites::default();
+        pending.insert(5, 2, 100, Waiter::Prompt);
+        pending.insert(6, 2, 30, Waiter::Prompt);
+        assert_eq!((pending.len(), pending.bytes), (2, 130));
+        assert!(matches!(pending.remove(5), Some((2, Waiter::Prompt))));
+        assert_eq!(pending.bytes, 30);
+        assert!(pending.remove(5).is_none());
+        // A later term reuses index 6: the old write is answered and its
+        // bytes no longer count.
+        pending.insert(6, 3, 7, Waiter::Prompt);
+        assert_eq!((pending.len(), pending.bytes), (1, 7));
+        assert_eq!(pending.take_all().len(), 1);
+        assert_eq!((pending.len(), pending.bytes), (0, 0));
     }
 }

@@ -973,6 +973,60 @@ fn a_leader_jumps_to_the_end_of_a_short_follower_log() {
 // Reads: ReadIndex (§8; dissertation §6.4)
 // ===========================================================================
 
+// ===========================================================================
+// Beyond Figure 2: the leader streams entries within a bounded window
+// ===========================================================================
+
+/// Proposes `value` `n` times at leader `r` and returns how many
+/// AppendEntries carrying entries went to n2 meanwhile.
+fn stream_to_n2(r: &mut Raft, value: &str, n: usize) -> usize {
+    let mut sent = 0;
+    for _ in 0..n {
+        r.propose(value.to_string()).expect("leader");
+        let ready = persist(r);
+        sent += sent_to(&ready, 2)
+            .iter()
+            .filter(|m| matches!(&m.body, MessageBody::AppendEntries { entries, .. } if !entries.is_empty()))
+            .count();
+    }
+    sent
+}
+
+/// Figure 2 sends AppendEntries one at a time; like every fast
+/// implementation, the core instead streams new entries to a follower that
+/// has accepted, without waiting for answers, but only so far: at most
+/// `MAX_INFLIGHT_ENTRIES` entries unacknowledged. Then it waits, and an
+/// answer opens the window again.
+#[test]
+fn a_leader_stops_streaming_to_a_follower_that_has_too_many_entries_in_flight() {
+    let mut r = leader_with_committed_noop(3);
+    let window = raft::core::MAX_INFLIGHT_ENTRIES as usize;
+    // One entry per AppendEntries, each sent at once, up to the window.
+    assert_eq!(stream_to_n2(&mut r, "x", window), window);
+    assert_eq!(stream_to_n2(&mut r, "x", 10), 0, "the window is full");
+    // n2 acknowledges everything sent so far: the window opens again, and
+    // the entries that waited go out.
+    r.step(append_ok(2, 1, 2, 2 + window as Index));
+    let ready = persist(&mut r);
+    assert!(!sent_to(&ready, 2).is_empty());
+    assert_eq!(stream_to_n2(&mut r, "x", 1), 1);
+}
+
+/// The same window counted in bytes: with large values the entry count
+/// alone would let gigabytes pile up for a slow follower, so the leader
+/// also stops once about `MAX_INFLIGHT_BYTES` of entries are in flight.
+#[test]
+fn a_leader_stops_streaming_to_a_follower_that_has_too_many_bytes_in_flight() {
+    let mut r = leader_with_committed_noop(3);
+    let value = "v".repeat(raft::core::MAX_COMMAND_BYTES);
+    let fit = raft::core::MAX_INFLIGHT_BYTES / value.len();
+    assert_eq!(stream_to_n2(&mut r, &value, fit), fit);
+    assert_eq!(stream_to_n2(&mut r, &value, 3), 0, "the window is full");
+    r.step(append_ok(2, 1, 2, 2 + fit as Index));
+    let ready = persist(&mut r);
+    assert!(!sent_to(&ready, 2).is_empty(), "an answer opens it again");
+}
+
 /// A leader of a cluster of `size`, in term 2, whose no-op (index 2) every
 /// follower holds and which is therefore committed.
 fn leader_with_committed_noop(size: u8) -> Raft {

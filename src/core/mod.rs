@@ -57,6 +57,11 @@ pub const MAX_COMMAND_BYTES: usize = 1024 * 1024;
 /// Most entries the leader lets be in flight (sent, not yet acknowledged) to
 /// one follower before it waits for answers.
 pub const MAX_INFLIGHT_ENTRIES: u64 = 4096;
+/// About the most bytes of entries in flight to one follower (one more
+/// AppendEntries is sent while below it). With large values the entry count
+/// alone would let gigabytes pile up in queues and socket buffers for a
+/// slow follower; this keeps the leader's memory for it near 8 MiB.
+pub const MAX_INFLIGHT_BYTES: usize = 8 * 1024 * 1024;
 
 /// How a node is configured. Times are in ticks; the driver decides how long
 /// a tick is.

@@ -7,7 +7,10 @@
 //! backs `next_index` up and tries again. Once a majority holds an entry of
 //! the leader's current term, that entry and all before it are committed.
 
-use super::{Raft, Role, MAX_APPEND_BYTES, MAX_ENTRIES_PER_APPEND, MAX_INFLIGHT_ENTRIES};
+use super::log::entry_size;
+use super::{
+    Raft, Role, MAX_APPEND_BYTES, MAX_ENTRIES_PER_APPEND, MAX_INFLIGHT_BYTES, MAX_INFLIGHT_ENTRIES,
+};
 use crate::message::{Conflict, Entry, EntryData, Index, MessageBody, NodeId, Term};
 
 /// What the leader knows about one follower (Figure 2, "Volatile state on
@@ -21,7 +24,8 @@ pub struct Progress {
     /// While probing, the leader sends one AppendEntries at a time and waits
     /// for the answer (or the next heartbeat) before sending another. Once a
     /// follower has accepted, the leader streams entries to it, up to
-    /// `MAX_INFLIGHT_ENTRIES` ahead of `match_index`.
+    /// `MAX_INFLIGHT_ENTRIES` (and about `MAX_INFLIGHT_BYTES`) ahead of
+    /// `match_index`.
     pub probing: bool,
     /// `match_index` at the previous heartbeat; if it has not moved while
     /// entries are in flight, they were probably lost and are sent again.
@@ -154,7 +158,14 @@ impl Raft {
         let last_index = self.log.last_index();
         let window_open = progress.next_index <= last_index
             && (progress.next_index - 1).saturating_sub(progress.match_index)
-                < MAX_INFLIGHT_ENTRIES;
+                < MAX_INFLIGHT_ENTRIES
+            && self
+                .log
+                .slice(progress.match_index + 1, progress.next_index - 1)
+                .iter()
+                .map(entry_size)
+                .sum::<usize>()
+                < MAX_INFLIGHT_BYTES;
         let send = match trigger {
             Trigger::Heartbeat => true,
             Trigger::Answer => window_open,
