@@ -1193,6 +1193,20 @@ fn membership_of(voters: &[u8]) -> raft::message::Membership {
     membership
 }
 
+/// [`follower_of_n2`] after n2 sent it entry 3, a membership of `voters`,
+/// and committed it.
+fn follower_after_membership(voters: &[u8], ext: Extensions) -> Raft {
+    let mut r = follower_of_n2(ext);
+    let change = Entry {
+        term: 2,
+        index: 3,
+        data: EntryData::Config(membership_of(voters)),
+    };
+    r.step(append(2, 1, 2, (2, 2), vec![change], 3));
+    persist(&mut r);
+    r
+}
+
 /// Reference: dissertation §4.2.2 (a leader removed from the cluster steps
 /// down once the membership without it commits) with §3.10 (leadership
 /// transfer): as it steps down, the leader sends TimeoutNow to the voter
@@ -1249,14 +1263,7 @@ fn a_follower_takes_the_handover_of_the_leader_that_removed_itself() {
         pre_vote: true,
         check_quorum: true,
     };
-    let mut r = follower_of_n2(ext);
-    let removal = Entry {
-        term: 2,
-        index: 3,
-        data: EntryData::Config(membership_of(&[1, 3])),
-    };
-    r.step(append(2, 1, 2, (2, 2), vec![removal], 3));
-    persist(&mut r);
+    let mut r = follower_after_membership(&[1, 3], ext);
     assert!(!r.membership().voters.contains_key(&id(2)));
     assert_eq!(r.leader(), Some(&id(2)));
 
@@ -1325,14 +1332,7 @@ fn a_removed_server_that_learns_its_removal_stops_standing_for_election() {
         pre_vote: true,
         check_quorum: true,
     };
-    let mut r = follower_of_n2(ext);
-    let removal = Entry {
-        term: 2,
-        index: 3,
-        data: EntryData::Config(membership_of(&[2, 3])),
-    };
-    r.step(append(2, 1, 2, (2, 2), vec![removal], 3));
-    persist(&mut r);
+    let mut r = follower_after_membership(&[2, 3], ext);
     assert_eq!(r.commit_index(), 3);
     for _ in 0..(4 * ELECTION_MAX) {
         r.tick();

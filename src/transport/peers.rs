@@ -59,9 +59,9 @@ impl Counters {
 enum Job {
     /// Encode and send a message.
     Send(Message),
-    /// Send frames the state-machine thread encoded but could not write
+    /// Send one frame the state-machine thread encoded but could not write
     /// without blocking.
-    Encoded { bytes: Vec<u8>, messages: u64 },
+    Encoded(Vec<u8>),
     /// Finish the frame the state-machine thread wrote only part of (the
     /// rest is in [`Connection::unsent`]).
     Finish,
@@ -237,7 +237,7 @@ impl Peers {
                 self.counters.sent(1, n);
                 None
             }
-            Ok(0) => Some(Job::Encoded { bytes, messages: 1 }),
+            Ok(0) => Some(Job::Encoded(bytes)),
             Ok(n) => {
                 conn.last_write = Instant::now();
                 self.counters.sent(0, n);
@@ -250,7 +250,7 @@ impl Peers {
                     peer.addr
                 );
                 conn.stream = None;
-                Some(Job::Encoded { bytes, messages: 1 })
+                Some(Job::Encoded(bytes))
             }
         }
     }
@@ -528,9 +528,9 @@ impl PeerWriter {
                     self.counters.dropped(1);
                 }
             },
-            Job::Encoded { bytes, messages } => {
+            Job::Encoded(bytes) => {
                 batch.bytes.extend_from_slice(&bytes);
-                batch.messages += messages;
+                batch.messages += 1;
             }
             Job::Finish => {}
         }

@@ -404,12 +404,7 @@ fn removed_leader_stands_until_its_removal_commits() {
         // The other node is cut off; the leader removes itself, cannot
         // commit it, and steps down when CheckQuorum finds no majority.
         c.isolate(other);
-        let asked = c.remove_member(l, l)?;
-        c.require(asked.is_ok(), || {
-            format!("the self-removal was refused: {asked:?}")
-        })?;
-        let stepped_down = c.run_until(100, |c| c.role(l) != Some(RoleKind::Leader))?;
-        c.require(stepped_down, || "the leader never stepped down".into())?;
+        remove_itself(c, l)?;
         c.reconnect(other);
         // The removal commits (the old leader must lead once more to
         // commit it), and then the other node leads alone.
@@ -447,12 +442,7 @@ fn a_removed_leader_hands_over_as_it_goes() {
     sim::run_scenario(test, config, |c| {
         c.agree("base", 3, 200)?;
         let l = c.working_leader().expect("just agreed");
-        let asked = c.remove_member(l, l)?;
-        c.require(asked.is_ok(), || {
-            format!("the self-removal was refused: {asked:?}")
-        })?;
-        let stepped_down = c.run_until(100, |c| c.role(l) != Some(RoleKind::Leader))?;
-        c.require(stepped_down, || "the leader never stepped down".into())?;
+        remove_itself(c, l)?;
         let next = c.run_until(within, |c| c.working_leader().is_some_and(|n| n != l))?;
         c.require(next, || {
             format!(
@@ -510,4 +500,15 @@ fn a_removed_server_learns_that_it_was_removed() {
         c.retire(gone);
         c.agree("two", 2, 100).map(|_| ())
     });
+}
+
+/// Leader `l` is asked to remove itself; waits (100 ticks at most) until it
+/// no longer leads.
+fn remove_itself(c: &mut Cluster, l: usize) -> Result<(), Failure> {
+    let asked = c.remove_member(l, l)?;
+    c.require(asked.is_ok(), || {
+        format!("the self-removal was refused: {asked:?}")
+    })?;
+    let stepped_down = c.run_until(100, |c| c.role(l) != Some(RoleKind::Leader))?;
+    c.require(stepped_down, || "the leader never stepped down".into())
 }
