@@ -54,6 +54,11 @@ pub const DEFAULT_DATA_ROOT: &str = "raft-data";
 /// entries have been applied since the last snapshot (§7).
 pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 10_000;
 
+/// The largest `--snapshot-entries`: a billion entries between snapshots
+/// is already far more log than a node should replay at start-up; above
+/// it is a typo (and `snapshot_index + snapshot_entries` must have room).
+pub const MAX_SNAPSHOT_ENTRIES: u64 = 1_000_000_000;
+
 /// Everything a node needs to start, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeOptions {
@@ -153,8 +158,11 @@ impl NodeArgs {
             (Some(list), None) => parse_peers(list, &id)?,
             (None, None) => default_peers(&host, port)?,
         };
-        if self.snapshot_entries == 0 {
-            return err("--snapshot-entries must be at least 1 (the default is 10000)");
+        if !(1..=MAX_SNAPSHOT_ENTRIES).contains(&self.snapshot_entries) {
+            return err(format!(
+                "invalid --snapshot-entries {}: expected 1 to {MAX_SNAPSHOT_ENTRIES} (the default is {DEFAULT_SNAPSHOT_ENTRIES})",
+                self.snapshot_entries
+            ));
         }
 
         let election_timeout_ms = parse_election_timeout(&self.election_timeout_ms)?;
@@ -676,6 +684,22 @@ mod tests {
         assert_eq!(opts.election_timeout_ms, DEFAULT_ELECTION_TIMEOUT_MS);
         assert_eq!(opts.heartbeat_ms, DEFAULT_HEARTBEAT_MS);
         assert_eq!(opts.listen_addr, format!("{DEFAULT_HOST}:8000"));
+    }
+
+    #[test]
+    fn snapshot_entries_have_a_range() {
+        for bad in [0, MAX_SNAPSHOT_ENTRIES + 1, u64::MAX] {
+            let mut a = args("8000");
+            a.snapshot_entries = bad;
+            let e = error_of(a);
+            assert!(
+                e.contains("--snapshot-entries") && e.contains("1 to 1000000000"),
+                "{bad}: {e}"
+            );
+        }
+        let mut a = args("8000");
+        a.snapshot_entries = MAX_SNAPSHOT_ENTRIES;
+        assert!(a.validate().is_ok());
     }
 
     #[test]

@@ -680,7 +680,14 @@ impl Node {
     /// the state machine's state to a snapshot and compact the log.
     fn maybe_snapshot(&mut self) -> Result<(), String> {
         let applied = self.raft.last_applied();
-        if applied < self.raft.snapshot_index() + self.snapshot_entries {
+        // Saturating: both are bounded (MAX_INDEX, MAX_SNAPSHOT_ENTRIES), so
+        // this never saturates; if it did, "not yet" is the safe answer.
+        if applied
+            < self
+                .raft
+                .snapshot_index()
+                .saturating_add(self.snapshot_entries)
+        {
             return Ok(());
         }
         let data = self.state_machine.snapshot();

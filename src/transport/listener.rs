@@ -247,6 +247,13 @@ fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: &ReaderContext) 
         };
         match frame {
             Frame::Peer(msg) => {
+                if let Err(e) = msg.check_numbers() {
+                    log::warn!(
+                        "closing connection from {remote}: a malformed message from {}: {e}",
+                        msg.from
+                    );
+                    return;
+                }
                 if msg.from == ctx.self_id {
                     log::warn!(
                         "closing connection from {remote}: it sent a message from {}, which is this node's own id; is a second node running with the same address?",
