@@ -30,7 +30,7 @@ use crate::message::{
 use crate::prompt::{parse_prompt, print_help, spawn_stdin_reader, PromptCommand};
 use crate::state_machine::{StateMachine, Value};
 use crate::storage::{Metadata, Storage};
-use crate::transport::{self, Inbound, Members, Peers, Reply};
+use crate::transport::{self, auth, ClusterKey, Credentials, Inbound, Members, Peers, Reply};
 use crossbeam_channel::{bounded, select, tick, Receiver};
 use log::{debug, warn};
 use std::collections::BTreeMap;
@@ -134,7 +134,15 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         id: opts.id.clone(),
         members: addresses.keys().cloned().collect(),
     };
+    let key = cluster_key(&opts)?;
     let (storage, recovered) = Storage::open(&opts.data_dir, &meta).map_err(|e| e.to_string())?;
+    let creds = match key {
+        Some(key) => {
+            auth::check_cluster_id(&opts.data_dir, &key, &opts.cluster_key)?;
+            Credentials::new(key)
+        }
+        None => insecure_credentials(),
+    };
     for warning in &recovered.warnings {
         warn!("{warning}");
     }
@@ -161,8 +169,14 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
 
     let (inbound_tx, inbound_rx) = bounded(INBOUND_QUEUE_LEN);
     let members = Members::default();
-    transport::spawn_listener(listener, opts.id.clone(), members.clone(), inbound_tx)
-        .map_err(|e| format!("cannot start the listener on {}: {e}", opts.listen_addr))?;
+    transport::spawn_listener(
+        listener,
+        opts.id.clone(),
+        members.clone(),
+        inbound_tx,
+        creds.clone(),
+    )
+    .map_err(|e| format!("cannot start the listener on {}: {e}", opts.listen_addr))?;
     let interactive = std::io::stdin().is_terminal();
     let stdin_rx = spawn_stdin_reader();
     let (shutdown_tx, shutdown_rx) = bounded(1);
@@ -175,7 +189,11 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         raft,
         storage,
         state_machine,
-        peers: Peers::start(&join_seeds(opts.join.as_deref())),
+        peers: Peers::start(
+            opts.id.clone(),
+            creds.clone(),
+            &join_seeds(opts.join.as_deref()),
+        ),
         members,
         addresses,
         membership: Membership::default(),
@@ -186,10 +204,16 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         pending_transfer: None,
         pending_status: Vec::new(),
         interactive,
+        creds: creds.clone(),
     };
     node.sync_membership();
     if let Some(cluster) = &opts.join {
-        ask_to_join(opts.id.clone(), opts.listen_addr.clone(), cluster.clone());
+        ask_to_join(
+            creds,
+            opts.id.clone(),
+            opts.listen_addr.clone(),
+            cluster.clone(),
+        );
     }
     node.prompt();
     let ticker = tick(Duration::from_millis(tick_ms));
@@ -198,6 +222,39 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
     let handover = Duration::from_millis(opts.election_timeout_ms.1);
     node.hand_over_leadership(&inbound_rx, &ticker, handover)?;
     Ok(())
+}
+
+/// The cluster key: `--cluster-key` (which must exist), or the key file
+/// beside the data directory, created by the first node that finds none.
+/// `None` only with the test-only `--insecure-no-auth`.
+fn cluster_key(opts: &NodeOptions) -> Result<Option<ClusterKey>, String> {
+    if !opts.authenticate {
+        return Ok(None);
+    }
+    if opts.cluster_key_given {
+        return ClusterKey::load(&opts.cluster_key).map(Some);
+    }
+    let (key, created) = ClusterKey::load_or_create(&opts.cluster_key)?;
+    if created {
+        println!(
+            "Node {} created the cluster key {} for a new cluster {}; nodes started from this directory share it, nodes on other hosts need a copy (--cluster-key)",
+            opts.id,
+            opts.cluster_key.display(),
+            key.cluster_id()
+        );
+    }
+    Ok(Some(key))
+}
+
+#[cfg(feature = "bug-switches")]
+fn insecure_credentials() -> Credentials {
+    warn!("--insecure-no-auth: this node accepts anything from anyone (a test-only switch)");
+    Credentials::insecure()
+}
+
+#[cfg(not(feature = "bug-switches"))]
+fn insecure_credentials() -> Credentials {
+    unreachable!("authentication can only be turned off in test builds")
 }
 
 /// "Node 8000 recovered term 7, vote 8001, 1234 entries (last index 1234)
@@ -270,7 +327,7 @@ fn join_seeds(join: Option<&[String]>) -> BTreeMap<NodeId, String> {
 
 /// `--join`: asks the cluster, from a thread of its own, to add this node.
 /// The leader adds it as a learner; it learns everything else from the log.
-fn ask_to_join(id: NodeId, address: String, cluster: Vec<String>) {
+fn ask_to_join(creds: Credentials, id: NodeId, address: String, cluster: Vec<String>) {
     let spawned = std::thread::Builder::new()
         .name("join".into())
         .spawn(move || {
@@ -279,7 +336,7 @@ fn ask_to_join(id: NodeId, address: String, cluster: Vec<String>) {
                 let command = ClientCommand::AddMember {
                     address: address.clone(),
                 };
-                let outcome = client::request(&cluster, command, FORWARD_TIMEOUT);
+                let outcome = client::request(&creds, &cluster, command, FORWARD_TIMEOUT);
                 // Anything but success (no leader yet, a change in
                 // progress, leadership moving) is worth another try until
                 // the deadline.
@@ -340,6 +397,8 @@ struct Node {
     /// (At most one per connection: a reader waits for each answer.)
     pending_status: Vec<Waiter>,
     interactive: bool,
+    /// The cluster key, for forwarding prompt commands to the leader.
+    creds: Credentials,
 }
 
 impl Node {
@@ -877,7 +936,7 @@ impl Node {
             return;
         };
         println!("Node {id} is not the leader; forwarding set to leader at {leader}");
-        forward(id, leader, ClientCommand::Set { value });
+        forward(&self.creds, id, leader, ClientCommand::Set { value });
     }
 
     fn prompt_get(&mut self) {
@@ -887,7 +946,7 @@ impl Node {
         }
         let id = self.raft.id().clone();
         match self.leader_address() {
-            Some(leader) => forward(id, leader, ClientCommand::Get),
+            Some(leader) => forward(&self.creds, id, leader, ClientCommand::Get),
             None => println!("Node {id} knows no leader yet, so it cannot read linearizably; try again in a moment"),
         }
     }
@@ -977,11 +1036,13 @@ fn overloaded() -> ClientResult {
 
 /// Sends a prompt command on to the leader from a short-lived thread, so the
 /// state-machine thread never waits on the network.
-fn forward(id: NodeId, leader: String, command: ClientCommand) {
+fn forward(creds: &Credentials, id: NodeId, leader: String, command: ClientCommand) {
+    let creds = creds.clone();
     let spawned = std::thread::Builder::new()
         .name("forward".into())
         .spawn(move || {
-            match client::request(std::slice::from_ref(&leader), command, FORWARD_TIMEOUT) {
+            let leaders = std::slice::from_ref(&leader);
+            match client::request(&creds, leaders, command, FORWARD_TIMEOUT) {
                 Ok(result) => print_result(&result),
                 Err(e) => println!("Node {id} could not reach the leader at {leader}: {e}"),
             }

@@ -32,12 +32,16 @@
 //! limits), `listener` (accepting connections and checking what arrives),
 //! `reply` (the answer to a client), `peers` (sending to the other nodes).
 
+pub mod auth;
 mod frame;
 mod listener;
 mod peers;
 mod reply;
 
-pub use frame::{encode_frame, read_frame, write_frame, FrameError};
+pub use auth::{ClusterKey, Credentials};
+pub use frame::{
+    encode_frame, encode_json, read_frame, read_sealed_frame, seal_frame, write_frame, FrameError,
+};
 pub use listener::{spawn_listener, Inbound, Members};
 pub use peers::Peers;
 pub use reply::Reply;

@@ -7,7 +7,8 @@
 //! take at once (a client that stopped reading) is left to the connection's
 //! thread, which may block.
 
-use super::frame::encode_frame;
+use super::auth::Sealer;
+use super::frame::seal_frame;
 use super::write_nonblocking;
 use crate::message::{ClientResponse, Frame};
 use crossbeam_channel::RecvTimeoutError;
@@ -31,6 +32,9 @@ struct ReplySlot {
     /// The client's connection, shared with its connection thread.
     stream: Arc<TcpStream>,
     remote: SocketAddr,
+    /// Authenticates the answer; shared with the connection thread, which
+    /// seals the error it sends when no answer comes.
+    sealer: Arc<Mutex<Sealer>>,
 }
 
 #[derive(Debug)]
@@ -60,12 +64,17 @@ pub(super) enum Delivery {
 pub(super) struct ReplyWait(Arc<ReplySlot>);
 
 impl Reply {
-    pub(super) fn new(stream: Arc<TcpStream>, remote: SocketAddr) -> (Reply, ReplyWait) {
+    pub(super) fn new(
+        stream: Arc<TcpStream>,
+        remote: SocketAddr,
+        sealer: Arc<Mutex<Sealer>>,
+    ) -> (Reply, ReplyWait) {
         let slot = Arc::new(ReplySlot {
             state: Mutex::new(ReplyState::Waiting),
             changed: Condvar::new(),
             stream,
             remote,
+            sealer,
         });
         (Reply(Arc::clone(&slot)), ReplyWait(slot))
     }
@@ -80,7 +89,11 @@ impl Reply {
             return;
         }
         let frame = Frame::Response(response);
-        let bytes = match encode_frame(&frame) {
+        let sealed = match self.0.sealer.lock() {
+            Ok(mut sealer) => seal_frame(&frame, &mut sealer),
+            Err(_) => return,
+        };
+        let bytes = match sealed {
             Ok(bytes) => bytes,
             Err(e) => {
                 log::error!("cannot answer client {}: {e}", self.0.remote);
