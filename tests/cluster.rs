@@ -118,7 +118,7 @@ fn a_single_node_cluster_elects_itself_and_commits() {
         |l| l == format!("Node {id} updated value to: alone"),
         LONG,
     );
-    let out = raft_client(&c.addrs(&[0]), CLIENT, &["get"]);
+    let out = c.client(&c.addrs(&[0]), CLIENT, &["get"]);
     assert_eq!(text(&out.stdout), "alone\n", "{}", text(&out.stderr));
 }
 
@@ -130,7 +130,8 @@ fn an_oversized_value_is_refused_and_the_node_carries_on() {
     assert_eq!(c.wait_for_leader(&[0], LONG), 0);
     let addrs = vec![format!("127.0.0.1:{}", c.nodes[0].id)];
     let huge = "x".repeat(raft::core::MAX_COMMAND_BYTES + 1);
-    let answer = raft::client::request(&addrs, ClientCommand::Set { value: huge }, CLIENT);
+    let creds = c.credentials();
+    let answer = raft::client::request(&creds, &addrs, ClientCommand::Set { value: huge }, CLIENT);
     match answer {
         Ok(ClientResult::Error { message }) => {
             assert!(message.contains("the most a value may have"), "{message}")
@@ -224,19 +225,19 @@ fn raft_client_set_get_status_and_exit_codes() {
     let all = c.addrs(&c.all());
     c.wait_for_leader(&c.all(), LONG);
 
-    let out = raft_client(&all, CLIENT, &["set", "hello", "world"]);
+    let out = c.client(&all, CLIENT, &["set", "hello", "world"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr), "");
     let index = committed_index(&out).expect("committed at index N");
 
-    let out = raft_client(&all, CLIENT, &["get"]);
+    let out = c.client(&all, CLIENT, &["get"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "hello world\n");
 
     for i in c.all() {
         // Followers apply a moment after the leader answers.
         c.wait_for_status(i, "apply the write", |s| s.last_applied >= index, LONG);
-        let out = raft_client(&c.nodes[i].id, CLIENT, &["status"]);
+        let out = c.client(&c.nodes[i].id, CLIENT, &["status"]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         let stdout = text(&out.stdout);
         assert_eq!(stdout.lines().count(), 1, "{stdout}");
@@ -274,7 +275,7 @@ fn raft_client_set_get_status_and_exit_codes() {
         .join(",");
     for words in [&["get"][..], &["set", "x"], &["status"]] {
         let started = Instant::now();
-        let out = raft_client(&nobody, Duration::from_millis(500), words);
+        let out = c.client(&nobody, Duration::from_millis(500), words);
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{words:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{words:?}: {err}");
@@ -423,19 +424,20 @@ fn acknowledged_writes_survive_kill_9_of_the_whole_cluster() {
     let all = c.all();
     c.wait_for_leader(&all, LONG);
     let addrs = c.addrs(&all);
+    let key = c.key_path();
 
     let acked: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
     let stop = AtomicBool::new(false);
     let pre_terms: Vec<u64> = std::thread::scope(|scope| {
         for writer in 0..4 {
-            let (acked, stop, addrs) = (&acked, &stop, &addrs);
+            let (acked, stop, addrs, key) = (&acked, &stop, &addrs, &key);
             scope.spawn(move || {
                 for k in 0.. {
                     if stop.load(Ordering::SeqCst) {
                         return;
                     }
                     let value = format!("w{writer}-{k}");
-                    let out = raft_client(addrs, Duration::from_secs(1), &["set", &value]);
+                    let out = raft_client(key, addrs, Duration::from_secs(1), &["set", &value]);
                     if let Some(index) = committed_index(&out) {
                         acked.lock().unwrap().push((index, value));
                     }
@@ -822,7 +824,7 @@ fn a_paused_leader_does_not_serve_a_stale_read() {
     );
 
     // Asked through `raft client`, it points to the new leader.
-    let out = raft_client(&c.nodes[old].id, CLIENT, &["get"]);
+    let out = c.client(&c.nodes[old].id, CLIENT, &["get"]);
     assert_eq!(text(&out.stdout), "fresh\n", "{}", text(&out.stderr));
     c.wait_for_status(old, "catch up", |s| s.value == "fresh", LONG);
 }
@@ -1054,7 +1056,7 @@ fn measure_election_and_failover() {
         }
         let addrs = c.addrs(&rest);
         loop {
-            let out = raft_client(&addrs, Duration::from_secs(1), &["set", "after"]);
+            let out = c.client(&addrs, Duration::from_secs(1), &["set", "after"]);
             if out.status.success() {
                 break;
             }

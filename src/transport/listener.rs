@@ -513,8 +513,11 @@ fn join_ids(ids: &BTreeSet<NodeId>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::frame::write_frame;
-    use crate::transport::test_support::{fake_driver, request, start_node, vote, DEADLINE};
+    use crate::transport::frame::{read_frame, write_frame};
+    use crate::transport::test_support::{
+        fake_driver, request, start_node, start_node_with, test_key, vote, DEADLINE,
+    };
+    use crate::transport::ClusterKey;
     use crate::transport::MAX_LINE_BYTES;
     use std::io::Read;
 
@@ -647,6 +650,87 @@ mod tests {
         write_frame(&mut s, &Frame::Peer(vote("8002", "8000"))).expect("send");
         let got = peer_msgs.recv_timeout(DEADLINE).expect("forwarded");
         assert_eq!(got, vote("8002", "8000"));
+        assert!(peer_msgs.try_recv().is_err());
+    }
+
+    // -- authentication ------------------------------------------------
+
+    fn keyed(key: ClusterKey) -> Credentials {
+        Credentials::new(key)
+    }
+
+    #[test]
+    fn an_authenticated_node_serves_only_clients_with_its_key() {
+        use crate::client;
+        let node = start_node_with("8000", &["8001"], keyed(test_key()));
+        let _peers = fake_driver(node.inbound);
+        // With the key: served.
+        let mut conn = client::connect(&keyed(test_key()), &node.addr, DEADLINE).expect("connect");
+        conn.send(&request(4)).expect("send");
+        let answer = conn.receive().expect("answer").expect("not closed");
+        assert_eq!(answer.id, 4);
+        // Without it, or with another cluster's: refused in the handshake.
+        let other = keyed(ClusterKey::generate().expect("random"));
+        let err = client::connect(&other, &node.addr, DEADLINE)
+            .err()
+            .expect("refused");
+        assert!(
+            err.to_string().contains("has a different cluster key"),
+            "{err}"
+        );
+        // A plain request: answered only with the refusal, then closed.
+        let (mut s, mut r) = client(&node.addr);
+        write_frame(&mut s, &Frame::Request(request(5))).expect("send");
+        let mut answer = String::new();
+        std::io::BufRead::read_line(&mut r, &mut answer).expect("read");
+        assert!(answer.contains("\"refused\""), "{answer}");
+        assert!(closed_by_server(&mut r));
+    }
+
+    #[test]
+    fn a_client_cannot_send_peer_messages() {
+        let node = start_node_with("8000", &["8001"], keyed(test_key()));
+        let peer_msgs = fake_driver(node.inbound);
+        let stream = TcpStream::connect(&node.addr).expect("connect");
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let (mut sealer, _) = auth::connect_handshake(
+            &keyed(test_key()),
+            "8001",
+            Role::Client,
+            &mut reader,
+            &mut &stream,
+        )
+        .expect("handshake");
+        let line = seal_frame(&Frame::Peer(vote("8001", "8000")), &mut sealer).expect("seal");
+        (&stream).write_all(&line).expect("send");
+        assert!(closed_by_server(&mut reader));
+        assert!(peer_msgs.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_peer_speaks_only_for_itself() {
+        let node = start_node_with("8000", &["8001", "8002"], keyed(test_key()));
+        let peer_msgs = fake_driver(node.inbound);
+        let stream = TcpStream::connect(&node.addr).expect("connect");
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let (mut sealer, _) = auth::connect_handshake(
+            &keyed(test_key()),
+            "8001",
+            Role::Peer,
+            &mut reader,
+            &mut &stream,
+        )
+        .expect("handshake");
+        for (msg, delivered) in [(vote("8001", "8000"), true), (vote("8002", "8000"), false)] {
+            let line = seal_frame(&Frame::Peer(msg.clone()), &mut sealer).expect("seal");
+            (&stream).write_all(&line).expect("send");
+            if delivered {
+                assert_eq!(peer_msgs.recv_timeout(DEADLINE).expect("delivered"), msg);
+            }
+        }
+        assert!(closed_by_server(&mut reader));
         assert!(peer_msgs.try_recv().is_err());
     }
 

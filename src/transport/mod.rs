@@ -183,7 +183,7 @@ pub(crate) fn write_nonblocking(stream: &TcpStream, bytes: &[u8]) -> io::Result<
 
 #[cfg(test)]
 mod test_support {
-    use super::{spawn_listener, Inbound, Members};
+    use super::{spawn_listener, ClusterKey, Credentials, Inbound, Members};
     use crate::message::{
         ClientCommand, ClientRequest, ClientResponse, ClientResult, Message, MessageBody, NodeId,
     };
@@ -220,12 +220,25 @@ mod test_support {
         pub inbound: Receiver<Inbound>,
     }
 
+    /// The key the authenticated test nodes and their clients share.
+    pub fn test_key() -> ClusterKey {
+        static KEY: std::sync::OnceLock<ClusterKey> = std::sync::OnceLock::new();
+        KEY.get_or_init(|| ClusterKey::generate().expect("random key"))
+            .clone()
+    }
+
+    /// A node without authentication, for tests of what happens to frames
+    /// after the handshake (they write plain lines with a raw socket).
     pub fn start_node(self_id: &str, members: &[&str]) -> Node {
+        start_node_with(self_id, members, Credentials::insecure())
+    }
+
+    pub fn start_node_with(self_id: &str, members: &[&str], creds: Credentials) -> Node {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
         let addr = listener.local_addr().expect("local addr").to_string();
         let (tx, rx) = crossbeam_channel::bounded(16);
         let members = Members::new(members.iter().map(|m| NodeId::new(*m)).collect());
-        spawn_listener(listener, NodeId::new(self_id), members, tx).expect("spawn listener");
+        spawn_listener(listener, NodeId::new(self_id), members, tx, creds).expect("spawn listener");
         Node { addr, inbound: rx }
     }
 

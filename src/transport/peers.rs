@@ -699,7 +699,11 @@ mod tests {
     fn peers_deliver_through_a_listener() {
         let node = start_node("8001", &["8000"]);
         let peer_msgs = fake_driver(node.inbound);
-        let peers = Peers::start(&BTreeMap::from([(NodeId::new("8001"), node.addr.clone())]));
+        let peers = Peers::start(
+            NodeId::new("8000"),
+            Credentials::insecure(),
+            &BTreeMap::from([(NodeId::new("8001"), node.addr.clone())]),
+        );
         // The first attempt races nothing (the listener is already bound),
         // but send until one arrives anyway so the test never depends on it.
         let deadline = Instant::now() + DEADLINE;
@@ -717,7 +721,11 @@ mod tests {
 
     #[test]
     fn unknown_peer_is_dropped_not_panicked() {
-        let peers = Peers::start(&BTreeMap::new());
+        let peers = Peers::start(
+            NodeId::new("8000"),
+            Credentials::insecure(),
+            &BTreeMap::new(),
+        );
         peers.send(vote("8000", "8009"));
         assert_eq!(peers.messages_dropped(), 1);
     }
@@ -726,7 +734,11 @@ mod tests {
     fn writers_stop_when_peers_is_dropped() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
-        let peers = Peers::start(&BTreeMap::from([(NodeId::new("8001"), addr)]));
+        let peers = Peers::start(
+            NodeId::new("8000"),
+            Credentials::insecure(),
+            &BTreeMap::from([(NodeId::new("8001"), addr)]),
+        );
         peers.send(vote("8000", "8001"));
         let (conn, _) = listener.accept().expect("writer connects");
         conn.set_read_timeout(Some(DEADLINE)).expect("timeout");
@@ -749,7 +761,11 @@ mod tests {
                 }
             }
         });
-        let peers = Peers::start(&BTreeMap::from([(NodeId::new("8001"), addr)]));
+        let peers = Peers::start(
+            NodeId::new("8000"),
+            Credentials::insecure(),
+            &BTreeMap::from([(NodeId::new("8001"), addr)]),
+        );
         peers.send(vote("8000", "8001"));
         let first = accepted.recv_timeout(DEADLINE).expect("first connection");
         drop(first);
@@ -796,7 +812,11 @@ mod tests {
         // finishes both. Every message must arrive whole, once, in order.
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
-        let peers = Peers::start(&BTreeMap::from([(NodeId::new("8001"), addr)]));
+        let peers = Peers::start(
+            NodeId::new("8000"),
+            Credentials::insecure(),
+            &BTreeMap::from([(NodeId::new("8001"), addr)]),
+        );
         peers.send(append_entries("8000", "8001", 0, "first"));
         let (conn, _) = listener.accept().expect("the writer connects");
         conn.set_read_timeout(Some(DEADLINE)).expect("timeout");
@@ -820,6 +840,34 @@ mod tests {
         assert_eq!(peers.messages_dropped(), 0);
     }
 
+    #[test]
+    fn an_authenticated_backlog_arrives_whole_in_order_and_verified() {
+        // As above, but through an authenticated listener: frames the
+        // state-machine thread sealed and wrote in part, frames it sealed
+        // and could not write at all, and frames the writer sealed must
+        // all carry the right sequence numbers, or the listener closes
+        // the connection and messages are lost.
+        use crate::transport::test_support::{start_node_with, test_key};
+        let creds = Credentials::new(test_key());
+        let node = start_node_with("8001", &["8000"], creds.clone());
+        let peer_msgs = fake_driver(node.inbound);
+        let peers = Peers::start(
+            NodeId::new("8000"),
+            creds,
+            &BTreeMap::from([(NodeId::new("8001"), node.addr.clone())]),
+        );
+        let payload = "x".repeat(512 * 1024);
+        let count = 48;
+        for seq in 1..=count {
+            peers.send(append_entries("8000", "8001", seq, &payload));
+        }
+        for seq in 1..=count {
+            let got = peer_msgs.recv_timeout(DEADLINE).expect("message arrives");
+            assert_eq!(got, append_entries("8000", "8001", seq, &payload));
+        }
+        assert_eq!(peers.messages_dropped(), 0);
+    }
+
     /// A peer handle with no writer thread, connected to `listener`, as the
     /// state-machine thread sees it.
     fn connected_handle(listener: &TcpListener) -> (PeerHandle, Receiver<Job>) {
@@ -829,6 +877,8 @@ mod tests {
         let link = Arc::new(Link {
             conn: Mutex::new(Connection {
                 stream: Some(stream),
+                sealer: Sealer::plain(),
+                opener: Opener::plain(),
                 unsent: Vec::new(),
                 last_write: Instant::now(),
             }),
@@ -845,7 +895,11 @@ mod tests {
     #[test]
     fn the_state_machine_thread_writes_only_when_nothing_is_queued() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let peers = Peers::start(&BTreeMap::new());
+        let peers = Peers::start(
+            NodeId::new("8000"),
+            Credentials::insecure(),
+            &BTreeMap::new(),
+        );
         let (handle, _queue) = connected_handle(&listener);
         // Idle, connected, room in the socket: written at once.
         assert!(peers.write_now(&handle, vote("8000", "8001")).is_none());

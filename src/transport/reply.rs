@@ -169,6 +169,10 @@ mod tests {
     use std::io::{BufReader, Read, Write};
     use std::net::TcpListener;
 
+    fn plain() -> Arc<Mutex<Sealer>> {
+        Arc::new(Mutex::new(Sealer::plain()))
+    }
+
     /// A client connected to a server-side stream, as a connection thread
     /// holds it.
     fn connection() -> (TcpStream, Arc<TcpStream>, SocketAddr) {
@@ -189,7 +193,7 @@ mod tests {
     #[test]
     fn an_answer_the_socket_cannot_take_is_finished_by_the_connection_thread() {
         let (client, stream, remote) = connection();
-        let (reply, wait) = Reply::new(Arc::clone(&stream), remote);
+        let (reply, wait) = Reply::new(Arc::clone(&stream), remote, plain());
         // Bigger than loopback socket buffers: the client reads nothing yet.
         let big = "v".repeat(12 * 1024 * 1024);
         reply.send(value(1, big.clone()));
@@ -210,7 +214,7 @@ mod tests {
     #[test]
     fn a_late_answer_is_not_written_after_the_wait_gave_up() {
         let (mut client, stream, remote) = connection();
-        let (reply, wait) = Reply::new(Arc::clone(&stream), remote);
+        let (reply, wait) = Reply::new(Arc::clone(&stream), remote, plain());
         assert!(matches!(
             wait.wait(Duration::ZERO),
             Err(RecvTimeoutError::Timeout)
@@ -228,7 +232,7 @@ mod tests {
     #[test]
     fn an_answer_is_written_by_the_sender_and_reported_to_the_waiter() {
         let (client, stream, remote) = connection();
-        let (reply, wait) = Reply::new(stream, remote);
+        let (reply, wait) = Reply::new(stream, remote, plain());
         reply.send(value(3, "small".into()));
         assert!(matches!(wait.wait(DEADLINE), Ok(Delivery::Written)));
         let mut reader = BufReader::new(client);
