@@ -134,8 +134,8 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         id: opts.id.clone(),
         members: addresses.keys().cloned().collect(),
     };
-    let key = cluster_key(&opts)?;
     let (storage, recovered) = Storage::open(&opts.data_dir, &meta).map_err(|e| e.to_string())?;
+    let key = cluster_key(&opts)?;
     let creds = match key {
         Some(key) => {
             auth::check_cluster_id(&opts.data_dir, &key, &opts.cluster_key)?;

@@ -756,11 +756,12 @@ fn a_paused_leader_does_not_serve_a_stale_read() {
     // a status) so that each already has a reader thread waiting in the
     // node: on resume they race the new leader's messages on equal terms.
     let addr = c.nodes[old].addr();
-    let mut conns: Vec<BufReader<TcpStream>> = (0..QUEUED_READS)
+    let creds = c.credentials();
+    let mut conns: Vec<raft::client::Connection> = (0..QUEUED_READS)
         .map(|id| {
-            let conn = TcpStream::connect(&addr).expect("connect to the leader");
+            let mut conn =
+                raft::client::connect(&creds, &addr, LONG).expect("connect to the leader");
             conn.set_read_timeout(Some(LONG)).expect("read timeout");
-            let mut conn = BufReader::new(conn);
             let answer = ask(&mut conn, id, ClientCommand::Status);
             assert!(matches!(answer, ClientResult::Status(_)), "{answer:?}");
             conn
@@ -779,19 +780,17 @@ fn a_paused_leader_does_not_serve_a_stale_read() {
     let mark = c.mark(old);
     c.type_line(old, "get");
     for (id, conn) in conns.iter_mut().enumerate() {
-        let request = Frame::Request(ClientRequest {
+        let request = ClientRequest {
             id: 100 + id as u64,
             command: ClientCommand::Get,
-        });
-        let stream = conn.get_mut();
-        transport::write_frame(stream, &request).expect("queue a get");
-        stream.flush().expect("flush");
+        };
+        conn.send(&request).expect("queue a get");
     }
 
     c.signal(old, "CONT");
     for conn in &mut conns {
-        match transport::read_frame(conn) {
-            Ok(Some(Frame::Response(response))) => match response.result {
+        match conn.receive() {
+            Ok(Some(response)) => match response.result {
                 ClientResult::Value { value } => {
                     assert_eq!(value, "fresh", "the resumed old leader served a stale read")
                 }
@@ -830,13 +829,11 @@ fn a_paused_leader_does_not_serve_a_stale_read() {
 }
 
 /// One request on an open client connection, and its answer.
-fn ask(conn: &mut BufReader<TcpStream>, id: u64, command: ClientCommand) -> ClientResult {
-    let request = Frame::Request(ClientRequest { id, command });
-    let stream = conn.get_mut();
-    transport::write_frame(stream, &request).expect("send a request");
-    stream.flush().expect("flush");
-    match transport::read_frame(conn) {
-        Ok(Some(Frame::Response(response))) if response.id == id => response.result,
+fn ask(conn: &mut raft::client::Connection, id: u64, command: ClientCommand) -> ClientResult {
+    conn.send(&ClientRequest { id, command })
+        .expect("send a request");
+    match conn.receive() {
+        Ok(Some(response)) if response.id == id => response.result,
         other => panic!("no answer to request {id}: {other:?}"),
     }
 }
@@ -903,6 +900,8 @@ fn malformed_input_on_the_port_leaves_the_node_running() {
 
 /// Sends something bad on a new connection and checks that the node
 /// closes it (end of stream or reset), rather than answering or hanging.
+/// The one line it may send first is its refusal of a connection that did
+/// not authenticate.
 fn expect_closed(addr: &str, send: impl FnOnce(&mut TcpStream) -> io::Result<()>, what: &str) {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("{what}: connect: {e}"));
     s.set_write_timeout(Some(LONG)).expect("write timeout");
@@ -916,6 +915,13 @@ fn expect_closed(addr: &str, send: impl FnOnce(&mut TcpStream) -> io::Result<()>
     let mut buf = [0u8; 4096];
     match s.read(&mut buf) {
         Ok(0) => {}
+        Ok(n) if buf[..n].starts_with(b"{\"refused\":") && buf[..n].ends_with(b"\n") => {
+            match s.read(&mut buf) {
+                Ok(0) => {}
+                Err(e) if is_closed(&e) => {}
+                other => panic!("{what}: the node did not close after refusing: {other:?}"),
+            }
+        }
         Ok(n) => panic!(
             "{what}: the node answered instead of closing: {:?}",
             text(&buf[..n])

@@ -14,10 +14,21 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// Where the `raft` binary runs in these tests: its `raft-data/cluster.key`
+/// is the key every fake node and client here shares.
+fn work_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("net-tests")
+}
+
 /// The key every fake node and client of these tests shares.
 fn creds() -> transport::Credentials {
     static KEY: std::sync::OnceLock<transport::ClusterKey> = std::sync::OnceLock::new();
-    let key = KEY.get_or_init(|| transport::ClusterKey::generate().expect("random key"));
+    let key = KEY.get_or_init(|| {
+        let path = work_dir().join("raft-data").join("cluster.key");
+        transport::ClusterKey::load_or_create(&path)
+            .expect("the tests' key file")
+            .0
+    });
     transport::Credentials::new(key.clone())
 }
 
@@ -231,8 +242,11 @@ fn a_node_that_never_answers_cannot_hold_the_client_past_its_deadline() {
 
 // -- the binary ------------------------------------------------------------
 
+/// Runs `raft ARGS` where it finds the tests' key as `raft-data/cluster.key`.
 fn raft(args: &[&str]) -> std::process::Output {
+    creds(); // the key file exists
     Command::new(env!("CARGO_BIN_EXE_raft"))
+        .current_dir(work_dir())
         .args(args)
         .output()
         .expect("run the raft binary")

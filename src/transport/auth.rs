@@ -515,10 +515,12 @@ pub enum HandshakeError {
         who: String,
         reason: String,
     },
-    /// The other side did not speak the handshake at all.
+    /// The other side did not speak the handshake at all; `json` if what
+    /// it sent was JSON (so it speaks some protocol, and is told why).
     NoHandshake {
         who: String,
         got: String,
+        json: bool,
     },
 }
 
@@ -543,7 +545,7 @@ impl fmt::Display for HandshakeError {
                 "{who} has a different cluster key (same cluster id, but its proof does not match this key): one of the key files was changed; copy the cluster's key file again"
             ),
             HandshakeError::RefusedBy { who, reason } => write!(f, "{who} refused the connection: {reason}"),
-            HandshakeError::NoHandshake { who, got } => write!(
+            HandshakeError::NoHandshake { who, got, .. } => write!(
                 f,
                 "{who} did not authenticate: {got}; every node and client needs the cluster key (raft-data/cluster.key, or --cluster-key FILE)"
             ),
@@ -618,6 +620,7 @@ pub fn connect_handshake(
             return Err(HandshakeError::NoHandshake {
                 who: "the node".into(),
                 got: format!("it answered {other:?}"),
+                json: true,
             })
         }
     };
@@ -690,7 +693,11 @@ pub fn accept_handshake(
     };
     let hello = match read_line(reader) {
         Ok(hello) => hello,
-        Err(HandshakeError::NoHandshake { got, .. }) => {
+        Err(HandshakeError::NoHandshake {
+            got, json: true, ..
+        }) => {
+            // Someone speaking the protocol without a key (a raft without
+            // authentication, or a person with nc): say why.
             refuse(
                 writer,
                 format!("node {self_id} accepts only authenticated connections: use raft client with the cluster key (raft-data/cluster.key, or --cluster-key FILE)"),
@@ -698,6 +705,7 @@ pub fn accept_handshake(
             return Err(HandshakeError::NoHandshake {
                 who: "a connection".into(),
                 got,
+                json: true,
             });
         }
         Err(e) => return Err(e),
@@ -712,6 +720,7 @@ pub fn accept_handshake(
         return Err(HandshakeError::NoHandshake {
             who: "a connection".into(),
             got: "its first line was not a hello".into(),
+            json: true,
         });
     };
     let who = match role {
@@ -737,6 +746,7 @@ pub fn accept_handshake(
         return Err(HandshakeError::NoHandshake {
             who,
             got: "its hello is malformed".into(),
+            json: true,
         });
     };
     let nonce_a = random_nonce()?;
@@ -768,6 +778,7 @@ pub fn accept_handshake(
             return Err(HandshakeError::NoHandshake {
                 who,
                 got: format!("it sent {other:?} instead of its proof"),
+                json: true,
             })
         }
     };
@@ -862,6 +873,7 @@ fn read_line(reader: &mut impl BufRead) -> Result<Handshake, HandshakeError> {
         HandshakeError::NoHandshake {
             who: "a connection".into(),
             got: format!("it sent {start:?} instead of a handshake"),
+            json: serde_json::from_slice::<serde_json::Value>(&line).is_ok(),
         }
     })
 }
