@@ -681,6 +681,35 @@ impl Cluster {
         self.nodes[i].out.iter().map(|l| l.text.clone()).collect()
     }
 
+    /// The stderr lines (the log) of node `i` (every incarnation) so far.
+    pub fn err_lines(&mut self, i: usize) -> Vec<String> {
+        self.nodes[i].pump();
+        self.nodes[i].err.iter().map(|l| l.text.clone()).collect()
+    }
+
+    /// Waits for a stderr line of node `i` that matches `pred`; fails the
+    /// test at the deadline.
+    pub fn wait_for_err_line(
+        &mut self,
+        i: usize,
+        pred: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.err_lines(i).into_iter().find(|l| pred(l)) {
+                return line;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "node {} logged no matching line within {timeout:?}",
+                    self.nodes[i].id
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
     /// The stdout lines of node `i` (every incarnation) so far, with the
     /// moment the harness read each.
     pub fn timed_lines(&mut self, i: usize) -> Vec<Line> {
