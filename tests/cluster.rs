@@ -22,7 +22,7 @@ use raft::message::{
 use raft::storage::{Metadata, Storage};
 use raft::transport::{self, MAX_LINE_BYTES};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
