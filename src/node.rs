@@ -135,14 +135,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         members: addresses.keys().cloned().collect(),
     };
     let (storage, recovered) = Storage::open(&opts.data_dir, &meta).map_err(|e| e.to_string())?;
-    let key = cluster_key(&opts)?;
-    let creds = match key {
-        Some(key) => {
-            auth::check_cluster_id(&opts.data_dir, &key, &opts.cluster_key)?;
-            Credentials::new(key)
-        }
-        None => insecure_credentials(),
-    };
+    let creds = credentials(&opts)?;
     for warning in &recovered.warnings {
         warn!("{warning}");
     }
@@ -225,36 +218,31 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
 }
 
 /// The cluster key: `--cluster-key` (which must exist), or the key file
-/// beside the data directory, created by the first node that finds none.
-/// `None` only with the test-only `--insecure-no-auth`.
-fn cluster_key(opts: &NodeOptions) -> Result<Option<ClusterKey>, String> {
+/// beside the data directory, created by the first node that finds none;
+/// checked against the cluster the data directory belongs to (see
+/// `auth::check_cluster_id`). Call once the data directory is accepted.
+fn credentials(opts: &NodeOptions) -> Result<Credentials, String> {
+    #[cfg(feature = "bug-switches")]
     if !opts.authenticate {
-        return Ok(None);
+        warn!("--insecure-no-auth: this node accepts anything from anyone (a test-only switch)");
+        return Ok(Credentials::insecure());
     }
-    if opts.cluster_key_given {
-        return ClusterKey::load(&opts.cluster_key).map(Some);
-    }
-    let (key, created) = ClusterKey::load_or_create(&opts.cluster_key)?;
-    if created {
-        println!(
-            "Node {} created the cluster key {} for a new cluster {}; nodes started from this directory share it, nodes on other hosts need a copy (--cluster-key)",
-            opts.id,
-            opts.cluster_key.display(),
-            key.cluster_id()
-        );
-    }
-    Ok(Some(key))
-}
-
-#[cfg(feature = "bug-switches")]
-fn insecure_credentials() -> Credentials {
-    warn!("--insecure-no-auth: this node accepts anything from anyone (a test-only switch)");
-    Credentials::insecure()
-}
-
-#[cfg(not(feature = "bug-switches"))]
-fn insecure_credentials() -> Credentials {
-    unreachable!("authentication can only be turned off in test builds")
+    let key = if opts.cluster_key_given {
+        ClusterKey::load(&opts.cluster_key)?
+    } else {
+        let (key, created) = ClusterKey::load_or_create(&opts.cluster_key)?;
+        if created {
+            println!(
+                "Node {} created the cluster key {} for a new cluster {}; nodes started from this directory share it, nodes on other hosts need a copy (--cluster-key)",
+                opts.id,
+                opts.cluster_key.display(),
+                key.cluster_id()
+            );
+        }
+        key
+    };
+    auth::check_cluster_id(&opts.data_dir, &key, &opts.cluster_key)?;
+    Ok(Credentials::new(key))
 }
 
 /// "Node 8000 recovered term 7, vote 8001, 1234 entries (last index 1234)

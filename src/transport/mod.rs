@@ -14,7 +14,9 @@
 //! ```
 //!
 //! The wire is newline-delimited JSON: one [`Frame`](crate::message::Frame) per line, peers and
-//! clients on the node's one port, so a person can watch it with `nc`.
+//! clients on the node's one port, so a person can read it. Every connection
+//! starts with a handshake proving both ends hold the cluster key, and every
+//! frame after it ends with its MAC (see [`auth`]).
 //! Messages between peers are one-way (a response is a message too, sent on
 //! the responder's own outgoing connection), so a node only ever *reads* from
 //! the connections it accepts, except to answer a client on its connection.
@@ -29,7 +31,8 @@
 //! ends when its [`Peers`] is dropped.
 //!
 //! The submodules, in reading order: `frame` (one JSON line per frame, with
-//! limits), `listener` (accepting connections and checking what arrives),
+//! limits), `auth` (the cluster key, the handshake and the MAC on every
+//! frame), `listener` (accepting connections and checking what arrives),
 //! `reply` (the answer to a client), `peers` (sending to the other nodes).
 
 pub mod auth;
