@@ -46,8 +46,9 @@
 //! 10. [`storage`]: how term, vote, log and snapshot survive a crash.
 //! 11. [`node`]: the driver, where "persist before you answer" happens, and
 //!     [`prompt`], what a person types at it.
-//! 12. [`transport`] (framing, the listener, answers to clients, sending to
-//!     peers), [`client`], [`config`]: sockets, `raft client`, and the
+//! 12. [`transport`] (framing, the cluster key and the authentication of
+//!     every connection and frame, the listener, answers to clients, sending
+//!     to peers), [`client`], [`config`]: sockets, `raft client`, and the
 //!     command line.
 //! 13. [`bench`](mod@bench): `raft bench`, which measures all of the above at work.
 //!

@@ -549,7 +549,7 @@ impl fmt::Display for HandshakeError {
             HandshakeError::Io(e) => write!(f, "handshake failed: {e}"),
             HandshakeError::OtherCluster { theirs, ours, who } => write!(
                 f,
-                "{who} has a different cluster key: it belongs to cluster {theirs}, this node to cluster {ours}; give both the same key file (--cluster-key) if they are meant to be one cluster"
+                "{who} has a different cluster key: it is of cluster {theirs}, ours of cluster {ours}; give both the same key file (--cluster-key) if they are meant to be one cluster"
             ),
             HandshakeError::DifferentKey { who } => write!(
                 f,
