@@ -86,6 +86,12 @@ pub struct Membership {
     /// catches up as a learner before it can affect majorities (§4.2.1).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub learners: BTreeMap<NodeId, String>,
+    /// The incarnation of each member's data directory, once a leader has
+    /// learned it (see [`Incarnation`]). A vote counts only from the
+    /// incarnation recorded here, so a member that lost its disk (and with
+    /// it the record of its votes) cannot vote twice in a term.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub incarnations: BTreeMap<NodeId, Incarnation>,
 }
 
 impl Membership {
@@ -102,6 +108,13 @@ impl Membership {
             .map(String::as_str)
     }
 }
+
+/// A random number drawn when a node's data directory is created and kept
+/// in it for good. A node that lost its directory comes back with another
+/// one, which is how the others can tell that it forgot its votes and its
+/// log. `0` means "not known" (a message or a directory from before
+/// incarnations existed) and is never recorded.
+pub type Incarnation = u64;
 
 /// A snapshot of the state machine, replacing the log up to and including
 /// `last_included_index` (§7).
@@ -153,8 +166,13 @@ pub enum MessageBody {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         leadership_transfer: bool,
     },
-    /// The answer to `RequestVote`.
-    RequestVoteResponse { vote_granted: bool },
+    /// The answer to `RequestVote`, with the voter's incarnation: the
+    /// candidate counts the vote only if it is the recorded one.
+    RequestVoteResponse {
+        vote_granted: bool,
+        #[serde(default)]
+        incarnation: Incarnation,
+    },
     /// PreVote (dissertation §9.6): "could I win an election?" `term` is
     /// the term the sender would campaign in; nobody changes term or vote
     /// because of it.
@@ -164,7 +182,11 @@ pub enum MessageBody {
     },
     /// The answer to `PreVote`. If granted, `term` is the term asked about;
     /// if not, the responder's own term.
-    PreVoteResponse { vote_granted: bool },
+    PreVoteResponse {
+        vote_granted: bool,
+        #[serde(default)]
+        incarnation: Incarnation,
+    },
     /// Leadership transfer (dissertation §3.10): the leader tells an
     /// up-to-date follower to start an election now.
     TimeoutNow,
@@ -184,6 +206,9 @@ pub enum MessageBody {
         last_included_index: Index,
         next_offset: u64,
         done: bool,
+        /// The responder's incarnation.
+        #[serde(default)]
+        incarnation: Incarnation,
     },
     /// Figure 2, AppendEntries RPC: sent by the leader to replicate entries
     /// and, with no entries, as a heartbeat.
@@ -196,6 +221,11 @@ pub enum MessageBody {
         /// still leads before serving reads (ReadIndex, dissertation §6.4).
         #[serde(default)]
         read_seq: u64,
+        /// Numbers the leader's AppendEntries in its term, echoed in the
+        /// answer: a refusal of a request sent after the leader learned a
+        /// `match_index` can be told from a late answer to an older one.
+        #[serde(default)]
+        seq: u64,
     },
     /// The answer to `AppendEntries`.
     AppendEntriesResponse {
@@ -209,6 +239,12 @@ pub enum MessageBody {
         /// The `read_seq` of the request this answers.
         #[serde(default)]
         read_seq: u64,
+        /// The `seq` of the request this answers.
+        #[serde(default)]
+        seq: u64,
+        /// The responder's incarnation.
+        #[serde(default)]
+        incarnation: Incarnation,
     },
 }
 

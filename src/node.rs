@@ -24,8 +24,8 @@ use crate::core::{
     StepDownReason, TransferError, MAX_COMMAND_BYTES,
 };
 use crate::message::{
-    ClientCommand, ClientRequest, ClientResponse, ClientResult, EntryData, Index, Membership,
-    Message, MessageBody, NodeId, Status, Term,
+    ClientCommand, ClientRequest, ClientResponse, ClientResult, EntryData, Incarnation, Index,
+    Membership, Message, MessageBody, NodeId, Status, Term,
 };
 use crate::prompt::{parse_prompt, print_help, spawn_stdin_reader, PromptCommand};
 use crate::state_machine::{StateMachine, Value};
@@ -142,7 +142,8 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
     print_recovered(&opts, &recovered);
 
     let tick_ms = opts.heartbeat_ms.clamp(1, MAX_TICK_MS);
-    let config = core_config(&opts, &addresses, tick_ms)?;
+    let mut config = core_config(&opts, &addresses, tick_ms)?;
+    config.incarnation = recovered.incarnation;
     let mut state_machine = Value::default();
     if let Some(snapshot) = &recovered.snapshot {
         state_machine.restore(&snapshot.data).map_err(|e| {
@@ -818,6 +819,15 @@ impl Node {
                 println!("Leader {id} promoting node {learner} to voter: it has caught up")
             }
             Event::MemberRemoved { id: member } => println!("Leader {id} removing node {member}"),
+            Event::LostEntries {
+                id: member,
+                acknowledged,
+                last_index,
+                incarnations,
+            } => println!("{}", lost_entries_line(&id, member, *acknowledged, *last_index, *incarnations)),
+            Event::MemberDemoted { id: member } => println!(
+                "Leader {id} making node {member} a learner until it catches up: it may have lost its votes with its disk"
+            ),
             Event::TransferStarted { target, .. } => {
                 println!("Leader {id} transferring leadership to {target}")
             }
@@ -1060,4 +1070,27 @@ mod tests {
         assert_eq!(pending.take_all().len(), 1);
         assert_eq!((pending.len(), pending.bytes), (0, 0));
     }
+}
+
+/// The one line a leader prints when a follower lost entries it had
+/// acknowledged: who, what it acknowledged, what it has now, and what to do.
+fn lost_entries_line(
+    leader: &NodeId,
+    member: &NodeId,
+    acknowledged: Index,
+    last_index: Index,
+    incarnations: Option<(Incarnation, Incarnation)>,
+) -> String {
+    let cause = match incarnations {
+        Some((old, new)) => {
+            format!("its data directory was replaced (incarnation {old:016x}, now {new:016x})")
+        }
+        None => "its disk lost the end of its log".to_string(),
+    };
+    format!(
+        "Leader {leader}: node {member} lost entries it had acknowledged ({cause}): \
+         it acknowledged up to index {acknowledged} and now has up to {last_index}. \
+         It catches up as a learner and becomes a voter again by itself; nothing to do \
+         unless nobody deleted or restored its directory, in which case check the disk of {member}"
+    )
 }

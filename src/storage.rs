@@ -274,7 +274,9 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::message::{Entry, HardState, Index, NodeId, Snapshot, Term, MAX_INDEX, MAX_TERM};
+use crate::message::{
+    Entry, HardState, Incarnation, Index, NodeId, Snapshot, Term, MAX_INDEX, MAX_TERM,
+};
 
 /// The log file's name inside the data directory.
 pub const LOG_FILE: &str = "log";
@@ -374,6 +376,23 @@ impl Metadata {
     }
 }
 
+/// `meta.json` as written: the metadata and the directory's incarnation, a
+/// random number drawn when the directory is created (a directory from a
+/// build without incarnations gets one the first time it is opened). Builds
+/// that do not know the field ignore it.
+#[derive(Serialize, Deserialize)]
+struct StoredMetadata {
+    #[serde(flatten)]
+    meta: Metadata,
+    #[serde(default)]
+    incarnation: Incarnation,
+}
+
+/// A new incarnation: random, never 0 (which means "unknown").
+fn new_incarnation() -> Incarnation {
+    rand::random_range(1..=Incarnation::MAX)
+}
+
 impl fmt::Display for Metadata {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let members: Vec<&str> = self.members.iter().map(NodeId::as_str).collect();
@@ -396,6 +415,8 @@ pub struct Recovered {
     /// The latest snapshot saved, which replaces the log up to its
     /// `last_included_index`; `None` if there is none.
     pub snapshot: Option<Snapshot>,
+    /// This data directory's incarnation (see `message::Incarnation`).
+    pub incarnation: Incarnation,
 }
 
 /// Everything that can go wrong. Each message names the file (and the byte
@@ -787,7 +808,7 @@ impl Storage {
         let mut fsyncs = 0;
         create_dir_durably(dir, &mut fsyncs)?;
         let log_path = dir.join(LOG_FILE);
-        check_or_create_metadata(dir, &meta, &log_path, &mut fsyncs)?;
+        let incarnation = check_or_create_metadata(dir, &meta, &log_path, &mut fsyncs)?;
         let (mut file, created) = open_log_file(&log_path)?;
         let mut warnings = Vec::new();
         // Only now, with the lock held: no other node can be in the middle of
@@ -913,6 +934,7 @@ impl Storage {
             entries,
             warnings,
             snapshot,
+            incarnation,
         };
         Ok((storage, recovered))
     }
@@ -1582,17 +1604,18 @@ fn create_dir_durably(dir: &Path, fsyncs: &mut u64) -> Result<(), StorageError> 
     sync_dir(dir.parent().unwrap_or(Path::new(".")), fsyncs)
 }
 
-/// Checks that `dir/meta.json` describes this node, or writes it if absent.
+/// Checks that `dir/meta.json` describes this node, or writes it if absent;
+/// returns the directory's incarnation.
 fn check_or_create_metadata(
     dir: &Path,
     meta: &Metadata,
     log_path: &Path,
     fsyncs: &mut u64,
-) -> Result<(), StorageError> {
+) -> Result<Incarnation, StorageError> {
     let path = dir.join(META_FILE);
     match fs::read(&path) {
         Ok(bytes) => {
-            let stored = parse_metadata(&path, &bytes)?;
+            let (stored, incarnation) = parse_metadata(&path, &bytes)?;
             if stored != *meta {
                 return Err(StorageError::MetadataMismatch {
                     path,
@@ -1600,7 +1623,14 @@ fn check_or_create_metadata(
                     given: meta.clone(),
                 });
             }
-            Ok(())
+            if incarnation != 0 {
+                return Ok(incarnation);
+            }
+            // Written by a build without incarnations: this directory was
+            // never recorded under one, so any new one is as good.
+            let incarnation = new_incarnation();
+            write_metadata(dir, &path, meta, incarnation, fsyncs)?;
+            Ok(incarnation)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             // meta.json is made durable before the log is created, so a
@@ -1610,23 +1640,27 @@ fn check_or_create_metadata(
                     path: log_path.to_path_buf(),
                 });
             }
-            write_metadata(dir, &path, meta, fsyncs)
+            let incarnation = new_incarnation();
+            write_metadata(dir, &path, meta, incarnation, fsyncs)?;
+            Ok(incarnation)
         }
         Err(source) => Err(io_error(&path, "reading", source)),
     }
 }
 
-fn parse_metadata(path: &Path, bytes: &[u8]) -> Result<Metadata, StorageError> {
+fn parse_metadata(path: &Path, bytes: &[u8]) -> Result<(Metadata, Incarnation), StorageError> {
     let bad = |reason: String| StorageError::BadMetadata {
         path: path.to_path_buf(),
         reason,
     };
-    let stored: Metadata = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-    stored.normalized().ok_or_else(|| {
+    let stored: StoredMetadata = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    let meta = stored.meta.normalized().ok_or_else(|| {
         bad(format!(
-            "{stored} does not list the node itself as a member"
+            "{} does not list the node itself as a member",
+            stored.meta
         ))
-    })
+    })?;
+    Ok((meta, stored.incarnation))
 }
 
 /// Temp file, fsync, rename, fsync of the directory: `meta.json` is either
@@ -1635,10 +1669,15 @@ fn write_metadata(
     dir: &Path,
     path: &Path,
     meta: &Metadata,
+    incarnation: Incarnation,
     fsyncs: &mut u64,
 ) -> Result<(), StorageError> {
     let temp = dir.join(META_TEMP_FILE);
-    let mut text = serde_json::to_vec_pretty(meta).map_err(|e| StorageError::BadMetadata {
+    let stored = StoredMetadata {
+        meta: meta.clone(),
+        incarnation,
+    };
+    let mut text = serde_json::to_vec_pretty(&stored).map_err(|e| StorageError::BadMetadata {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;

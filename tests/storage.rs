@@ -61,6 +61,7 @@ fn membership() -> Membership {
             .map(|id| (node(id), format!("127.0.0.1:{id}")))
             .collect(),
         learners: BTreeMap::new(),
+        incarnations: BTreeMap::new(),
     }
 }
 

@@ -174,6 +174,7 @@ impl Raft {
         Membership {
             voters,
             learners: Default::default(),
+            incarnations: Default::default(),
         }
     }
 
@@ -283,11 +284,85 @@ impl Raft {
         if self.check_can_change().is_err() {
             return;
         }
+        let incarnation = match &self.role {
+            Role::Leader(leader) => leader.progress.get(id).and_then(|p| p.incarnation),
+            Role::Follower { .. } | Role::PreCandidate { .. } | Role::Candidate { .. } => None,
+        };
         let mut next = self.membership.clone();
         if let Some(address) = next.learners.remove(id) {
             next.voters.insert(id.clone(), address);
         }
+        // The new voter's votes count from the directory that caught up.
+        if let Some(incarnation) = incarnation.filter(|i| *i != 0) {
+            next.incarnations.insert(id.clone(), incarnation);
+        }
         self.events.push(Event::LearnerPromoted { id: id.clone() });
+        self.append_as_leader(EntryData::Config(next));
+    }
+
+    /// Writes what this leader learned about its members' data directories
+    /// into the membership, one entry at a time (like any membership change,
+    /// only once the previous one committed):
+    ///
+    /// - a member whose incarnation is not recorded yet gets it recorded
+    ///   (the leader's own too); the voters stay the same, so majorities do
+    ///   not change;
+    /// - a voter that lost entries it acknowledged, or that answers from a
+    ///   new directory, becomes a learner, with the new incarnation recorded.
+    ///   One voter at a time: that is a single-server change (dissertation
+    ///   §4.1, §4.2.1). It becomes a voter again by the usual promotion once
+    ///   caught up (`maybe_promote`). Replacing the old directory by the new
+    ///   one as a voter in one step would be two changes at once: the
+    ///   majorities with the old directory and with the new one need not
+    ///   overlap;
+    /// - a learner that answers from a new directory gets it recorded.
+    pub(super) fn maybe_record_incarnations(&mut self) {
+        let Role::Leader(leader) = &self.role else {
+            return;
+        };
+        let mut next = self.membership.clone();
+        let me = &self.config.id;
+        if self.config.incarnation != 0 && next.contains(me) && !next.incarnations.contains_key(me)
+        {
+            next.incarnations
+                .insert(me.clone(), self.config.incarnation);
+        }
+        let mut demoted = None;
+        for (id, progress) in &leader.progress {
+            if !next.contains(id) {
+                continue;
+            }
+            let incarnation = progress.incarnation.filter(|i| *i != 0);
+            let recorded = next.incarnations.get(id).copied();
+            let replaced = incarnation.is_some_and(|i| recorded.is_some_and(|r| r != i));
+            let demote = (replaced || progress.lost_entries) && next.voters.contains_key(id);
+            if demote && demoted.is_some() {
+                continue; // one voter at a time
+            }
+            if demote {
+                if let Some(address) = next.voters.remove(id) {
+                    next.learners.insert(id.clone(), address);
+                }
+                demoted = Some(id.clone());
+            }
+            if let Some(incarnation) = incarnation {
+                next.incarnations.insert(id.clone(), incarnation);
+            }
+        }
+        if next == self.membership || self.check_can_change().is_err() {
+            return;
+        }
+        if let Role::Leader(leader) = &mut self.role {
+            // A voter that lost entries but waits for its turn keeps the flag.
+            for (id, progress) in leader.progress.iter_mut() {
+                if !next.voters.contains_key(id) {
+                    progress.lost_entries = false;
+                }
+            }
+        }
+        if let Some(id) = demoted {
+            self.events.push(Event::MemberDemoted { id });
+        }
         self.append_as_leader(EntryData::Config(next));
     }
 
@@ -352,6 +427,7 @@ impl Raft {
             entries,
             leader_commit: self.commit_index,
             read_seq: 0,
+            seq: 0,
         };
         self.send(msg.from.clone(), body);
     }

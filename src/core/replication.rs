@@ -9,9 +9,10 @@
 
 use super::log::entry_size;
 use super::{
-    Raft, Role, MAX_APPEND_BYTES, MAX_ENTRIES_PER_APPEND, MAX_INFLIGHT_BYTES, MAX_INFLIGHT_ENTRIES,
+    Event, Raft, Role, MAX_APPEND_BYTES, MAX_ENTRIES_PER_APPEND, MAX_INFLIGHT_BYTES,
+    MAX_INFLIGHT_ENTRIES, MAX_RETIRED_INCARNATIONS,
 };
-use crate::message::{Conflict, Entry, EntryData, Index, MessageBody, NodeId, Term};
+use crate::message::{Conflict, Entry, EntryData, Incarnation, Index, MessageBody, NodeId, Term};
 
 /// What the leader knows about one follower (Figure 2, "Volatile state on
 /// leaders").
@@ -37,6 +38,15 @@ pub struct Progress {
     pub snapshot_offset: Option<u64>,
     /// Whether the follower has answered since the last CheckQuorum.
     pub recent_active: bool,
+    /// The leader's `append_seq` when `match_index` last rose: a refusal
+    /// of a request numbered above it was sent when the follower had
+    /// already acknowledged `match_index`, so it cannot be a late answer.
+    pub match_seq: u64,
+    /// The incarnation the follower last answered from, in this term.
+    pub incarnation: Option<Incarnation>,
+    /// The follower lost entries it had acknowledged; as a voter it is to
+    /// be made a learner until it catches up.
+    pub lost_entries: bool,
 }
 
 impl Progress {
@@ -51,7 +61,21 @@ impl Progress {
             read_seq_acked: 0,
             snapshot_offset: None,
             recent_active: false,
+            match_seq: 0,
+            incarnation: None,
+            lost_entries: false,
         }
+    }
+
+    /// Forgets what the follower acknowledged: it lost it. It is probed
+    /// again from scratch; a wrong `match_index` would count entries it no
+    /// longer holds towards a majority.
+    fn reset_after_loss(&mut self) {
+        self.match_index = 0;
+        self.match_at_last_heartbeat = 0;
+        self.probing = true;
+        self.snapshot_offset = None;
+        self.lost_entries = true;
     }
 }
 
@@ -73,6 +97,28 @@ pub(super) struct AppendRequest {
     pub entries: Vec<Entry>,
     pub leader_commit: Index,
     pub read_seq: u64,
+    pub seq: u64,
+}
+
+/// The fields of an AppendEntries answer, gathered for the handler.
+pub(super) struct AppendAnswer {
+    pub success: bool,
+    pub match_index: Index,
+    pub conflict: Option<Conflict>,
+    pub read_seq: u64,
+    pub seq: u64,
+    pub incarnation: Incarnation,
+}
+
+impl AppendAnswer {
+    /// The last index the follower says it holds (for a refusal, about:
+    /// the hint's index is where its log stops matching).
+    fn reported_last_index(&self) -> Index {
+        match &self.conflict {
+            Some(conflict) if !self.success => conflict.index.saturating_sub(1),
+            _ => self.match_index,
+        }
+    }
 }
 
 impl Raft {
@@ -139,6 +185,7 @@ impl Raft {
             return;
         };
         let read_seq = leader.reads.latest_seq();
+        let seq = leader.append_seq + 1;
         let Some(progress) = leader.progress.get_mut(peer) else {
             return;
         };
@@ -197,6 +244,7 @@ impl Raft {
             return;
         };
         let leader_commit = self.commit_index;
+        leader.append_seq = seq;
         self.send(
             peer.clone(),
             MessageBody::AppendEntries {
@@ -205,6 +253,7 @@ impl Raft {
                 entries,
                 leader_commit,
                 read_seq,
+                seq,
             },
         );
     }
@@ -229,7 +278,9 @@ impl Raft {
             entries,
             leader_commit,
             read_seq,
+            seq,
         } = self.skip_compacted(request);
+        let incarnation = self.config.incarnation;
 
         if let Some(conflict) = self.consistency_check(prev_log_index, prev_log_term) {
             let body = MessageBody::AppendEntriesResponse {
@@ -237,6 +288,8 @@ impl Raft {
                 match_index: 0,
                 conflict: Some(conflict),
                 read_seq,
+                seq,
+                incarnation,
             };
             self.send(leader, body);
             return;
@@ -251,6 +304,8 @@ impl Raft {
             match_index: last_new_index,
             conflict: None,
             read_seq,
+            seq,
+            incarnation,
         };
         self.send(leader, body);
     }
@@ -329,33 +384,36 @@ impl Raft {
     }
 
     /// The leader's side of an AppendEntries answer.
-    pub(super) fn on_append_response(
-        &mut self,
-        follower: NodeId,
-        success: bool,
-        match_index: Index,
-        conflict: Option<Conflict>,
-        read_seq: u64,
-    ) {
+    pub(super) fn on_append_response(&mut self, follower: NodeId, answer: AppendAnswer) {
+        if !self.check_incarnation(&follower, answer.incarnation, answer.reported_last_index()) {
+            return;
+        }
         let last_index = self.log.last_index();
         let Role::Leader(leader) = &mut self.role else {
             return;
         };
+        let append_seq = leader.append_seq;
         let Some(progress) = leader.progress.get_mut(&follower) else {
             return;
         };
         // Any answer from this term shows the follower still accepts us.
-        progress.read_seq_acked = progress.read_seq_acked.max(read_seq);
+        progress.read_seq_acked = progress.read_seq_acked.max(answer.read_seq);
         progress.recent_active = true;
-        if success {
+        let next_before = progress.next_index;
+        let mut lost = None;
+        if answer.success {
             // Figure 2, Rules for Servers, Leaders: "If successful: update
             // nextIndex and matchIndex for follower." Answers can arrive out
             // of order, so never move backwards.
-            progress.match_index = progress.match_index.max(match_index.min(last_index));
+            let matched = answer.match_index.min(last_index);
+            if matched > progress.match_index {
+                progress.match_index = matched;
+                progress.match_seq = append_seq;
+            }
             progress.next_index = progress.next_index.max(progress.match_index + 1);
             progress.probing = false;
             progress.snapshot_offset = None;
-        } else if let Some(conflict) = conflict {
+        } else if let Some(conflict) = &answer.conflict {
             // "If AppendEntries fails because of log inconsistency: decrement
             // nextIndex and retry", a term at a time using the hint.
             let hinted = match conflict.term {
@@ -365,19 +423,89 @@ impl Raft {
                 },
                 None => conflict.index,
             };
+            // The follower refused a request sent after it had acknowledged
+            // `match_index`, and says it lacks entries up to there: it lost
+            // them (a disk that lied about fsync, a directory restored from
+            // a backup). Outside the paper, which assumes stable storage.
+            let fresh = answer.seq > progress.match_seq;
+            if fresh && progress.match_index > 0 && hinted <= progress.match_index {
+                lost = Some(progress.match_index);
+                progress.reset_after_loss();
+            }
             // An answer to an old request may point below what is already
             // known to match; ignore what it says about those entries.
             let next = hinted.clamp(progress.match_index + 1, last_index + 1);
             progress.next_index = next;
             progress.probing = true;
         }
+        // No storm: a refusal is followed at once by another request only if
+        // it moved `next_index` back (each such step skips at least one
+        // entry, so there are at most as many as entries). A refusal that
+        // teaches nothing waits for the next heartbeat.
+        let progressed = answer.success || progress.next_index < next_before;
+        if let Some(acknowledged) = lost {
+            self.events.push(Event::LostEntries {
+                id: follower.clone(),
+                acknowledged,
+                last_index: answer.reported_last_index(),
+                incarnations: None,
+            });
+        }
         self.confirm_reads();
         self.maybe_commit();
-        if success {
+        if answer.success {
             self.maybe_promote(&follower);
         }
-        self.send_append(&follower, Trigger::Answer);
+        self.maybe_record_incarnations();
+        if progressed {
+            self.send_append(&follower, Trigger::Answer);
+        }
         self.maybe_send_timeout_now(&follower);
+    }
+
+    /// Looks at the incarnation an answer comes from. Returns false if the
+    /// answer is a late one from a data directory already replaced, to be
+    /// ignored. If the follower answers from another directory than the one
+    /// recorded (or seen earlier in this term), it lost its disk: the leader
+    /// says so, forgets what the old directory acknowledged, and makes it a
+    /// learner until it catches up (`maybe_record_incarnations`).
+    pub(super) fn check_incarnation(
+        &mut self,
+        follower: &NodeId,
+        incarnation: Incarnation,
+        reported_last_index: Index,
+    ) -> bool {
+        if incarnation == 0 {
+            return true;
+        }
+        let recorded = self.membership.incarnations.get(follower).copied();
+        let Role::Leader(leader) = &mut self.role else {
+            return true;
+        };
+        if leader.retired.contains(&(follower.clone(), incarnation)) {
+            return false;
+        }
+        let Some(progress) = leader.progress.get_mut(follower) else {
+            return true;
+        };
+        let expected = progress.incarnation.or(recorded);
+        progress.incarnation = Some(incarnation);
+        let Some(old) = expected.filter(|old| *old != incarnation) else {
+            return true;
+        };
+        let acknowledged = progress.match_index;
+        progress.reset_after_loss();
+        if leader.retired.len() >= MAX_RETIRED_INCARNATIONS {
+            leader.retired.pop_first();
+        }
+        leader.retired.insert((follower.clone(), old));
+        self.events.push(Event::LostEntries {
+            id: follower.clone(),
+            acknowledged,
+            last_index: reported_last_index,
+            incarnations: Some((old, incarnation)),
+        });
+        true
     }
 
     /// The highest value that a majority of voters has reached, where each

@@ -406,6 +406,7 @@ pub fn committed_membership(cluster: &Cluster) -> Membership {
                 .map(|id| (id.clone(), String::new()))
                 .collect(),
             learners: Default::default(),
+            incarnations: Default::default(),
         },
     }
 }
