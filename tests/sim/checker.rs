@@ -193,6 +193,17 @@ impl Checker {
         self.nodes[node].leading = None;
     }
 
+    /// A node lost its disk (or the end of its log): what the checker knew
+    /// of its term, log and commit index is forgotten, since the node
+    /// starts again from what is left. The properties that do not rest on
+    /// that node's disk keep being checked: Election Safety, Leader
+    /// Completeness, State Machine Safety, Log Matching, and one vote per
+    /// term per data directory.
+    pub fn on_disk_lost(&mut self, node: usize) {
+        let id = self.nodes[node].id.clone();
+        self.nodes[node] = NodeRecord::new(id);
+    }
+
     /// A node restarted from its disk. Its volatile state starts over; its
     /// persistent state (term, vote, log) must be what it had promised.
     pub fn on_restart(&mut self, node: usize, raft: &Raft, now: u64) -> Result<(), Failure> {

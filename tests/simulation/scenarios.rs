@@ -343,7 +343,7 @@ fn backup() {
 fn count() {
     // Message counts stay small: an election, each agreement, and idling.
     sim::run_scenario("scenarios::count", config(3, 10), |c| {
-        let before = c.stats;
+        let before = c.stats.clone();
         c.wait_for_leader(60)?;
         let election = c.stats.messages() - before.messages();
         // Two vote requests and answers, and a round of heartbeats, per
@@ -353,7 +353,7 @@ fn count() {
         })?;
 
         c.run_for(10)?;
-        let before = c.stats;
+        let before = c.stats.clone();
         let started = c.now;
         const AGREEMENTS: u64 = 10;
         for i in 0..AGREEMENTS {
@@ -373,7 +373,7 @@ fn count() {
             format!("{used} messages for {AGREEMENTS} agreements (bound {bound})")
         })?;
 
-        let before = c.stats;
+        let before = c.stats.clone();
         c.run_for(100)?;
         let idle = c.stats.messages() - before.messages();
         c.require(idle <= 4 * (100 / 5 + 1), || {
