@@ -826,7 +826,7 @@ impl Node {
                 incarnations,
             } => println!("{}", lost_entries_line(&id, member, *acknowledged, *last_index, *incarnations)),
             Event::MemberDemoted { id: member } => println!(
-                "Leader {id} making node {member} a learner until it catches up: it may have lost its votes with its disk"
+                "Leader {id} making node {member} a learner until it catches up: its votes from before the disk loss do not count"
             ),
             Event::TransferStarted { target, .. } => {
                 println!("Leader {id} transferring leadership to {target}")
@@ -1083,14 +1083,14 @@ fn lost_entries_line(
 ) -> String {
     let cause = match incarnations {
         Some((old, new)) => {
-            format!("its data directory was replaced (incarnation {old:016x}, now {new:016x})")
+            format!("its data directory was replaced: incarnation {old:016x}, now {new:016x}")
         }
         None => "its disk lost the end of its log".to_string(),
     };
     format!(
-        "Leader {leader}: node {member} lost entries it had acknowledged ({cause}): \
-         it acknowledged up to index {acknowledged} and now has up to {last_index}. \
-         It catches up as a learner and becomes a voter again by itself; nothing to do \
-         unless nobody deleted or restored its directory, in which case check the disk of {member}"
+        "Leader {leader}: node {member} lost entries it had acknowledged: it acknowledged up to \
+         index {acknowledged} and now has up to {last_index} ({cause}). It catches up as a \
+         learner and becomes a voter again by itself: nothing to do, unless nobody deleted or \
+         restored its data directory; then check the disk of {member}"
     )
 }

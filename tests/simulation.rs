@@ -33,10 +33,10 @@ mod scenarios;
 // Issue 6: log compaction and membership changes.
 #[path = "simulation/compaction.rs"]
 mod compaction;
-#[path = "simulation/membership.rs"]
-mod membership;
 #[path = "simulation/disk_loss.rs"]
 mod disk_loss;
+#[path = "simulation/membership.rs"]
+mod membership;
 
 use sim::random::{self, RandomRun, Snapshots};
 

@@ -201,7 +201,11 @@ fn careless_rejoin_schedule_is_safe() {
     for seed in sim::seeds(5) {
         let run = || careless_rejoin_schedule(seed, BugSwitches::default(), Loss::EmptyDirectory);
         if let Err(failure) = sim::catch_panic(run) {
-            sim::fail("disk_loss::careless_rejoin_schedule_is_safe", seed, &failure);
+            sim::fail(
+                "disk_loss::careless_rejoin_schedule_is_safe",
+                seed,
+                &failure,
+            );
         }
     }
 }
