@@ -1050,28 +1050,6 @@ fn forward(creds: &Credentials, id: NodeId, leader: String, command: ClientComma
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pending_writes_count_the_bytes_they_hold() {
-        let mut pending = PendingWrites::default();
-        pending.insert(5, 2, 100, Waiter::Prompt);
-        pending.insert(6, 2, 30, Waiter::Prompt);
-        assert_eq!((pending.len(), pending.bytes), (2, 130));
-        assert!(matches!(pending.remove(5), Some((2, Waiter::Prompt))));
-        assert_eq!(pending.bytes, 30);
-        assert!(pending.remove(5).is_none());
-        // A later term reuses index 6: the old write is answered and its
-        // bytes no longer count.
-        pending.insert(6, 3, 7, Waiter::Prompt);
-        assert_eq!((pending.len(), pending.bytes), (1, 7));
-        assert_eq!(pending.take_all().len(), 1);
-        assert_eq!((pending.len(), pending.bytes), (0, 0));
-    }
-}
-
 /// The one line a leader prints when a follower lost entries it had
 /// acknowledged: who, what it acknowledged, what it has now, and what to do.
 fn lost_entries_line(
@@ -1093,4 +1071,50 @@ fn lost_entries_line(
          learner and becomes a voter again by itself: nothing to do, unless nobody deleted or \
          restored its data directory; then check the disk of {member}"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lost_line_says_who_what_and_what_to_do() {
+        let line = lost_entries_line(
+            &NodeId::new("8000"),
+            &NodeId::new("8001"),
+            57,
+            0,
+            Some((1, 2)),
+        );
+        for part in [
+            "Leader 8000",
+            "node 8001 lost",
+            "up to index 57",
+            "has up to 0",
+            "replaced",
+            "learner",
+            "nothing to do",
+        ] {
+            assert!(line.contains(part), "{part:?} not in {line:?}");
+        }
+        let line = lost_entries_line(&NodeId::new("8000"), &NodeId::new("8001"), 57, 40, None);
+        assert!(line.contains("lost the end of its log"), "{line}");
+    }
+
+    #[test]
+    fn pending_writes_count_the_bytes_they_hold() {
+        let mut pending = PendingWrites::default();
+        pending.insert(5, 2, 100, Waiter::Prompt);
+        pending.insert(6, 2, 30, Waiter::Prompt);
+        assert_eq!((pending.len(), pending.bytes), (2, 130));
+        assert!(matches!(pending.remove(5), Some((2, Waiter::Prompt))));
+        assert_eq!(pending.bytes, 30);
+        assert!(pending.remove(5).is_none());
+        // A later term reuses index 6: the old write is answered and its
+        // bytes no longer count.
+        pending.insert(6, 3, 7, Waiter::Prompt);
+        assert_eq!((pending.len(), pending.bytes), (1, 7));
+        assert_eq!(pending.take_all().len(), 1);
+        assert_eq!((pending.len(), pending.bytes), (0, 0));
+    }
 }

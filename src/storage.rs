@@ -13,7 +13,7 @@
 //! A node keeps everything it must not forget in one directory, `DIR`:
 //!
 //! ```text
-//! DIR/meta.json   which node this directory belongs to (written once)
+//! DIR/meta.json   which node this directory belongs to, and its incarnation
 //! DIR/log         current_term, voted_for and the log entries after the
 //!                 snapshot (append-only; replaced whole by compaction)
 //! DIR/snapshot    the latest snapshot, if the node has taken one
@@ -31,11 +31,16 @@
 //!     "8000",
 //!     "8001",
 //!     "8002"
-//!   ]
+//!   ],
+//!   "incarnation": 7245385937722213871
 //! }
 //! ```
 //!
-//! The node id and the sorted member list (which includes the node itself).
+//! The node id and the sorted member list (which includes the node itself),
+//! and the directory's incarnation: a random number drawn when the directory
+//! is created, so that the cluster can tell a node that came back with a new
+//! directory (and so without its votes) from the one it knew. A directory
+//! written before incarnations existed gets one the first time it is opened.
 //! Starting a node with a different id or member list than the directory was
 //! created with is refused: it usually means the wrong `DIR` or the wrong
 //! peers were given, and mixing one node's log with another's identity breaks

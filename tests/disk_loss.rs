@@ -419,3 +419,27 @@ fn a_pre_vote_from_an_unrecorded_directory_does_not_count() {
     r.step(message(3, 1, 2, body(incarnation(3))));
     assert_eq!(r.role(), RoleKind::Candidate);
 }
+
+/// The bound the README states, idle: a leader sends each follower one
+/// AppendEntries per heartbeat interval and nothing else, whatever the
+/// follower answers.
+#[test]
+fn an_idle_leader_sends_one_message_per_heartbeat_to_each_follower() {
+    let mut r = leader_acknowledged_by_n2(0, 0);
+    persist(&mut r);
+    let mut sent = 0;
+    for _ in 0..(HEARTBEAT_TICKS * 100) {
+        r.tick();
+        let ready = persist_numbered(&mut r);
+        for msg in to(&ready, 2) {
+            sent += 1;
+            let MessageBody::AppendEntries { seq, .. } = msg.body else {
+                panic!("unexpected {msg:?}");
+            };
+            r.step(ok(2, 2, 4, seq, 0));
+        }
+        let answered = persist(&mut r);
+        assert!(to(&answered, 2).is_empty(), "answered an acknowledgement");
+    }
+    assert_eq!(sent, 100);
+}

@@ -859,6 +859,48 @@ fn members_must_include_the_node_itself() {
     assert!(matches!(err, StorageError::InvalidRequest { .. }), "{err}");
 }
 
+/// Each data directory gets an incarnation when it is created, kept across
+/// restarts; a directory created anew gets another one; a directory written
+/// by a build without incarnations still opens and gets one, kept from then
+/// on (and the file stays readable by such a build, which ignores it).
+#[test]
+fn a_directory_keeps_its_incarnation_and_a_new_one_gets_another() {
+    let tmp = TempDir::new().unwrap();
+    let first = Storage::open(tmp.path(), &meta("8000"))
+        .unwrap()
+        .1
+        .incarnation;
+    assert_ne!(first, 0);
+    let again = Storage::open(tmp.path(), &meta("8000"))
+        .unwrap()
+        .1
+        .incarnation;
+    assert_eq!(again, first);
+
+    fs::remove_dir_all(tmp.path()).unwrap();
+    let replaced = Storage::open(tmp.path(), &meta("8000"))
+        .unwrap()
+        .1
+        .incarnation;
+    assert_ne!(replaced, first);
+
+    let old_format = r#"{"id": "8000", "members": ["8000", "8001", "8002"]}"#;
+    fs::write(tmp.path().join(META_FILE), old_format).unwrap();
+    let given = Storage::open(tmp.path(), &meta("8000"))
+        .unwrap()
+        .1
+        .incarnation;
+    assert_ne!(given, 0);
+    let kept = Storage::open(tmp.path(), &meta("8000"))
+        .unwrap()
+        .1
+        .incarnation;
+    assert_eq!(kept, given);
+    let text = fs::read_to_string(tmp.path().join(META_FILE)).unwrap();
+    let as_old: Metadata = serde_json::from_str(&text).unwrap();
+    assert_eq!(as_old, meta("8000"));
+}
+
 #[test]
 fn a_garbled_or_missing_meta_json_is_refused() {
     let tmp = TempDir::new().unwrap();
