@@ -1065,11 +1065,17 @@ fn lost_entries_line(
         }
         None => "its disk lost the end of its log".to_string(),
     };
+    // A leader elected after the loss never saw what the old directory
+    // acknowledged (it acknowledged to an earlier leader).
+    let acknowledged = match acknowledged {
+        0 => "it had acknowledged entries to an earlier leader".to_string(),
+        index => format!("it acknowledged up to index {index}"),
+    };
     format!(
-        "Leader {leader}: node {member} lost entries it had acknowledged: it acknowledged up to \
-         index {acknowledged} and now has up to {last_index} ({cause}). It catches up as a \
-         learner and becomes a voter again by itself: nothing to do, unless nobody deleted or \
-         restored its data directory; then check the disk of {member}"
+        "Leader {leader}: node {member} lost entries it had acknowledged: {acknowledged} and \
+         now has up to {last_index} ({cause}). It catches up as a learner and becomes a voter \
+         again by itself: nothing to do, unless nobody deleted or restored its data directory; \
+         then check the disk of {member}"
     )
 }
 

@@ -320,6 +320,9 @@ impl Raft {
         let Role::Leader(leader) = &self.role else {
             return;
         };
+        if !self.incarnations_to_record(leader) {
+            return; // the usual case, on every answer: nothing to write
+        }
         let mut next = self.membership.clone();
         let me = &self.config.id;
         if self.config.incarnation != 0 && next.contains(me) && !next.incarnations.contains_key(me)
@@ -364,6 +367,25 @@ impl Raft {
             self.events.push(Event::MemberDemoted { id });
         }
         self.append_as_leader(EntryData::Config(next));
+    }
+
+    /// Whether `maybe_record_incarnations` has anything to write: an
+    /// incarnation known but not recorded (the leader's own included), or a
+    /// voter that lost entries.
+    fn incarnations_to_record(&self, leader: &super::LeaderState) -> bool {
+        let recorded = &self.membership.incarnations;
+        let me = &self.config.id;
+        let own_missing = self.config.incarnation != 0
+            && self.membership.contains(me)
+            && !recorded.contains_key(me);
+        own_missing
+            || leader.progress.iter().any(|(id, progress)| {
+                let known = progress.incarnation.filter(|i| *i != 0);
+                let unrecorded = known.is_some() && recorded.get(id) != known.as_ref();
+                self.membership.contains(id)
+                    && (unrecorded
+                        || (progress.lost_entries && self.membership.voters.contains_key(id)))
+            })
     }
 
     /// Dissertation §4.2.2: once a membership without the leader commits,
