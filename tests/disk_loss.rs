@@ -443,3 +443,19 @@ fn an_idle_leader_sends_one_message_per_heartbeat_to_each_follower() {
     }
     assert_eq!(sent, 100);
 }
+
+/// An entry that only records incarnations keeps the same voters, so a
+/// membership change may follow it before it commits; a change of voters
+/// still waits for the one before it.
+#[test]
+fn recording_incarnations_does_not_hold_up_a_membership_change() {
+    let mut r = leader_acknowledged_by_n2(incarnation(1), incarnation(2));
+    let ready = persist(&mut r);
+    assert_eq!(memberships(&ready).len(), 1, "the record is pending");
+    assert!(r.add_learner(id(4), "127.0.0.1:4".to_string()).is_ok());
+    persist(&mut r);
+    assert_eq!(
+        r.remove_member(id(4)),
+        Err(raft::core::MembershipError::ChangeInProgress)
+    );
+}

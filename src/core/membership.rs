@@ -261,11 +261,27 @@ impl Raft {
             return Err(MembershipError::NotLeader(self.not_leader()));
         }
         let committed_in_term = self.log.term_at(self.commit_index) == Some(self.current_term);
-        let busy = self.membership_index > self.commit_index || !committed_in_term;
+        let busy = self.members_change_pending() || !committed_in_term;
         if busy && !self.bugs().overlapping_membership_changes {
             return Err(MembershipError::ChangeInProgress);
         }
         Ok(())
+    }
+
+    /// True if a membership entry that changes who votes or learns is not
+    /// committed yet. An entry that only records incarnations keeps the
+    /// same voters, hence the same majorities, so another change may follow
+    /// it at once: every two memberships in use still differ by at most one
+    /// server (dissertation §4.1).
+    fn members_change_pending(&self) -> bool {
+        if self.membership_index <= self.commit_index {
+            return false;
+        }
+        self.known_membership_at(self.commit_index)
+            .is_none_or(|committed| {
+                committed.voters != self.membership.voters
+                    || committed.learners != self.membership.learners
+            })
     }
 
     /// Promotes a learner that has caught up with the leader's commit index

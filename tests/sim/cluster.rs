@@ -44,6 +44,10 @@ pub struct ClusterConfig {
     pub check_quorum: bool,
     /// Deliberate bugs in the core.
     pub bugs: BugSwitches,
+    /// Whether data directories have incarnations (on by default, as in
+    /// the binary). Off, the cluster runs as a program embedding the core
+    /// without them would: no membership entries recording them.
+    pub incarnations: bool,
     /// A deliberate bug in the simulated driver: send messages before
     /// persisting (the write happens at the node's next step instead).
     pub reply_before_persist: bool,
@@ -78,6 +82,7 @@ impl ClusterConfig {
             pre_vote: defaults.pre_vote,
             check_quorum: defaults.check_quorum,
             bugs: BugSwitches::default(),
+            incarnations: true,
             reply_before_persist: false,
             ignore_snapshot_state: false,
             crash_after_step_rate: 0.0,
@@ -722,6 +727,9 @@ impl Cluster {
     /// the run's RNG draws what it drew before incarnations existed.
     fn new_incarnation(&mut self) -> Incarnation {
         self.stats.directories += 1;
+        if !self.config.incarnations {
+            return 0;
+        }
         1000 + self.stats.directories
     }
 
