@@ -492,6 +492,7 @@ mod tests {
                 }],
                 leader_commit: 0,
                 read_seq: 0,
+                seq: 0,
             },
         }
     }
@@ -529,6 +530,8 @@ mod tests {
                     index: 3,
                 }),
                 read_seq: 0,
+                seq: 0,
+                incarnation: 0,
             },
         };
         assert!(response.check_numbers().is_err());

@@ -14,9 +14,7 @@
 use super::read::ReadQueue;
 use super::replication::Progress;
 use super::{Event, LeaderState, Raft, Role, StepDownReason};
-use crate::message::{
-    EntryData, Incarnation, Index, Message, MessageBody, NodeId, Term, MAX_TERM,
-};
+use crate::message::{EntryData, Incarnation, Index, Message, MessageBody, NodeId, Term, MAX_TERM};
 use std::collections::BTreeSet;
 
 /// The term after `term`, or `None` past [`MAX_TERM`]: a node never
