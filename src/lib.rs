@@ -60,9 +60,11 @@
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod core;
 pub mod message;
 pub mod node;
+pub mod partition;
 pub mod prompt;
 pub mod state_machine;
 pub mod storage;

@@ -3,7 +3,7 @@
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Parser, Subcommand};
-use raft::{bench, client, config, node};
+use raft::{bench, client, config, console, node};
 use std::process::ExitCode;
 
 /// Exit code for a command-line mistake (as clap and BSD sysexits use).
@@ -56,7 +56,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_exit(e),
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    console::init_logging();
     match cli.command {
         Some(Command::Client(args)) => client::main(&args),
         Some(Command::Bench(args)) => bench::main(&args),
