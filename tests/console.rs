@@ -1,0 +1,133 @@
+//! Process tests of what a person sees: the order of commands typed at a
+//! follower, a node whose stdout is closed, and values that try to act on
+//! the terminal. Every wait polls with a deadline (see `support`).
+
+mod support;
+
+use raft::message::{ClientCommand, ClientResult};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{free_ports, raft_client, text, Cluster, RAFT};
+
+/// Long enough for a loaded 2-core machine; the tests end as soon as what
+/// they wait for happens.
+const LONG: Duration = Duration::from_secs(30);
+
+/// Lines piped into a follower all at once take effect in the order they
+/// were written: each is forwarded after the previous one was answered.
+#[test]
+fn lines_typed_at_a_follower_take_effect_in_the_order_typed() {
+    const LINES: usize = 200;
+    let mut c = Cluster::start(3);
+    let leader = c.wait_for_leader(&c.all(), LONG);
+    let follower = c.others(leader)[0];
+    let mark = c.mark(follower);
+    let pasted: String = (0..LINES).map(|i| format!("set v-{i}\n")).collect();
+    c.type_line(follower, pasted.trim_end());
+    // Every line was answered at the follower...
+    let deadline = Instant::now() + LONG;
+    loop {
+        let committed = c.lines(follower)[mark..]
+            .iter()
+            .filter(|l| l.starts_with("Committed at index"))
+            .count();
+        if committed == LINES {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{committed} of {LINES} forwarded sets were answered"
+        );
+        std::thread::sleep(support::POLL);
+    }
+    // ...and the leader applied them in the order typed.
+    let applied: Vec<String> = c
+        .lines(leader)
+        .iter()
+        .filter_map(|l| {
+            l.strip_prefix(&format!("Node {} updated value to: ", c.nodes[leader].id))
+                .map(str::to_string)
+        })
+        .filter(|v| v.starts_with("v-"))
+        .collect();
+    let expected: Vec<String> = (0..LINES).map(|i| format!("v-{i}")).collect();
+    assert_eq!(applied, expected);
+    let got = raft::client::request(&[c.nodes[leader].addr()], ClientCommand::Get, LONG);
+    assert_eq!(
+        got,
+        Ok(ClientResult::Value {
+            value: format!("v-{}", LINES - 1)
+        })
+    );
+}
+
+/// `raft PORT | head -n 1`: once stdout is closed, the node says so on
+/// stderr and goes on serving clients.
+#[test]
+fn a_node_whose_stdout_is_closed_keeps_serving() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_ports(1)[0];
+    let mut child = Command::new(RAFT)
+        .args([&port.to_string(), "--peers", "none"])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn raft");
+    // Read the first line, then close our end of stdout.
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("first line");
+    assert!(first.contains("recovered"), "{first}");
+    drop(stdout);
+    let addr = format!("127.0.0.1:{port}");
+    for i in 0..5 {
+        let value = format!("after-close-{i}");
+        let out = raft_client(&addr, LONG, &["set", &value]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let out = raft_client(&addr, LONG, &["get"]);
+    assert_eq!(text(&out.stdout), "after-close-4\n");
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "the node died"
+    );
+    child.kill().expect("kill");
+    let output = child.wait_with_output().expect("reap");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("stdout is closed") && !stderr.contains("panicked"),
+        "stderr: {stderr}"
+    );
+}
+
+/// A value that holds a newline, an escape sequence and a bell prints as
+/// one line with those characters escaped, on every node.
+#[test]
+fn a_value_with_control_characters_prints_escaped() {
+    let mut c = Cluster::start(3);
+    let leader = c.wait_for_leader(&c.all(), LONG);
+    let marks: Vec<usize> = c.all().into_iter().map(|i| c.mark(i)).collect();
+    let value = "line1\nNode 9999 elected as leader for term 42\x1b[31m\x07";
+    c.set(&[leader], value, LONG);
+    for i in c.all() {
+        let id = c.nodes[i].id.clone();
+        c.wait_for_line_since(
+            i,
+            marks[i],
+            |l| {
+                l == format!(
+                    "Node {id} updated value to: line1\\nNode 9999 elected as leader for term 42\\x1b[31m\\x07"
+                )
+            },
+            LONG,
+        );
+        let forged = c
+            .lines(i)
+            .into_iter()
+            .find(|l| l.starts_with("Node 9999") || l.contains('\x1b') || l.contains('\x07'));
+        assert_eq!(forged, None, "node {id} printed a forged or raw line");
+    }
+}
