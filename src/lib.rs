@@ -62,6 +62,7 @@ pub mod client;
 pub mod config;
 pub mod console;
 pub mod core;
+pub mod demo;
 pub mod message;
 pub mod node;
 pub mod partition;

@@ -30,7 +30,8 @@ use crate::message::{
 };
 use crate::partition::Partition;
 use crate::prompt::{
-    parse_prompt, print_result, spawn_stdin_reader, ForwardQueue, PromptCommand, HELP, MAX_LOG_ROWS,
+    log_table, parse_prompt, print_result, spawn_stdin_reader, ForwardQueue, PromptCommand, HELP,
+    MAX_LOG_ROWS,
 };
 use crate::say;
 use crate::state_machine::{StateMachine, Value};
@@ -1260,52 +1261,12 @@ impl Node {
             }
             return;
         }
-        say!(
-            "{:>7}  {:>5}  {:<9}  {:<7}  entry",
-            "index",
-            "term",
-            "committed",
-            "applied"
-        );
-        for row in &rows {
-            let what = match (row.kind.as_str(), &row.data) {
-                ("command", Some(value)) => {
-                    format!("set {}", shorten(value, MAX_SHOWN_VALUE_CHARS))
-                }
-                ("noop", _) => "no-op (a new leader's first entry)".to_string(),
-                (_, Some(members)) => format!("membership: {members}"),
-                (kind, None) => kind.to_string(),
-            };
-            say!(
-                "{:>7}  {:>5}  {:<9}  {:<7}  {what}",
-                row.index,
-                row.term,
-                yes_no(row.committed),
-                yes_no(row.applied)
-            );
+        for line in log_table(&rows) {
+            console::say(&line);
         }
         if snapshot > 0 && rows.first().is_some_and(|r| r.index == snapshot + 1) {
             say!("  (entries up to index {snapshot} are compacted into a snapshot)");
         }
-    }
-}
-
-/// The longest value `log` shows whole; longer ones are cut with "...".
-const MAX_SHOWN_VALUE_CHARS: usize = 60;
-
-fn shorten(value: &str, max_chars: usize) -> String {
-    if value.chars().count() <= max_chars {
-        return value.to_string();
-    }
-    let cut: String = value.chars().take(max_chars).collect();
-    format!("{cut}...")
-}
-
-fn yes_no(b: bool) -> &'static str {
-    if b {
-        "yes"
-    } else {
-        "no"
     }
 }
 

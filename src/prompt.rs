@@ -3,7 +3,7 @@
 
 use crate::client;
 use crate::message::NodeId;
-use crate::message::{ClientCommand, ClientResult};
+use crate::message::{ClientCommand, ClientResult, LogRow};
 use crate::say;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use log::{debug, warn};
@@ -274,6 +274,49 @@ pub(crate) fn print_result(result: &ClientResult) {
 pub(crate) fn id_of(address: &str) -> String {
     crate::config::parse_address(address)
         .map_or_else(|_| address.to_string(), |(id, _)| id.to_string())
+}
+
+/// The longest value `log` shows whole; longer ones are cut with "...".
+const MAX_SHOWN_VALUE_CHARS: usize = 60;
+
+/// `log` as a table, a header and one line per entry (oldest first).
+pub(crate) fn log_table(rows: &[LogRow]) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{:>7}  {:>5}  {:<9}  {:<7}  entry",
+        "index", "term", "committed", "applied"
+    )];
+    for row in rows {
+        let what = match (row.kind.as_str(), &row.data) {
+            ("command", Some(value)) => format!("set {}", shorten(value, MAX_SHOWN_VALUE_CHARS)),
+            ("noop", _) => "no-op (a new leader's first entry)".to_string(),
+            (_, Some(members)) => format!("membership: {members}"),
+            (kind, None) => kind.to_string(),
+        };
+        lines.push(format!(
+            "{:>7}  {:>5}  {:<9}  {:<7}  {what}",
+            row.index,
+            row.term,
+            yes_no(row.committed),
+            yes_no(row.applied)
+        ));
+    }
+    lines
+}
+
+fn shorten(value: &str, max_chars: usize) -> String {
+    if value.chars().count() <= max_chars {
+        return value.to_string();
+    }
+    let cut: String = value.chars().take(max_chars).collect();
+    format!("{cut}...")
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
 }
 
 #[cfg(test)]

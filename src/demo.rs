@@ -1,0 +1,906 @@
+//! `raft demo`: a whole cluster in one terminal.
+//!
+//! It starts N real `raft` processes of this same binary on free loopback
+//! ports, each with `--data-dir ROOT/<id>` under one data root (a temporary
+//! directory removed at exit, or `--data-dir ROOT`, kept). Their lines are
+//! printed interleaved, each prefixed by its node (coloured when stdout is a
+//! terminal), and one prompt drives them all:
+//!
+//! - `set`, `get`, `status` and `log` are client requests, sent with
+//!   [`client::request`] like `raft client` does;
+//! - `kill` (SIGKILL), `stop` (SIGINT, as Ctrl+C), `pause` / `resume`
+//!   (SIGSTOP / SIGCONT) are signals, sent with the `kill` command;
+//! - `partition`, `heal`, `slow` and `fast` are typed at the nodes' own
+//!   prompts (their stdin), where a person could type them too: see
+//!   [`crate::partition`] and the node's `slow`.
+//!
+//! Each node runs in a process group of its own, so Ctrl+C at the demo
+//! reaches only the demo, which then stops every node and cleans up.
+
+use crate::client;
+use crate::console;
+use crate::message::{ClientCommand, ClientResult, Status};
+use crate::prompt::{log_table, spawn_stdin_reader, DEFAULT_LOG_ROWS, MAX_LOG_ROWS};
+use crate::say;
+use crossbeam_channel::{bounded, select, tick};
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+/// The fewest and most nodes `--nodes` accepts.
+pub const MIN_NODES: usize = 1;
+pub const MAX_NODES: usize = 9;
+
+/// How long `set`, `get` and `log` wait for the cluster.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long `status` waits for each node (a paused or cut-off one never
+/// answers).
+pub const STATUS_TIMEOUT: Duration = Duration::from_millis(700);
+
+/// How long `quit` lets the nodes stop by themselves before killing them.
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// How often the demo looks for nodes that exited.
+const REAP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The longest line read from a node's output (longer ones are cut).
+const MAX_NODE_LINE_BYTES: usize = 64 * 1024;
+
+/// Exit codes, as for the rest of `raft`.
+const EXIT_USAGE: u8 = 2;
+const EXIT_FAILURE: u8 = 1;
+
+/// The command line of `raft demo`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DemoArgs {
+    /// How many nodes: 3, 5 or 7 make sense (at most 9).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub nodes: usize,
+
+    /// Keep the nodes' data under DIR (one directory per node) instead of a
+    /// temporary directory removed at exit.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// The nodes' ports are PORT, PORT+1, ... when they are all free; else
+    /// (and with 0) any free loopback ports.
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_FIRST_PORT)]
+    pub first_port: u16,
+}
+
+/// The first port tried, as in the three-terminal session.
+pub const DEFAULT_FIRST_PORT: u16 = 8000;
+
+/// A line typed at the demo's prompt, parsed.
+#[derive(Debug, PartialEq, Eq)]
+enum DemoCommand {
+    Set(String),
+    Get,
+    Status,
+    Log(usize),
+    /// A command about one node: its name, and the node's id.
+    OnNode(NodeAction, String),
+    Heal,
+    Slow(bool),
+    Help,
+    Quit,
+    Empty,
+    Usage(String),
+    Unknown(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeAction {
+    Kill,
+    Stop,
+    Start,
+    Pause,
+    Resume,
+    Partition,
+}
+
+impl NodeAction {
+    fn name(self) -> &'static str {
+        match self {
+            NodeAction::Kill => "kill",
+            NodeAction::Stop => "stop",
+            NodeAction::Start => "start",
+            NodeAction::Pause => "pause",
+            NodeAction::Resume => "resume",
+            NodeAction::Partition => "partition",
+        }
+    }
+}
+
+fn parse_demo(line: &str) -> DemoCommand {
+    let trimmed = line.trim();
+    let (word, rest) = match trimmed.split_once(char::is_whitespace) {
+        Some((word, rest)) => (word.to_ascii_lowercase(), rest.trim_start()),
+        None => (trimmed.to_ascii_lowercase(), ""),
+    };
+    let args: Vec<&str> = rest.split_whitespace().collect();
+    let usage = |text: &str| DemoCommand::Usage(format!("usage: {text}"));
+    let action = match word.as_str() {
+        "kill" => Some(NodeAction::Kill),
+        "stop" => Some(NodeAction::Stop),
+        "start" => Some(NodeAction::Start),
+        "pause" => Some(NodeAction::Pause),
+        "resume" => Some(NodeAction::Resume),
+        "partition" => Some(NodeAction::Partition),
+        _ => None,
+    };
+    if let Some(action) = action {
+        return match args.as_slice() {
+            [id] => DemoCommand::OnNode(action, id.to_string()),
+            _ => usage(&format!(
+                "{} <id>, like {} 8001",
+                action.name(),
+                action.name()
+            )),
+        };
+    }
+    match (word.as_str(), args.as_slice()) {
+        ("", _) => DemoCommand::Empty,
+        ("set", []) => usage("set <value>, like set hello world"),
+        ("set", _) => DemoCommand::Set(rest.to_string()),
+        ("get", []) => DemoCommand::Get,
+        ("status", []) => DemoCommand::Status,
+        ("log", []) => DemoCommand::Log(DEFAULT_LOG_ROWS),
+        ("log", [n]) => match n.parse::<usize>() {
+            Ok(n) if (1..=MAX_LOG_ROWS).contains(&n) => DemoCommand::Log(n),
+            _ => usage(&format!("log [N], N from 1 to {MAX_LOG_ROWS}")),
+        },
+        ("heal", []) => DemoCommand::Heal,
+        ("slow", []) => DemoCommand::Slow(true),
+        ("fast", []) => DemoCommand::Slow(false),
+        ("help" | "?", _) => DemoCommand::Help,
+        ("quit" | "exit", []) => DemoCommand::Quit,
+        ("get" | "status" | "heal" | "slow" | "fast" | "quit" | "exit", _) => {
+            usage(&format!("{word} (it takes nothing after it)"))
+        }
+        ("log", _) => usage("log [N], like log 20"),
+        _ => DemoCommand::Unknown(trimmed.to_string()),
+    }
+}
+
+const HELP: &[&str] = &[
+    "Commands (each node's lines are prefixed by its id):",
+    "  set <value>       write the value through the leader",
+    "  get               read it, linearizably",
+    "  status            a table of every node: role, term, leader, indexes, value",
+    "  log [N]           the leader's last N log entries (default 10)",
+    "  kill <id>         kill -9 the node: a crash",
+    "  stop <id>         stop it as Ctrl+C does (a leader hands over first)",
+    "  start <id>        start a killed or stopped node again, on its data",
+    "  pause <id>        freeze it (SIGSTOP): alive but silent, like a long GC pause",
+    "  resume <id>       let it run again (SIGCONT)",
+    "  partition <id>    cut it off from every other node (messages dropped both ways)",
+    "  heal              end every partition",
+    "  slow / fast       run every node's clock 20 times slower (watch an election), or normally",
+    "  help              this list",
+    "  quit              stop every node and clean up (also Ctrl+C or Ctrl+D)",
+];
+
+/// Runs `raft demo` until `quit`, Ctrl+C or the end of stdin.
+pub fn main(args: &DemoArgs) -> ExitCode {
+    if !(MIN_NODES..=MAX_NODES).contains(&args.nodes) {
+        eprintln!(
+            "error: --nodes {} is out of range: give {MIN_NODES} to {MAX_NODES} (3, 5 and 7 are usual)",
+            args.nodes
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let mut demo = match Demo::start(args) {
+        Ok(demo) => demo,
+        Err(e) => {
+            console::complain(&format!("error: {e}"));
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = demo.run();
+    demo.shut_down();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            console::complain(&format!("error: {e}"));
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// One node of the demo, across restarts.
+struct DemoNode {
+    id: String,
+    port: u16,
+    data_dir: PathBuf,
+    /// Index into the colours.
+    colour: usize,
+    process: Option<Running>,
+    paused: bool,
+    partitioned: bool,
+}
+
+struct Running {
+    child: Child,
+    stdin: ChildStdin,
+    /// Set when we killed or stopped it, so its exit is not a surprise.
+    expected_exit: bool,
+}
+
+struct Demo {
+    /// The data root, and whether to remove it at exit.
+    root: PathBuf,
+    temporary: bool,
+    nodes: Vec<DemoNode>,
+    slow: bool,
+    colour: bool,
+}
+
+impl Demo {
+    fn start(args: &DemoArgs) -> Result<Demo, String> {
+        let (root, temporary) = match &args.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("cannot create --data-dir {}: {e}", dir.display()))?;
+                (dir.clone(), false)
+            }
+            None => (make_temp_dir()?, true),
+        };
+        let ports = match free_ports(args.first_port, args.nodes) {
+            Ok(ports) => ports,
+            Err(e) => {
+                if temporary {
+                    let _ = std::fs::remove_dir_all(&root);
+                }
+                return Err(e);
+            }
+        };
+        let nodes = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &port)| DemoNode {
+                id: port.to_string(),
+                port,
+                data_dir: root.join(port.to_string()),
+                colour: i,
+                process: None,
+                paused: false,
+                partitioned: false,
+            })
+            .collect();
+        let mut demo = Demo {
+            root,
+            temporary,
+            nodes,
+            slow: false,
+            colour: std::io::stdout().is_terminal(),
+        };
+        let kept = if temporary {
+            "removed at exit"
+        } else {
+            "kept at exit"
+        };
+        say!(
+            "Starting {} nodes ({}); data in {} ({kept}). Type help for the commands.",
+            demo.nodes.len(),
+            list(demo.nodes.iter().map(|n| n.id.as_str())),
+            demo.root.display()
+        );
+        for i in 0..demo.nodes.len() {
+            if let Err(e) = demo.spawn(i) {
+                demo.shut_down();
+                return Err(e);
+            }
+        }
+        Ok(demo)
+    }
+
+    /// Starts node `i` (not running) with its stdout and stderr relayed.
+    fn spawn(&mut self, i: usize) -> Result<(), String> {
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("cannot find this program to start nodes: {e}"))?;
+        let node = &self.nodes[i];
+        let peers: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.port != node.port)
+            .map(|n| n.port.to_string())
+            .collect();
+        let peers = if peers.is_empty() {
+            crate::config::NO_PEERS.to_string()
+        } else {
+            peers.join(",")
+        };
+        let mut child = Command::new(exe)
+            .arg(node.port.to_string())
+            .args(["--peers", &peers, "--data-dir"])
+            .arg(&node.data_dir)
+            // Nodes started from the data root find what they share there.
+            .current_dir(&self.root)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Ctrl+C at the demo is for the demo, which stops the nodes.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start node {}: {e}", node.id))?;
+        let prefix = self.prefix(node);
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            relay(stream, prefix.clone());
+        }
+        let Some(mut stdin) = child.stdin.take() else {
+            let _ = child.kill();
+            return Err(format!("node {} has no stdin", node.id));
+        };
+        if self.slow {
+            let _ = stdin.write_all(b"slow\n");
+        }
+        say!("Started node {} (pid {})", node.id, child.id());
+        let node = &mut self.nodes[i];
+        node.process = Some(Running {
+            child,
+            stdin,
+            expected_exit: false,
+        });
+        node.paused = false;
+        node.partitioned = false;
+        Ok(())
+    }
+
+    /// "8000 | " in the node's colour (when stdout is a terminal).
+    fn prefix(&self, node: &DemoNode) -> String {
+        const COLOURS: [&str; 6] = ["36", "33", "35", "32", "34", "31"];
+        if self.colour {
+            let c = COLOURS[node.colour % COLOURS.len()];
+            format!("\x1b[{c}m{} |\x1b[0m ", node.id)
+        } else {
+            format!("{} | ", node.id)
+        }
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        let (ctrl_c_tx, ctrl_c) = bounded(1);
+        ctrlc::set_handler(move || {
+            let _ = ctrl_c_tx.try_send(());
+        })
+        .map_err(|e| format!("cannot install the Ctrl+C handler: {e}"))?;
+        console::enable_prompt();
+        let stdin = spawn_stdin_reader();
+        let reaper = tick(REAP_INTERVAL);
+        console::show_prompt();
+        loop {
+            select! {
+                recv(stdin) -> line => match line {
+                    Ok(line) => {
+                        if !self.on_line(&line) {
+                            return Ok(());
+                        }
+                        console::show_prompt();
+                    }
+                    Err(_) => {
+                        say!("stdin is closed; stopping the demo");
+                        return Ok(());
+                    }
+                },
+                recv(ctrl_c) -> _ => return Ok(()),
+                recv(reaper) -> _ => self.reap(),
+            }
+        }
+    }
+
+    /// Says which nodes exited by themselves (or as asked).
+    fn reap(&mut self) {
+        for node in &mut self.nodes {
+            let Some(running) = &mut node.process else {
+                continue;
+            };
+            if let Ok(Some(status)) = running.child.try_wait() {
+                if !running.expected_exit {
+                    say!("Node {} exited: {status}", node.id);
+                }
+                node.process = None;
+                node.paused = false;
+                node.partitioned = false;
+            }
+        }
+    }
+
+    /// Carries out one line; false to quit.
+    fn on_line(&mut self, line: &str) -> bool {
+        self.reap();
+        match parse_demo(line) {
+            DemoCommand::Set(value) => self.request(ClientCommand::Set { value }),
+            DemoCommand::Get => self.request(ClientCommand::Get),
+            DemoCommand::Status => self.status_table(),
+            DemoCommand::Log(count) => self.show_log(count),
+            DemoCommand::OnNode(action, id) => self.on_node(action, &id),
+            DemoCommand::Heal => self.heal(),
+            DemoCommand::Slow(slow) => self.set_slow(slow),
+            DemoCommand::Help => HELP.iter().for_each(|line| console::say(line)),
+            DemoCommand::Quit => return false,
+            DemoCommand::Empty => {}
+            DemoCommand::Usage(text) => say!("{text}"),
+            DemoCommand::Unknown(text) => {
+                say!("Unknown command '{text}'; type help for the list of commands")
+            }
+        }
+        true
+    }
+
+    fn running_addresses(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.process.is_some())
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect()
+    }
+
+    fn request(&mut self, command: ClientCommand) {
+        let addresses = self.running_addresses();
+        if addresses.is_empty() {
+            say!("No node is running; start one with start <id>");
+            return;
+        }
+        match client::request(&addresses, command, REQUEST_TIMEOUT) {
+            Ok(ClientResult::Written { index }) => say!("Committed at index {index}"),
+            Ok(ClientResult::Value { value }) => say!("Value: {value}"),
+            Ok(ClientResult::Error { message }) => say!("Error: {message}"),
+            Ok(other) => say!("Unexpected answer: {other:?}"),
+            Err(e) => say!("No answer: {e}"),
+        }
+    }
+
+    fn statuses(&self) -> Vec<(&DemoNode, Option<Status>)> {
+        self.nodes
+            .iter()
+            .map(|node| {
+                let status = if node.process.is_some() && !node.paused {
+                    match client::request(
+                        &[format!("127.0.0.1:{}", node.port)],
+                        ClientCommand::Status,
+                        STATUS_TIMEOUT,
+                    ) {
+                        Ok(ClientResult::Status(status)) => Some(status),
+                        _ => None,
+                    }
+                } else {
+                    None
+                };
+                (node, status)
+            })
+            .collect()
+    }
+
+    fn status_table(&self) {
+        say!(
+            "{:<6} {:<22} {:>5} {:<7} {:>7} {:>8} {:>9}  value",
+            "node",
+            "state",
+            "term",
+            "leader",
+            "commit",
+            "applied",
+            "last log"
+        );
+        for (node, status) in self.statuses() {
+            let mut state = match (&node.process, node.paused, &status) {
+                (None, _, _) => "down".to_string(),
+                (Some(_), true, _) => "paused".to_string(),
+                (Some(_), false, None) => "not answering".to_string(),
+                (Some(_), false, Some(s)) => s.role.clone(),
+            };
+            if node.partitioned {
+                state.push_str(" (partitioned)");
+            }
+            match status {
+                Some(s) => say!(
+                    "{:<6} {:<22} {:>5} {:<7} {:>7} {:>8} {:>9}  {}",
+                    node.id,
+                    state,
+                    s.term,
+                    s.leader.map_or("-".to_string(), |l| l.to_string()),
+                    s.commit_index,
+                    s.last_applied,
+                    s.last_log_index,
+                    s.value
+                ),
+                None => say!("{:<6} {state}", node.id),
+            }
+        }
+    }
+
+    fn show_log(&self, count: usize) {
+        // The leader's log if one answers, else the first node that does.
+        let statuses = self.statuses();
+        let leader = statuses
+            .iter()
+            .find(|(_, s)| s.as_ref().is_some_and(|s| s.role == "leader"))
+            .or_else(|| statuses.iter().find(|(_, s)| s.is_some()));
+        let Some((node, status)) = leader else {
+            say!("No node answers; start one with start <id>");
+            return;
+        };
+        let role = status.as_ref().map_or("", |s| s.role.as_str());
+        match client::request(
+            &[format!("127.0.0.1:{}", node.port)],
+            ClientCommand::Log { count },
+            REQUEST_TIMEOUT,
+        ) {
+            Ok(ClientResult::Log { entries }) if entries.is_empty() => {
+                say!("Node {} ({role}) log is empty", node.id)
+            }
+            Ok(ClientResult::Log { entries }) => {
+                say!("Node {} ({role}), last {} entries:", node.id, entries.len());
+                for line in log_table(&entries) {
+                    console::say(&line);
+                }
+            }
+            Ok(other) => say!("Unexpected answer from node {}: {other:?}", node.id),
+            Err(e) => say!("No answer from node {}: {e}", node.id),
+        }
+    }
+
+    fn find(&self, id: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+
+    fn on_node(&mut self, action: NodeAction, id: &str) {
+        let Some(i) = self.find(id) else {
+            let ids = list(self.nodes.iter().map(|n| n.id.as_str()));
+            say!("There is no node {id}; the nodes are {ids}");
+            return;
+        };
+        let running = self.nodes[i].process.is_some();
+        let paused = self.nodes[i].paused;
+        match (action, running, paused) {
+            (NodeAction::Start, true, _) => say!("Node {id} is already running"),
+            (NodeAction::Start, false, _) => {
+                if let Err(e) = self.spawn(i) {
+                    say!("Cannot start node {id}: {e}");
+                }
+            }
+            (_, false, _) => say!("Node {id} is not running; start it with start {id}"),
+            (NodeAction::Kill, true, _) => self.kill(i),
+            (NodeAction::Stop, true, _) => {
+                if paused {
+                    self.signal(i, "CONT");
+                }
+                self.signal(i, "INT");
+                say!("Stopping node {id} (as Ctrl+C would)");
+            }
+            (NodeAction::Pause, true, true) => say!("Node {id} is already paused"),
+            (NodeAction::Pause, true, false) => {
+                self.signal(i, "STOP");
+                self.nodes[i].paused = true;
+                say!("Paused node {id}: it is alive but neither hears nor speaks");
+            }
+            (NodeAction::Resume, true, false) => say!("Node {id} is not paused"),
+            (NodeAction::Resume, true, true) => {
+                self.signal(i, "CONT");
+                self.nodes[i].paused = false;
+                say!("Resumed node {id}");
+            }
+            (NodeAction::Partition, true, _) if self.nodes[i].partitioned => {
+                say!("Node {id} is already partitioned; heal ends it")
+            }
+            (NodeAction::Partition, true, _) => {
+                if self.type_at(i, "partition") {
+                    self.nodes[i].partitioned = true;
+                }
+            }
+        }
+    }
+
+    fn kill(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let Some(running) = &mut node.process else {
+            return;
+        };
+        running.expected_exit = true;
+        match running.child.kill() {
+            Ok(()) => {
+                let _ = running.child.wait();
+                say!("Killed node {} (kill -9)", node.id);
+            }
+            Err(e) => say!("Cannot kill node {}: {e}", node.id),
+        }
+        node.process = None;
+        node.paused = false;
+        node.partitioned = false;
+    }
+
+    /// Sends a signal with the `kill` command (no libc dependency).
+    fn signal(&mut self, i: usize, name: &str) {
+        let node = &mut self.nodes[i];
+        let Some(running) = &mut node.process else {
+            return;
+        };
+        if name == "INT" || name == "TERM" {
+            running.expected_exit = true;
+        }
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(running.child.id().to_string())
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => say!("kill -{name} of node {} failed: {s}", node.id),
+            Err(e) => say!("cannot run kill -{name} for node {}: {e}", node.id),
+        }
+    }
+
+    /// Types `line` at node `i`'s prompt. False if it could not.
+    fn type_at(&mut self, i: usize, line: &str) -> bool {
+        let node = &mut self.nodes[i];
+        let Some(running) = &mut node.process else {
+            return false;
+        };
+        match writeln!(running.stdin, "{line}").and_then(|()| running.stdin.flush()) {
+            Ok(()) => true,
+            Err(e) => {
+                say!("Cannot type at node {}: {e}", node.id);
+                false
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        let cut: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].partitioned)
+            .collect();
+        if cut.is_empty() {
+            say!("No node is partitioned; nothing to heal");
+            return;
+        }
+        for i in cut {
+            if self.type_at(i, "heal") {
+                self.nodes[i].partitioned = false;
+            }
+        }
+    }
+
+    fn set_slow(&mut self, slow: bool) {
+        if slow == self.slow {
+            say!(
+                "The clocks already run {}",
+                if slow { "slow" } else { "fast" }
+            );
+            return;
+        }
+        self.slow = slow;
+        let word = if slow { "slow" } else { "fast" };
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].process.is_some() {
+                self.type_at(i, word);
+            }
+        }
+        if slow {
+            say!("Every node's clock now runs 20 times slower: elections take seconds (fast to end it)");
+        }
+    }
+
+    /// Stops every node (SIGTERM, then SIGKILL after a grace period) and
+    /// removes the temporary data root.
+    fn shut_down(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].process.is_some() {
+                if self.nodes[i].paused {
+                    self.signal(i, "CONT");
+                }
+                // SIGTERM ends a node at once (it hands nothing over: the
+                // whole cluster is going), its data already durable.
+                self.signal(i, "TERM");
+            }
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        for node in &mut self.nodes {
+            let Some(mut running) = node.process.take() else {
+                continue;
+            };
+            loop {
+                match running.child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    _ => {
+                        let _ = running.child.kill();
+                        let _ = running.child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        if self.temporary {
+            match std::fs::remove_dir_all(&self.root) {
+                Ok(()) => say!("Every node stopped; removed {}", self.root.display()),
+                Err(e) => say!(
+                    "Every node stopped; could not remove {}: {e}",
+                    self.root.display()
+                ),
+            }
+            self.temporary = false;
+        } else {
+            say!(
+                "Every node stopped; their data is kept in {}",
+                self.root.display()
+            );
+        }
+    }
+}
+
+/// Copies a node's output lines to the console with the node's prefix.
+fn relay(stream: Box<dyn Read + Send>, prefix: String) {
+    let spawned = std::thread::Builder::new()
+        .name("relay".into())
+        .spawn(move || {
+            let mut reader = BufReader::new(stream);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                let limit = MAX_NODE_LINE_BYTES as u64;
+                match (&mut reader).take(limit).read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf);
+                        console::say_prefixed(&prefix, line.trim_end_matches(['\n', '\r']));
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot relay a node's output: {e}");
+    }
+}
+
+/// A fresh directory under the system's temporary directory.
+fn make_temp_dir() -> Result<PathBuf, String> {
+    let base = std::env::temp_dir();
+    for _ in 0..16 {
+        let dir = base.join(format!(
+            "raft-demo-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(format!(
+                    "cannot create a temporary directory in {}: {e} (or give --data-dir)",
+                    base.display()
+                ))
+            }
+        }
+    }
+    Err(format!(
+        "cannot find a free temporary directory name in {}",
+        base.display()
+    ))
+}
+
+/// `n` distinct loopback ports free right now: `first`, `first + 1`, ...
+/// if they all are, else any; bound together, then released for the nodes
+/// to bind.
+fn free_ports(first: u16, n: usize) -> Result<Vec<u16>, String> {
+    if first != 0 {
+        let wanted: Vec<TcpListener> = (0..n)
+            .filter_map(|i| u16::try_from(i).ok().and_then(|i| first.checked_add(i)))
+            .filter_map(|port| TcpListener::bind(("127.0.0.1", port)).ok())
+            .collect();
+        if wanted.len() == n {
+            return Ok((0..n).map(|i| first + i as u16).collect());
+        }
+    }
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot find free loopback ports: {e}"))?;
+    let mut ports = listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot find free loopback ports: {e}"))?;
+    ports.sort_unstable();
+    Ok(ports)
+}
+
+fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    items.collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_commands_parse_forgivingly() {
+        assert_eq!(
+            parse_demo(" set  hello world "),
+            DemoCommand::Set("hello world".into())
+        );
+        assert_eq!(parse_demo("GET "), DemoCommand::Get);
+        assert_eq!(parse_demo("status"), DemoCommand::Status);
+        assert_eq!(parse_demo("log"), DemoCommand::Log(DEFAULT_LOG_ROWS));
+        assert_eq!(parse_demo("log 4"), DemoCommand::Log(4));
+        assert_eq!(
+            parse_demo("kill 8001"),
+            DemoCommand::OnNode(NodeAction::Kill, "8001".into())
+        );
+        assert_eq!(
+            parse_demo("partition  8002 "),
+            DemoCommand::OnNode(NodeAction::Partition, "8002".into())
+        );
+        assert_eq!(parse_demo("heal"), DemoCommand::Heal);
+        assert_eq!(parse_demo("slow"), DemoCommand::Slow(true));
+        assert_eq!(parse_demo("fast"), DemoCommand::Slow(false));
+        assert_eq!(parse_demo("quit"), DemoCommand::Quit);
+        assert_eq!(parse_demo(""), DemoCommand::Empty);
+        assert_eq!(parse_demo("frob"), DemoCommand::Unknown("frob".into()));
+    }
+
+    #[test]
+    fn demo_commands_without_their_argument_get_usage() {
+        for line in [
+            "set",
+            "kill",
+            "stop",
+            "start",
+            "pause 1 2",
+            "resume",
+            "partition",
+            "log x",
+            "heal now",
+            "get x",
+        ] {
+            assert!(
+                matches!(parse_demo(line), DemoCommand::Usage(_)),
+                "{line}: {:?}",
+                parse_demo(line)
+            );
+        }
+    }
+
+    #[test]
+    fn help_names_every_command() {
+        let help = HELP.join("\n");
+        for word in [
+            "set",
+            "get",
+            "status",
+            "log",
+            "kill",
+            "stop",
+            "start",
+            "pause",
+            "resume",
+            "partition",
+            "heal",
+            "slow",
+            "fast",
+            "help",
+            "quit",
+        ] {
+            assert!(
+                help.contains(&format!("  {word}")) || help.contains(&format!("/ {word}")),
+                "{word}"
+            );
+        }
+    }
+}
