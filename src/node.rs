@@ -1118,8 +1118,9 @@ impl Node {
             .filter(|v| *v == id || self.watch.heard_within(v, window))
             .count();
         if reachable < majority {
+            let verb = if reachable == 1 { "is" } else { "are" };
             format!(
-                "electing one needs {majority} of the {voters} members running and in touch, and {reachable} are: start the others"
+                "electing one needs {majority} of the {voters} members, and {reachable} {verb} running and in touch: start the others"
             )
         } else {
             "an election is under way; try again in a moment".to_string()

@@ -131,3 +131,79 @@ fn a_value_with_control_characters_prints_escaped() {
         assert_eq!(forged, None, "node {id} printed a forged or raw line");
     }
 }
+
+/// A node in a pseudo-terminal, with a data directory of its own.
+fn node_in_a_pty(port: u16, peers: &str, dir: &std::path::Path) -> rexpect::session::PtySession {
+    let mut command = Command::new(RAFT);
+    command
+        .args([&port.to_string(), "--peers", peers, "--data-dir"])
+        .arg(dir)
+        .env_remove("RUST_LOG");
+    rexpect::session::spawn_command(command, Some(LONG.as_millis() as u64)).expect("spawn in a pty")
+}
+
+/// At a terminal, a line printed while `> ` is shown clears the prompt's
+/// line first and draws the prompt again after it; `log` prints its table;
+/// nothing carries a timestamp or a module path.
+#[test]
+fn at_a_terminal_the_prompt_is_redrawn_and_log_prints_a_table() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_ports(1)[0];
+    let mut p = node_in_a_pty(port, "none", dir.path());
+    let mut seen = p.exp_string("> ").expect("the first prompt");
+    // The election happens while the prompt is shown.
+    seen += &p
+        .exp_string(&format!(
+            "\r\x1b[KNode {port} starting election for term 1\r\n> "
+        ))
+        .expect("the election line over the prompt, and the prompt again");
+    seen += &p
+        .exp_string(&format!(
+            "\r\x1b[KNode {port} elected as leader for term 1\r\n> "
+        ))
+        .expect("the leader line, and the prompt again");
+    p.send_line("set hello pty").expect("type");
+    seen += &p.exp_string("Committed at index 2").expect("the commit");
+    p.send_line("log").expect("type");
+    seen += &p
+        .exp_string("index   term  committed  applied  entry")
+        .expect("the header");
+    seen += &p
+        .exp_string("      1      1  yes        yes      no-op (a new leader's first entry)")
+        .expect("the no-op row");
+    seen += &p
+        .exp_string("      2      1  yes        yes      set hello pty")
+        .expect("the value's row");
+    for noise in ["WARN", "INFO", "raft::", "Z]"] {
+        assert!(!seen.contains(noise), "{noise:?} on the screen: {seen}");
+    }
+}
+
+/// A node started alone says, in plain lines, whom it waits for and why
+/// there is no leader; no timestamped warning about refused connections.
+#[test]
+fn a_node_alone_says_whom_it_waits_for_and_that_a_majority_must_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ports = free_ports(3);
+    let peers = format!("{},{}", ports[1], ports[2]);
+    let mut p = node_in_a_pty(ports[0], &peers, dir.path());
+    let mut seen = p
+        .exp_string(&format!(
+            "Node {} waiting for {}, {}",
+            ports[0], ports[1], ports[2]
+        ))
+        .expect("the waiting line");
+    seen += &p
+        .exp_string(&format!(
+            "Node {} cannot elect a leader: 1 of 3 members reachable; a majority needs 2",
+            ports[0]
+        ))
+        .expect("the majority line");
+    p.send_line("set x").expect("type");
+    seen += &p
+        .exp_string("electing one needs 2 of the 3 members, and 1 is running and in touch: start the others")
+        .expect("the answer to set");
+    for noise in ["WARN", "cannot connect", "Connection refused", "Z]"] {
+        assert!(!seen.contains(noise), "{noise:?} on the screen: {seen}");
+    }
+}
