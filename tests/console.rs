@@ -207,3 +207,40 @@ fn a_node_alone_says_whom_it_waits_for_and_that_a_majority_must_run() {
         assert!(!seen.contains(noise), "{noise:?} on the screen: {seen}");
     }
 }
+
+/// Ctrl+C at a leader moments after a follower died hands leadership to
+/// the follower that still answers, never to the dead one (which would
+/// take it and leave the cluster waiting for an election).
+#[test]
+fn ctrl_c_at_a_leader_hands_over_only_to_a_follower_that_answers() {
+    let mut c = Cluster::start(3);
+    let leader = c.wait_for_leader(&c.all(), LONG);
+    c.set(&[leader], "before", LONG);
+    // The follower first in id order: the one a tie on match index picks.
+    let mut followers = c.others(leader);
+    followers.sort_by_key(|&i| c.nodes[i].id.clone());
+    let (dead, alive) = (followers[0], followers[1]);
+    c.kill9(dead);
+    // Longer than the shortest election timeout (150 ms), shorter than
+    // anything a person would notice.
+    std::thread::sleep(Duration::from_millis(400));
+    let mark = c.mark(leader);
+    c.signal(leader, "INT");
+    let alive_id = c.nodes[alive].id.clone();
+    let lid = c.nodes[leader].id.clone();
+    let line = c.wait_for_line_since(
+        leader,
+        mark,
+        |l| l.starts_with(&format!("Leader {lid} transferring leadership to")),
+        LONG,
+    );
+    assert_eq!(
+        line.text,
+        format!("Leader {lid} transferring leadership to {alive_id}")
+    );
+    c.wait_for_line(
+        alive,
+        |l| l.starts_with(&format!("Node {alive_id} elected as leader")),
+        LONG,
+    );
+}
