@@ -441,6 +441,9 @@ impl Node {
             for msg in inbound.try_iter().take(MAX_BATCH) {
                 self.on_inbound(msg);
             }
+            // Before applying, so "following leader" comes before the
+            // values that leader's first message commits.
+            self.notice_leader();
             self.handle_ready()?;
             self.answer_status_requests();
             self.notice_leader();
