@@ -244,3 +244,43 @@ fn ctrl_c_at_a_leader_hands_over_only_to_a_follower_that_answers() {
         LONG,
     );
 }
+
+/// A node restarted alone does not know which of its entries are
+/// committed: `status` says so instead of showing an empty value, and
+/// `raft client ADDRS log` shows its entries as JSON lines.
+#[test]
+fn a_restarted_node_alone_says_its_value_is_not_yet_known() {
+    let mut c = Cluster::start(3);
+    let leader = c.wait_for_leader(&c.all(), LONG);
+    c.set(&[leader], "kept", LONG);
+    // Every node holds the entry before the crash.
+    for i in c.all() {
+        let id = c.nodes[i].id.clone();
+        c.wait_for_line(
+            i,
+            |l| l == format!("Node {id} updated value to: kept"),
+            LONG,
+        );
+    }
+    c.kill9_all(&c.all());
+    c.start_node(0);
+    let mark = c.mark(0);
+    c.type_line(0, "status");
+    let line = c.wait_for_line_since(0, mark, |l| l.contains("; value: "), LONG);
+    assert!(
+        line.text
+            .contains("; value: not yet known (the log holds entries up to index 2;"),
+        "{}",
+        line.text
+    );
+    let out = raft_client(&c.nodes[0].addr(), LONG, &["log", "5"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let rows: Vec<raft::message::LogRow> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!((rows[0].index, rows[0].kind.as_str()), (1, "noop"));
+    assert_eq!(rows[1].data.as_deref(), Some("kept"));
+    assert!(!rows[1].applied, "{rows:?}");
+}
