@@ -44,12 +44,14 @@
 //! 8. [`core::membership`]: adding and removing servers, one at a time.
 //! 9. [`state_machine`]: what committed commands are applied to.
 //! 10. [`storage`]: how term, vote, log and snapshot survive a crash.
-//! 11. [`node`]: the driver, where "persist before you answer" happens, and
-//!     [`prompt`], what a person types at it.
+//! 11. [`node`]: the driver, where "persist before you answer" happens;
+//!     [`prompt`], what a person types at it; [`console`], how every line
+//!     reaches the screen; [`partition`], cutting a node off for a demo.
 //! 12. [`transport`] (framing, the listener, answers to clients, sending to
 //!     peers), [`client`], [`config`]: sockets, `raft client`, and the
 //!     command line.
 //! 13. [`bench`](mod@bench): `raft bench`, which measures all of the above at work.
+//! 14. [`demo`]: `raft demo`, a whole cluster of this binary in one terminal.
 //!
 //! Then the tests: `tests/paper.rs` (one test per rule of Figure 2),
 //! `tests/extensions.rs` (PreVote, CheckQuorum, leadership transfer),

@@ -477,6 +477,9 @@ impl Node {
     /// Says once whom this node waits for, and once per leaderless spell
     /// that it cannot reach a majority, with the numbers.
     fn watch_peers(&mut self) {
+        if self.watch.said_waiting && self.watch.said_no_majority {
+            return;
+        }
         let leader_or_leaderless =
             self.raft.role() == RoleKind::Leader || self.raft.leader().is_none();
         if !leader_or_leaderless {
@@ -631,6 +634,10 @@ impl Node {
     }
 
     fn heard_from(&mut self, peer: &NodeId) {
+        // Members only, so the map stays as small as the cluster.
+        if !self.addresses.contains_key(peer) {
+            return;
+        }
         self.watch.heard.insert(peer.clone(), Instant::now());
         if self.watch.waiting_for.remove(peer) {
             say!("Node {} in touch with {peer}", self.raft.id());
@@ -858,6 +865,8 @@ impl Node {
             others.insert(id.clone(), own);
         }
         self.addresses = others;
+        let addresses = &self.addresses;
+        self.watch.heard.retain(|peer, _| addresses.contains_key(peer));
         if self.membership != Membership::default() {
             say!(
                 "Node {id} membership now: voters {}; learners {}",
