@@ -866,7 +866,9 @@ impl Node {
         }
         self.addresses = others;
         let addresses = &self.addresses;
-        self.watch.heard.retain(|peer, _| addresses.contains_key(peer));
+        self.watch
+            .heard
+            .retain(|peer, _| addresses.contains_key(peer));
         if self.membership != Membership::default() {
             say!(
                 "Node {id} membership now: voters {}; learners {}",
