@@ -411,8 +411,10 @@ impl Demo {
                 continue;
             };
             if let Ok(Some(status)) = running.child.try_wait() {
-                if !running.expected_exit {
-                    say!("Node {} exited: {status}", node.id);
+                if running.expected_exit {
+                    say!("Node {} stopped ({status})", node.id);
+                } else {
+                    say!("Node {} exited by itself ({status})", node.id);
                 }
                 node.process = None;
                 node.paused = false;
