@@ -187,6 +187,42 @@ fn demo_survives_a_crash_and_a_partition_and_cleans_up() {
         ))
     });
 
+    // A follower paused and resumed, one stopped as Ctrl+C would, the
+    // clocks slowed and sped up again: each says what it did.
+    let follower = [&first, &second]
+        .into_iter()
+        .find(|id| **id != third)
+        .expect("a follower")
+        .clone();
+    demo.type_line(&format!("pause {follower}"));
+    demo.wait_for("confirming the pause", |l| {
+        l.starts_with(&format!("Paused node {follower}"))
+    });
+    demo.type_line(&format!("pause {follower}"));
+    demo.wait_for("refusing a second pause", |l| {
+        l == format!("Node {follower} is already paused")
+    });
+    demo.type_line(&format!("resume {follower}"));
+    demo.wait_for("confirming the resume", |l| {
+        l == format!("Resumed node {follower}")
+    });
+    demo.type_line("slow");
+    demo.wait_for("the leader's clock slowed", |l| {
+        l == format!(
+            "{third} | Node {third} clock now runs at 1/20 speed: election timeout 3000-6000 ms"
+        )
+    });
+    demo.type_line("fast");
+    demo.wait_for("the leader's clock back to real time", |l| {
+        l == format!(
+            "{third} | Node {third} clock now runs at real time: election timeout 150-300 ms"
+        )
+    });
+    demo.type_line(&format!("stop {follower}"));
+    demo.wait_for("the stopped node gone", |l| {
+        l.starts_with(&format!("Node {follower} stopped ("))
+    });
+
     demo.type_line("quit");
     demo.wait_for("removing the data", |l| {
         l == format!("Every node stopped; removed {}", dir.display())
