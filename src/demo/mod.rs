@@ -17,14 +17,19 @@
 //! Each node runs in a process group of its own, so Ctrl+C at the demo
 //! reaches only the demo, which then stops every node and cleans up.
 
+mod command;
+mod plumbing;
+
+use command::{parse_demo, DemoCommand, NodeAction, HELP};
+use plumbing::{free_ports, list, make_temp_dir, relay};
+
 use crate::client;
 use crate::console;
 use crate::message::{ClientCommand, ClientResult, Status};
-use crate::prompt::{log_table, spawn_stdin_reader, DEFAULT_LOG_ROWS, MAX_LOG_ROWS};
+use crate::prompt::{log_table, spawn_stdin_reader};
 use crate::say;
 use crossbeam_channel::{bounded, select, tick};
-use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
-use std::net::TcpListener;
+use std::io::{IsTerminal, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
@@ -46,9 +51,6 @@ pub const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// How often the demo looks for nodes that exited.
 const REAP_INTERVAL: Duration = Duration::from_millis(100);
-
-/// The longest line read from a node's output (longer ones are cut).
-const MAX_NODE_LINE_BYTES: usize = 64 * 1024;
 
 /// Exit codes, as for the rest of `raft`.
 const EXIT_USAGE: u8 = 2;
@@ -74,116 +76,6 @@ pub struct DemoArgs {
 
 /// The first port tried, as in the three-terminal session.
 pub const DEFAULT_FIRST_PORT: u16 = 8000;
-
-/// A line typed at the demo's prompt, parsed.
-#[derive(Debug, PartialEq, Eq)]
-enum DemoCommand {
-    Set(String),
-    Get,
-    Status,
-    Log(usize),
-    /// A command about one node: its name, and the node's id.
-    OnNode(NodeAction, String),
-    Heal,
-    Slow(bool),
-    Help,
-    Quit,
-    Empty,
-    Usage(String),
-    Unknown(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum NodeAction {
-    Kill,
-    Stop,
-    Start,
-    Pause,
-    Resume,
-    Partition,
-}
-
-impl NodeAction {
-    fn name(self) -> &'static str {
-        match self {
-            NodeAction::Kill => "kill",
-            NodeAction::Stop => "stop",
-            NodeAction::Start => "start",
-            NodeAction::Pause => "pause",
-            NodeAction::Resume => "resume",
-            NodeAction::Partition => "partition",
-        }
-    }
-}
-
-fn parse_demo(line: &str) -> DemoCommand {
-    let trimmed = line.trim();
-    let (word, rest) = match trimmed.split_once(char::is_whitespace) {
-        Some((word, rest)) => (word.to_ascii_lowercase(), rest.trim_start()),
-        None => (trimmed.to_ascii_lowercase(), ""),
-    };
-    let args: Vec<&str> = rest.split_whitespace().collect();
-    let usage = |text: &str| DemoCommand::Usage(format!("usage: {text}"));
-    let action = match word.as_str() {
-        "kill" => Some(NodeAction::Kill),
-        "stop" => Some(NodeAction::Stop),
-        "start" => Some(NodeAction::Start),
-        "pause" => Some(NodeAction::Pause),
-        "resume" => Some(NodeAction::Resume),
-        "partition" => Some(NodeAction::Partition),
-        _ => None,
-    };
-    if let Some(action) = action {
-        return match args.as_slice() {
-            [id] => DemoCommand::OnNode(action, id.to_string()),
-            _ => usage(&format!(
-                "{} <id>, like {} 8001",
-                action.name(),
-                action.name()
-            )),
-        };
-    }
-    match (word.as_str(), args.as_slice()) {
-        ("", _) => DemoCommand::Empty,
-        ("set", []) => usage("set <value>, like set hello world"),
-        ("set", _) => DemoCommand::Set(rest.to_string()),
-        ("get", []) => DemoCommand::Get,
-        ("status", []) => DemoCommand::Status,
-        ("log", []) => DemoCommand::Log(DEFAULT_LOG_ROWS),
-        ("log", [n]) => match n.parse::<usize>() {
-            Ok(n) if (1..=MAX_LOG_ROWS).contains(&n) => DemoCommand::Log(n),
-            _ => usage(&format!("log [N], N from 1 to {MAX_LOG_ROWS}")),
-        },
-        ("heal", []) => DemoCommand::Heal,
-        ("slow", []) => DemoCommand::Slow(true),
-        ("fast", []) => DemoCommand::Slow(false),
-        ("help" | "?", _) => DemoCommand::Help,
-        ("quit" | "exit", []) => DemoCommand::Quit,
-        ("get" | "status" | "heal" | "slow" | "fast" | "quit" | "exit", _) => {
-            usage(&format!("{word} (it takes nothing after it)"))
-        }
-        ("log", _) => usage("log [N], like log 20"),
-        _ => DemoCommand::Unknown(trimmed.to_string()),
-    }
-}
-
-const HELP: &[&str] = &[
-    "Commands (each node's lines are prefixed by its id):",
-    "  set <value>       write the value through the leader",
-    "  get               read it, linearizably",
-    "  status            a table of every node: role, term, leader, indexes, value",
-    "  log [N]           the leader's last N log entries (default 10)",
-    "  kill <id>         kill -9 the node: a crash",
-    "  stop <id>         stop it as Ctrl+C does (a leader hands over first)",
-    "  start <id>        start a killed or stopped node again, on its data",
-    "  pause <id>        freeze it (SIGSTOP): alive but silent, like a long GC pause",
-    "  resume <id>       let it run again (SIGCONT)",
-    "  partition <id>    cut it off from every other node (messages dropped both ways)",
-    "  heal              end every partition",
-    "  slow / fast       run every node's clock 20 times slower (watch an election), or normally",
-    "  help              this list",
-    "  quit              stop every node and clean up (also Ctrl+C or Ctrl+D)",
-];
 
 /// Runs `raft demo` until `quit`, Ctrl+C or the end of stdin.
 pub fn main(args: &DemoArgs) -> ExitCode {
@@ -742,166 +634,6 @@ impl Demo {
             say!(
                 "Every node stopped; their data is kept in {}",
                 self.root.display()
-            );
-        }
-    }
-}
-
-/// Copies a node's output lines to the console with the node's prefix.
-fn relay(stream: Box<dyn Read + Send>, prefix: String) {
-    let spawned = std::thread::Builder::new()
-        .name("relay".into())
-        .spawn(move || {
-            let mut reader = BufReader::new(stream);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                let limit = MAX_NODE_LINE_BYTES as u64;
-                match (&mut reader).take(limit).read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {
-                        let line = String::from_utf8_lossy(&buf);
-                        console::say_prefixed(&prefix, line.trim_end_matches(['\n', '\r']));
-                    }
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        log::warn!("cannot relay a node's output: {e}");
-    }
-}
-
-/// A fresh directory under the system's temporary directory.
-fn make_temp_dir() -> Result<PathBuf, String> {
-    let base = std::env::temp_dir();
-    for _ in 0..16 {
-        let dir = base.join(format!(
-            "raft-demo-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => {
-                return Err(format!(
-                    "cannot create a temporary directory in {}: {e} (or give --data-dir)",
-                    base.display()
-                ))
-            }
-        }
-    }
-    Err(format!(
-        "cannot find a free temporary directory name in {}",
-        base.display()
-    ))
-}
-
-/// `n` distinct loopback ports free right now: `first`, `first + 1`, ...
-/// if they all are, else any; bound together, then released for the nodes
-/// to bind.
-fn free_ports(first: u16, n: usize) -> Result<Vec<u16>, String> {
-    if first != 0 {
-        let wanted: Vec<TcpListener> = (0..n)
-            .filter_map(|i| u16::try_from(i).ok().and_then(|i| first.checked_add(i)))
-            .filter_map(|port| TcpListener::bind(("127.0.0.1", port)).ok())
-            .collect();
-        if wanted.len() == n {
-            return Ok((0..n).map(|i| first + i as u16).collect());
-        }
-    }
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("cannot find free loopback ports: {e}"))?;
-    let mut ports = listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot find free loopback ports: {e}"))?;
-    ports.sort_unstable();
-    Ok(ports)
-}
-
-fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
-    items.collect::<Vec<_>>().join(", ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn demo_commands_parse_forgivingly() {
-        assert_eq!(
-            parse_demo(" set  hello world "),
-            DemoCommand::Set("hello world".into())
-        );
-        assert_eq!(parse_demo("GET "), DemoCommand::Get);
-        assert_eq!(parse_demo("status"), DemoCommand::Status);
-        assert_eq!(parse_demo("log"), DemoCommand::Log(DEFAULT_LOG_ROWS));
-        assert_eq!(parse_demo("log 4"), DemoCommand::Log(4));
-        assert_eq!(
-            parse_demo("kill 8001"),
-            DemoCommand::OnNode(NodeAction::Kill, "8001".into())
-        );
-        assert_eq!(
-            parse_demo("partition  8002 "),
-            DemoCommand::OnNode(NodeAction::Partition, "8002".into())
-        );
-        assert_eq!(parse_demo("heal"), DemoCommand::Heal);
-        assert_eq!(parse_demo("slow"), DemoCommand::Slow(true));
-        assert_eq!(parse_demo("fast"), DemoCommand::Slow(false));
-        assert_eq!(parse_demo("quit"), DemoCommand::Quit);
-        assert_eq!(parse_demo(""), DemoCommand::Empty);
-        assert_eq!(parse_demo("frob"), DemoCommand::Unknown("frob".into()));
-    }
-
-    #[test]
-    fn demo_commands_without_their_argument_get_usage() {
-        for line in [
-            "set",
-            "kill",
-            "stop",
-            "start",
-            "pause 1 2",
-            "resume",
-            "partition",
-            "log x",
-            "heal now",
-            "get x",
-        ] {
-            assert!(
-                matches!(parse_demo(line), DemoCommand::Usage(_)),
-                "{line}: {:?}",
-                parse_demo(line)
-            );
-        }
-    }
-
-    #[test]
-    fn help_names_every_command() {
-        let help = HELP.join("\n");
-        for word in [
-            "set",
-            "get",
-            "status",
-            "log",
-            "kill",
-            "stop",
-            "start",
-            "pause",
-            "resume",
-            "partition",
-            "heal",
-            "slow",
-            "fast",
-            "help",
-            "quit",
-        ] {
-            assert!(
-                help.contains(&format!("  {word}")) || help.contains(&format!("/ {word}")),
-                "{word}"
             );
         }
     }
