@@ -1227,7 +1227,10 @@ impl Node {
                 self.raft.log().last_index()
             );
         }
-        self.state_machine.read()
+        match self.state_machine.read() {
+            value if value.is_empty() => "(empty)".to_string(),
+            value => value,
+        }
     }
 
     /// The last `count` entries, oldest first.
