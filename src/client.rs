@@ -15,15 +15,27 @@
 //! Each attempt is one connection carrying one request; every connect, read
 //! and write has a timeout cut to the time left, so the client never runs
 //! past its deadline by more than a connect attempt.
+//!
+//! Every connection proves it holds the cluster key before it may ask
+//! anything (see `transport::auth`); [`connect`] is the one place that sets
+//! one up, for `raft client`, `raft bench` and a node forwarding its
+//! prompt's commands alike. The key is found as a node finds it:
+//! `raft-data/cluster.key` under the current directory, or `--cluster-key`.
 
 use crate::config;
-use crate::message::{ClientCommand, ClientRequest, ClientResult, Frame};
-use crate::transport;
+use crate::message::{ClientCommand, ClientRequest, ClientResponse, ClientResult, Frame};
+use crate::transport::auth::{self, Opener, Role, Sealer};
+use crate::transport::{self, ClusterKey, Credentials, FrameError};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::io::{self, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+/// How a client introduces itself in the handshake (nodes use their id).
+pub const CLIENT_NAME: &str = "client";
 
 /// How long `raft client` keeps trying when `--timeout` is not given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,6 +62,11 @@ pub struct ClientArgs {
     /// Give up after this many seconds (fractions allowed).
     #[arg(long, value_name = "SECS", default_value = "5")]
     pub timeout: String,
+
+    /// The cluster's key file [default: raft-data/cluster.key, which the
+    /// nodes started from this directory share].
+    #[arg(long, value_name = "FILE")]
+    pub cluster_key: Option<PathBuf>,
 
     /// The nodes to ask, comma-separated: PORT (meaning 127.0.0.1:PORT) or
     /// HOST:PORT.
@@ -124,6 +141,7 @@ fn seconds(d: Duration) -> String {
 /// An `Error` answer is returned as `Ok`: the node decided, and retrying
 /// elsewhere would not help.
 pub fn request(
+    creds: &Credentials,
     addrs: &[String],
     command: ClientCommand,
     timeout: Duration,
@@ -168,7 +186,7 @@ pub fn request(
             if left < MIN_ATTEMPT_TIME {
                 return Err(no_leader(addrs, timeout, last_error));
             }
-            match attempt(&addr, &request, left) {
+            match attempt(creds, &addr, &request, left) {
                 Ok(ClientResult::NotLeader {
                     leader: Some(leader),
                 }) => {
@@ -226,12 +244,116 @@ enum Failure {
     AfterSend(String),
 }
 
+/// An authenticated connection to one node, for requests and their
+/// answers. Made by [`connect`].
+pub struct Connection {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    sealer: Sealer,
+    opener: Opener,
+}
+
+/// Why [`connect`] failed.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// No TCP connection (refused, timed out, unresolvable).
+    Connect(io::Error),
+    /// Connected, but the handshake failed: another cluster's key, no key,
+    /// or the connection broke.
+    Handshake(auth::HandshakeError),
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Connect(e) => f.write_str(&describe_connect_error(e)),
+            ConnectError::Handshake(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// Opens a connection to the node at `addr` (`host:port`) and proves this
+/// process holds the cluster key, all within `timeout`. Every client
+/// connection, whoever makes it, is made here.
+pub fn connect(
+    creds: &Credentials,
+    addr: &str,
+    timeout: Duration,
+) -> Result<Connection, ConnectError> {
+    let deadline = Instant::now() + timeout;
+    let stream = transport::connect_within(addr, timeout.min(transport::CONNECT_TIMEOUT))
+        .map_err(ConnectError::Connect)?;
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(MIN_ATTEMPT_TIME);
+    let setup = || -> io::Result<BufReader<TcpStream>> {
+        stream.set_read_timeout(Some(left))?;
+        stream.set_write_timeout(Some(left))?;
+        Ok(BufReader::new(stream.try_clone()?))
+    };
+    let mut reader = setup().map_err(ConnectError::Connect)?;
+    let (sealer, opener) =
+        auth::connect_handshake(creds, CLIENT_NAME, Role::Client, &mut reader, &mut &stream)
+            .map_err(ConnectError::Handshake)?;
+    Ok(Connection {
+        stream,
+        reader,
+        sealer,
+        opener,
+    })
+}
+
+impl Connection {
+    /// Sends one request. Part of the line may have left on an error; a
+    /// node acts only on whole lines whose MAC verifies.
+    pub fn send(&mut self, request: &ClientRequest) -> io::Result<()> {
+        let line = transport::seal_frame(&Frame::Request(request.clone()), &mut self.sealer)?;
+        self.stream.write_all(&line)?;
+        self.stream.flush()
+    }
+
+    /// Reads the next answer; `Ok(None)` if the node closed the connection.
+    pub fn receive(&mut self) -> Result<Option<ClientResponse>, FrameError> {
+        match transport::read_sealed_frame(&mut self.reader, &mut self.opener)? {
+            None => Ok(None),
+            Some(Frame::Response(response)) => Ok(Some(response)),
+            Some(other) => Err(FrameError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("expected an answer, got {other:?}"),
+            ))),
+        }
+    }
+
+    /// Limits how long [`Connection::receive`] waits.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.stream.set_read_timeout(timeout)
+    }
+
+    /// Limits how long [`Connection::send`] waits.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.stream.set_write_timeout(timeout)
+    }
+}
+
+/// The credentials of a client: the key file at `key_file`, or at
+/// `raft-data/cluster.key` under the current directory.
+pub fn credentials(key_file: Option<&Path>) -> Result<Credentials, String> {
+    let default = Path::new(config::DEFAULT_DATA_ROOT).join(auth::KEY_FILE_NAME);
+    let path = key_file.unwrap_or(&default);
+    ClusterKey::load(path).map(Credentials::new)
+}
+
 /// One connection, one request, one answer, all within `left`.
-fn attempt(addr: &str, request: &ClientRequest, left: Duration) -> Result<ClientResult, Failure> {
-    let connect_timeout = left.min(transport::CONNECT_TIMEOUT);
-    let mut stream = transport::connect_within(addr, connect_timeout)
-        .map_err(|e| Failure::BeforeSend(describe_connect_error(&e)))?;
+fn attempt(
+    creds: &Credentials,
+    addr: &str,
+    request: &ClientRequest,
+    left: Duration,
+) -> Result<ClientResult, Failure> {
     let deadline = Instant::now() + left;
+    let mut conn = connect(creds, addr, left).map_err(|e| Failure::BeforeSend(e.to_string()))?;
     let time_left = || {
         let left = deadline.saturating_duration_since(Instant::now());
         (left >= MIN_ATTEMPT_TIME).then_some(left)
@@ -239,11 +361,9 @@ fn attempt(addr: &str, request: &ClientRequest, left: Duration) -> Result<Client
     let Some(write_time) = time_left() else {
         return Err(Failure::BeforeSend("out of time".into()));
     };
-    stream
-        .set_write_timeout(Some(write_time))
+    conn.set_write_timeout(Some(write_time))
         .map_err(|e| Failure::BeforeSend(e.to_string()))?;
-    let frame = Frame::Request(request.clone());
-    if let Err(e) = transport::write_frame(&mut stream, &frame).and_then(|()| stream.flush()) {
+    if let Err(e) = conn.send(request) {
         // Part of the line may have left; a node acts only on whole lines,
         // and a partial one is closed unread, so nothing was applied.
         return Err(Failure::BeforeSend(format!("sending failed: {e}")));
@@ -251,12 +371,10 @@ fn attempt(addr: &str, request: &ClientRequest, left: Duration) -> Result<Client
     let Some(read_time) = time_left() else {
         return Err(Failure::AfterSend("no answer within the deadline".into()));
     };
-    stream
-        .set_read_timeout(Some(read_time))
+    conn.set_read_timeout(Some(read_time))
         .map_err(|e| Failure::AfterSend(e.to_string()))?;
-    let mut reader = BufReader::new(stream);
-    match transport::read_frame(&mut reader) {
-        Ok(Some(Frame::Response(response))) if response.id == request.id => Ok(response.result),
+    match conn.receive() {
+        Ok(Some(response)) if response.id == request.id => Ok(response.result),
         Ok(Some(other)) => Err(Failure::AfterSend(format!(
             "unexpected answer (not a response to request {}): {other:?}",
             request.id
@@ -264,7 +382,7 @@ fn attempt(addr: &str, request: &ClientRequest, left: Duration) -> Result<Client
         Ok(None) => Err(Failure::AfterSend(
             "the node closed the connection without answering".into(),
         )),
-        Err(transport::FrameError::Io(e))
+        Err(FrameError::Io(e))
             if matches!(
                 e.kind(),
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
@@ -292,6 +410,8 @@ pub struct ClientInvocation {
     pub addrs: Vec<String>,
     pub command: ClientCommand,
     pub timeout: Duration,
+    /// `--cluster-key`, if given.
+    pub cluster_key: Option<PathBuf>,
 }
 
 /// Checks `raft client` arguments; the error is a one-line usage message.
@@ -309,6 +429,7 @@ pub fn parse_args(args: &ClientArgs) -> Result<ClientInvocation, config::ConfigE
         addrs,
         command,
         timeout,
+        cluster_key: args.cluster_key.clone(),
     })
 }
 
@@ -407,7 +528,14 @@ pub fn main(args: &ClientArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = match request(&inv.addrs, inv.command.clone(), inv.timeout) {
+    let creds = match credentials(inv.cluster_key.as_deref()) {
+        Ok(creds) => creds,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = match request(&creds, &inv.addrs, inv.command.clone(), inv.timeout) {
         Ok(result) => result,
         Err(e) => {
             eprintln!("error: {e}");
@@ -528,6 +656,7 @@ mod tests {
     fn addresses_are_normalized_and_deduplicated() {
         let args = ClientArgs {
             timeout: "5".into(),
+            cluster_key: None,
             addrs: "8000,127.0.0.1:8000,localhost:8001,10.0.0.1:9000".into(),
             command: words("get"),
         };
@@ -545,8 +674,9 @@ mod tests {
 
     #[test]
     fn no_addresses_is_an_error() {
+        let creds = Credentials::new(ClusterKey::generate().expect("random key"));
         assert_eq!(
-            request(&[], ClientCommand::Get, DEFAULT_TIMEOUT),
+            request(&creds, &[], ClientCommand::Get, DEFAULT_TIMEOUT),
             Err(ClientError::NoAddresses)
         );
     }

@@ -54,6 +54,11 @@ pub const DEFAULT_DATA_ROOT: &str = "raft-data";
 /// entries have been applied since the last snapshot (§7).
 pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 10_000;
 
+/// The largest `--snapshot-entries`: a billion entries between snapshots
+/// is already far more log than a node should replay at start-up; above
+/// it is a typo (and `snapshot_index + snapshot_entries` must have room).
+pub const MAX_SNAPSHOT_ENTRIES: u64 = 1_000_000_000;
+
 /// Everything a node needs to start, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeOptions {
@@ -75,6 +80,14 @@ pub struct NodeOptions {
     /// node. Such a node starts with no members of its own (`peers` is
     /// empty) and learns the membership from the leader's log.
     pub join: Option<Vec<String>>,
+    /// The cluster's key file: `--cluster-key`, or `cluster.key` beside
+    /// the data directory (created there if absent).
+    pub cluster_key: PathBuf,
+    /// Whether the cluster key was given with `--cluster-key` (then it must
+    /// exist; it is never created).
+    pub cluster_key_given: bool,
+    /// False only with the test-only `--insecure-no-auth`.
+    pub authenticate: bool,
 }
 
 /// The node's options as typed, before any checking. `main.rs` parses the
@@ -117,6 +130,18 @@ pub struct NodeArgs {
     /// voter once it has caught up.
     #[arg(long, value_name = "ADDRS", conflicts_with = "peers")]
     pub join: Option<String>,
+
+    /// The cluster's key file, copied from the node that created it
+    /// [default: cluster.key beside the data directory, like
+    /// raft-data/cluster.key, created by the first node that finds none].
+    #[arg(long, value_name = "FILE")]
+    pub cluster_key: Option<PathBuf>,
+
+    /// Test builds only: no cluster key, no authentication (plain JSON
+    /// lines from anyone), to show what the key prevents.
+    #[cfg(feature = "bug-switches")]
+    #[arg(long, hide = true)]
+    pub insecure_no_auth: bool,
 }
 
 /// A command-line mistake: one line, meant for a person.
@@ -153,8 +178,11 @@ impl NodeArgs {
             (Some(list), None) => parse_peers(list, &id)?,
             (None, None) => default_peers(&host, port)?,
         };
-        if self.snapshot_entries == 0 {
-            return err("--snapshot-entries must be at least 1 (the default is 10000)");
+        if !(1..=MAX_SNAPSHOT_ENTRIES).contains(&self.snapshot_entries) {
+            return err(format!(
+                "invalid --snapshot-entries {}: expected 1 to {MAX_SNAPSHOT_ENTRIES} (the default is {DEFAULT_SNAPSHOT_ENTRIES})",
+                self.snapshot_entries
+            ));
         }
 
         let election_timeout_ms = parse_election_timeout(&self.election_timeout_ms)?;
@@ -169,6 +197,20 @@ impl NodeArgs {
             None => default_data_dir(&id),
         };
 
+        let cluster_key = match &self.cluster_key {
+            Some(file) if file.as_os_str().is_empty() => {
+                return err(
+                    "--cluster-key is empty: give the cluster's key file, or leave the option out",
+                );
+            }
+            Some(file) => file.clone(),
+            None => crate::transport::auth::default_key_path(&data_dir),
+        };
+        #[cfg(feature = "bug-switches")]
+        let authenticate = !self.insecure_no_auth;
+        #[cfg(not(feature = "bug-switches"))]
+        let authenticate = true;
+
         Ok(NodeOptions {
             id,
             listen_addr,
@@ -178,6 +220,9 @@ impl NodeArgs {
             data_dir,
             snapshot_entries: self.snapshot_entries,
             join,
+            cluster_key,
+            cluster_key_given: self.cluster_key.is_some(),
+            authenticate,
         })
     }
 }
@@ -448,6 +493,9 @@ mod tests {
             data_dir: None,
             snapshot_entries: DEFAULT_SNAPSHOT_ENTRIES,
             join: None,
+            cluster_key: None,
+            #[cfg(feature = "bug-switches")]
+            insecure_no_auth: false,
         }
     }
 
@@ -469,6 +517,8 @@ mod tests {
         assert_eq!(opts.election_timeout_ms, (150, 300));
         assert_eq!(opts.heartbeat_ms, 50);
         assert_eq!(opts.data_dir, PathBuf::from("raft-data/8001"));
+        assert_eq!(opts.cluster_key, PathBuf::from("raft-data/cluster.key"));
+        assert!(opts.authenticate && !opts.cluster_key_given);
     }
 
     #[test]
@@ -676,6 +726,22 @@ mod tests {
         assert_eq!(opts.election_timeout_ms, DEFAULT_ELECTION_TIMEOUT_MS);
         assert_eq!(opts.heartbeat_ms, DEFAULT_HEARTBEAT_MS);
         assert_eq!(opts.listen_addr, format!("{DEFAULT_HOST}:8000"));
+    }
+
+    #[test]
+    fn snapshot_entries_have_a_range() {
+        for bad in [0, MAX_SNAPSHOT_ENTRIES + 1, u64::MAX] {
+            let mut a = args("8000");
+            a.snapshot_entries = bad;
+            let e = error_of(a);
+            assert!(
+                e.contains("--snapshot-entries") && e.contains("1 to 1000000000"),
+                "{bad}: {e}"
+            );
+        }
+        let mut a = args("8000");
+        a.snapshot_entries = MAX_SNAPSHOT_ENTRIES;
+        assert!(a.validate().is_ok());
     }
 
     #[test]

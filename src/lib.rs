@@ -47,8 +47,9 @@
 //! 11. [`node`]: the driver, where "persist before you answer" happens;
 //!     [`prompt`], what a person types at it; [`console`], how every line
 //!     reaches the screen; [`partition`], cutting a node off for a demo.
-//! 12. [`transport`] (framing, the listener, answers to clients, sending to
-//!     peers), [`client`], [`config`]: sockets, `raft client`, and the
+//! 12. [`transport`] (framing, the cluster key and the authentication of
+//!     every connection and frame, the listener, answers to clients, sending
+//!     to peers), [`client`], [`config`]: sockets, `raft client`, and the
 //!     command line.
 //! 13. [`bench`](mod@bench): `raft bench`, which measures all of the above at work.
 //! 14. [`demo`]: `raft demo`, a whole cluster of this binary in one terminal.

@@ -17,6 +17,19 @@ pub type Term = u64;
 /// the first entry" and always has term 0.
 pub type Index = u64;
 
+/// The highest term a node accepts from the wire or from disk, and the
+/// highest it ever reaches itself. A term only grows by one per election,
+/// so a real cluster never comes near it (at a thousand elections a second
+/// it takes over a hundred million years); a term above it can only be
+/// forged or corrupt, and is refused as malformed. The margin up to
+/// `u64::MAX` means `term + 1` can never wrap.
+pub const MAX_TERM: Term = 1 << 62;
+
+/// The highest log index (or byte offset, or count) a node accepts from the
+/// wire or from disk: far beyond any real log, far enough below `u64::MAX`
+/// that `index + 1`, and an index plus a snapshot interval, never wrap.
+pub const MAX_INDEX: Index = 1 << 62;
+
 /// How a node is named. A node listening on 127.0.0.1 is known by its port
 /// (`8000`), as in the original Python project; any other node by `HOST:PORT`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -199,6 +212,96 @@ pub enum MessageBody {
     },
 }
 
+impl Message {
+    /// Checks every number in the message against [`MAX_TERM`] and
+    /// [`MAX_INDEX`]. A message that fails was forged or garbled (no node
+    /// produces one) and must not reach the core, where `term + 1` or
+    /// `index + 1` would have no room. The error names the field.
+    pub fn check_numbers(&self) -> Result<(), String> {
+        let term = |name: &str, value: Term| {
+            if value > MAX_TERM {
+                Err(format!(
+                    "{name} {value} is above the highest term {MAX_TERM}"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let index = |name: &str, value: u64| {
+            if value > MAX_INDEX {
+                Err(format!(
+                    "{name} {value} is above the highest index {MAX_INDEX}"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        term("term", self.term)?;
+        match &self.body {
+            MessageBody::RequestVote {
+                last_log_index,
+                last_log_term,
+                ..
+            }
+            | MessageBody::PreVote {
+                last_log_index,
+                last_log_term,
+            } => {
+                index("last_log_index", *last_log_index)?;
+                term("last_log_term", *last_log_term)
+            }
+            MessageBody::RequestVoteResponse { .. }
+            | MessageBody::PreVoteResponse { .. }
+            | MessageBody::TimeoutNow => Ok(()),
+            MessageBody::InstallSnapshot {
+                last_included_index,
+                last_included_term,
+                offset,
+                ..
+            } => {
+                index("last_included_index", *last_included_index)?;
+                term("last_included_term", *last_included_term)?;
+                index("offset", *offset)
+            }
+            MessageBody::InstallSnapshotResponse {
+                last_included_index,
+                next_offset,
+                ..
+            } => {
+                index("last_included_index", *last_included_index)?;
+                index("next_offset", *next_offset)
+            }
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                ..
+            } => {
+                index("prev_log_index", *prev_log_index)?;
+                term("prev_log_term", *prev_log_term)?;
+                index("leader_commit", *leader_commit)?;
+                entries.iter().try_for_each(|e| {
+                    index("entry index", e.index)?;
+                    term("entry term", e.term)
+                })
+            }
+            MessageBody::AppendEntriesResponse {
+                match_index,
+                conflict,
+                ..
+            } => {
+                index("match_index", *match_index)?;
+                if let Some(conflict) = conflict {
+                    index("conflict index", conflict.index)?;
+                    term("conflict term", conflict.term.unwrap_or(0))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 impl MessageBody {
     /// True for messages that promise nothing about the sender's stable
     /// storage, so a driver may send them before persisting the Ready they
@@ -353,4 +456,66 @@ pub enum Frame {
     Request(ClientRequest),
     /// From a node back to a client, on the client's connection.
     Response(ClientResponse),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(term: Term, prev_log_index: Index, entry_term: Term) -> Message {
+        Message {
+            from: NodeId::new("8000"),
+            to: NodeId::new("8001"),
+            term,
+            body: MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term: 1,
+                entries: vec![Entry {
+                    term: entry_term,
+                    index: prev_log_index.wrapping_add(1),
+                    data: EntryData::Noop,
+                }],
+                leader_commit: 0,
+                read_seq: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn numbers_up_to_the_bounds_are_accepted() {
+        assert_eq!(
+            append(MAX_TERM, MAX_INDEX - 1, MAX_TERM).check_numbers(),
+            Ok(())
+        );
+        assert_eq!(append(2, 5, 2).check_numbers(), Ok(()));
+    }
+
+    #[test]
+    fn terms_and_indexes_near_the_top_of_u64_are_refused() {
+        let cases = [
+            (append(u64::MAX, 5, 1), "term 18446744073709551615"),
+            (append(MAX_TERM + 1, 5, 1), "term 4611686018427387905"),
+            (append(2, u64::MAX, 1), "prev_log_index"),
+            (append(2, 5, u64::MAX), "entry term"),
+        ];
+        for (msg, expect) in cases {
+            let e = msg.check_numbers().expect_err(expect);
+            assert!(e.contains(expect) && e.contains("above the highest"), "{e}");
+        }
+        let response = Message {
+            from: NodeId::new("8001"),
+            to: NodeId::new("8000"),
+            term: 2,
+            body: MessageBody::AppendEntriesResponse {
+                success: false,
+                match_index: 0,
+                conflict: Some(Conflict {
+                    term: Some(u64::MAX),
+                    index: 3,
+                }),
+                read_seq: 0,
+            },
+        };
+        assert!(response.check_numbers().is_err());
+    }
 }

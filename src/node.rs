@@ -36,7 +36,7 @@ use crate::prompt::{
 use crate::say;
 use crate::state_machine::{StateMachine, Value};
 use crate::storage::{Metadata, Storage};
-use crate::transport::{self, Inbound, Members, Peers, Reply};
+use crate::transport::{self, auth, ClusterKey, Credentials, Inbound, Members, Peers, Reply};
 use crossbeam_channel::{bounded, select, tick, Receiver};
 use log::{debug, warn};
 use std::collections::{BTreeMap, BTreeSet};
@@ -140,6 +140,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         members: addresses.keys().cloned().collect(),
     };
     let (storage, recovered) = Storage::open(&opts.data_dir, &meta).map_err(|e| e.to_string())?;
+    let creds = credentials(&opts)?;
     for warning in &recovered.warnings {
         warn!("{warning}");
     }
@@ -166,8 +167,14 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
 
     let (inbound_tx, inbound_rx) = bounded(INBOUND_QUEUE_LEN);
     let members = Members::default();
-    transport::spawn_listener(listener, opts.id.clone(), members.clone(), inbound_tx)
-        .map_err(|e| format!("cannot start the listener on {}: {e}", opts.listen_addr))?;
+    transport::spawn_listener(
+        listener,
+        opts.id.clone(),
+        members.clone(),
+        inbound_tx,
+        creds.clone(),
+    )
+    .map_err(|e| format!("cannot start the listener on {}: {e}", opts.listen_addr))?;
     console::enable_prompt();
     let stdin_rx = spawn_stdin_reader();
     let (shutdown_tx, shutdown_rx) = bounded(1);
@@ -180,7 +187,11 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         raft,
         storage,
         state_machine,
-        peers: Peers::start(&join_seeds(opts.join.as_deref())),
+        peers: Peers::start(
+            opts.id.clone(),
+            creds.clone(),
+            &join_seeds(opts.join.as_deref()),
+        ),
         members,
         addresses,
         membership: Membership::default(),
@@ -190,7 +201,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         next_read_id: 0,
         pending_transfer: None,
         pending_status: Vec::new(),
-        forwards: ForwardQueue::default(),
+        forwards: ForwardQueue::new(creds.clone()),
         partition: Partition::default(),
         tick_ms,
         ticker: tick(Duration::from_millis(tick_ms)),
@@ -203,7 +214,12 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
     };
     node.sync_membership();
     if let Some(cluster) = &opts.join {
-        ask_to_join(opts.id.clone(), opts.listen_addr.clone(), cluster.clone());
+        ask_to_join(
+            creds,
+            opts.id.clone(),
+            opts.listen_addr.clone(),
+            cluster.clone(),
+        );
     }
     console::show_prompt();
     node.run_loop(&inbound_rx, &stdin_rx, &shutdown_rx)?;
@@ -211,6 +227,34 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
     let handover = Duration::from_millis(opts.election_timeout_ms.1);
     node.hand_over_leadership(&inbound_rx, handover)?;
     Ok(())
+}
+
+/// The cluster key: `--cluster-key` (which must exist), or the key file
+/// beside the data directory, created by the first node that finds none;
+/// checked against the cluster the data directory belongs to (see
+/// `auth::check_cluster_id`). Call once the data directory is accepted.
+fn credentials(opts: &NodeOptions) -> Result<Credentials, String> {
+    #[cfg(feature = "bug-switches")]
+    if !opts.authenticate {
+        warn!("--insecure-no-auth: this node accepts anything from anyone (a test-only switch)");
+        return Ok(Credentials::insecure());
+    }
+    let key = if opts.cluster_key_given {
+        ClusterKey::load(&opts.cluster_key)?
+    } else {
+        let (key, created) = ClusterKey::load_or_create(&opts.cluster_key)?;
+        if created {
+            say!(
+                "Node {} created the cluster key {} for a new cluster {}; nodes started from this directory share it, nodes on other hosts need a copy (--cluster-key)",
+                opts.id,
+                opts.cluster_key.display(),
+                key.cluster_id()
+            );
+        }
+        key
+    };
+    auth::check_cluster_id(&opts.data_dir, &key, &opts.cluster_key)?;
+    Ok(Credentials::new(key))
 }
 
 /// "Node 8000 recovered term 7, vote 8001, 1234 entries (last index 1234)
@@ -283,7 +327,7 @@ fn join_seeds(join: Option<&[String]>) -> BTreeMap<NodeId, String> {
 
 /// `--join`: asks the cluster, from a thread of its own, to add this node.
 /// The leader adds it as a learner; it learns everything else from the log.
-fn ask_to_join(id: NodeId, address: String, cluster: Vec<String>) {
+fn ask_to_join(creds: Credentials, id: NodeId, address: String, cluster: Vec<String>) {
     let spawned = std::thread::Builder::new()
         .name("join".into())
         .spawn(move || {
@@ -292,7 +336,7 @@ fn ask_to_join(id: NodeId, address: String, cluster: Vec<String>) {
                 let command = ClientCommand::AddMember {
                     address: address.clone(),
                 };
-                let outcome = client::request(&cluster, command, FORWARD_TIMEOUT);
+                let outcome = client::request(&creds, &cluster, command, FORWARD_TIMEOUT);
                 // Anything but success (no leader yet, a change in
                 // progress, leadership moving) is worth another try until
                 // the deadline.
@@ -890,7 +934,14 @@ impl Node {
     /// the state machine's state to a snapshot and compact the log.
     fn maybe_snapshot(&mut self) -> Result<(), String> {
         let applied = self.raft.last_applied();
-        if applied < self.raft.snapshot_index() + self.snapshot_entries {
+        // Saturating: both are bounded (MAX_INDEX, MAX_SNAPSHOT_ENTRIES), so
+        // this never saturates; if it did, "not yet" is the safe answer.
+        if applied
+            < self
+                .raft
+                .snapshot_index()
+                .saturating_add(self.snapshot_entries)
+        {
             return Ok(());
         }
         let data = self.state_machine.snapshot();

@@ -5,6 +5,7 @@ use crate::client;
 use crate::message::NodeId;
 use crate::message::{ClientCommand, ClientResult, LogRow};
 use crate::say;
+use crate::transport::Credentials;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use log::{debug, warn};
 use std::io::{BufRead, Read};
@@ -183,14 +184,23 @@ struct Forward {
 /// sent from one thread, one at a time, each after the previous one was
 /// answered: so they take effect in the order typed, and the
 /// state-machine thread never waits on the network.
-#[derive(Default)]
 pub(crate) struct ForwardQueue {
+    /// The cluster key, to connect to the leader.
+    creds: Credentials,
     tx: Option<Sender<Forward>>,
     /// Commands queued or on their way and not answered yet.
     in_flight: Arc<AtomicUsize>,
 }
 
 impl ForwardQueue {
+    pub(crate) fn new(creds: Credentials) -> ForwardQueue {
+        ForwardQueue {
+            creds,
+            tx: None,
+            in_flight: Arc::default(),
+        }
+    }
+
     /// Whether no forwarded command is waiting for its answer. While one
     /// is, even a node that has become leader sends its own prompt's
     /// commands through the queue (to itself), to keep them in order.
@@ -224,11 +234,12 @@ impl ForwardQueue {
         if self.tx.is_none() {
             let (tx, rx) = bounded::<Forward>(MAX_FORWARD_QUEUE);
             let in_flight = self.in_flight.clone();
+            let creds = self.creds.clone();
             let spawned = std::thread::Builder::new()
                 .name("forward".into())
                 .spawn(move || {
                     for f in rx {
-                        forward_one(&f);
+                        forward_one(&creds, &f);
                         in_flight.fetch_sub(1, Ordering::SeqCst);
                         crate::console::show_prompt();
                     }
@@ -242,8 +253,9 @@ impl ForwardQueue {
     }
 }
 
-fn forward_one(f: &Forward) {
+fn forward_one(creds: &Credentials, f: &Forward) {
     match client::request(
+        creds,
         &f.addresses,
         f.command.clone(),
         crate::node::FORWARD_TIMEOUT,

@@ -274,7 +274,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::message::{Entry, HardState, Index, NodeId, Snapshot, Term};
+use crate::message::{Entry, HardState, Index, NodeId, Snapshot, Term, MAX_INDEX, MAX_TERM};
 
 /// The log file's name inside the data directory.
 pub const LOG_FILE: &str = "log";
@@ -1934,8 +1934,12 @@ impl Replayed {
         let first_index = self.start.last_included_index + 1;
         let last_index = self.last_index();
         match op {
-            Op::HardState(hs) => self.hard_state = hs.into_owned(),
+            Op::HardState(hs) => {
+                check_position(0, hs.current_term)?;
+                self.hard_state = hs.into_owned();
+            }
             Op::Entry(entry) => {
+                check_position(entry.index, entry.term)?;
                 if entry.index != last_index + 1 {
                     return Err(format!(
                         "entry {} does not follow the last entry {last_index}",
@@ -1975,12 +1979,28 @@ impl Replayed {
                 if start.last_included_index == 0 {
                     return Err("a compacted operation at index 0".to_string());
                 }
+                check_position(start.last_included_index, start.last_included_term)?;
                 self.start = start;
                 self.start_offset = at;
             }
         }
         Ok(())
     }
+}
+
+/// Refuses an index above [`MAX_INDEX`] or a term above [`MAX_TERM`]: no
+/// node writes one (the transport refuses them on the wire), so on disk
+/// they are damage, and letting them in would leave `+ 1` no room.
+fn check_position(index: Index, term: Term) -> Result<(), String> {
+    if index > MAX_INDEX {
+        return Err(format!(
+            "index {index} is above the highest index {MAX_INDEX}"
+        ));
+    }
+    if term > MAX_TERM {
+        return Err(format!("term {term} is above the highest term {MAX_TERM}"));
+    }
+    Ok(())
 }
 
 impl Compacted {
@@ -2240,5 +2260,7 @@ fn read_snapshot(path: &Path) -> Result<Option<(Snapshot, u64)>, StorageError> {
             "a snapshot at index 0, which no node writes".to_string(),
         ));
     }
+    check_position(snapshot.last_included_index, snapshot.last_included_term)
+        .map_err(|reason| corrupt(SNAPSHOT_HEADER_LEN, reason))?;
     Ok(Some((snapshot, bytes.len() as u64)))
 }

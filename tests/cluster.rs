@@ -22,7 +22,7 @@ use raft::message::{
 use raft::storage::{Metadata, Storage};
 use raft::transport::{self, MAX_LINE_BYTES};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -118,7 +118,7 @@ fn a_single_node_cluster_elects_itself_and_commits() {
         |l| l == format!("Node {id} updated value to: alone"),
         LONG,
     );
-    let out = raft_client(&c.addrs(&[0]), CLIENT, &["get"]);
+    let out = c.client(&c.addrs(&[0]), CLIENT, &["get"]);
     assert_eq!(text(&out.stdout), "alone\n", "{}", text(&out.stderr));
 }
 
@@ -130,7 +130,8 @@ fn an_oversized_value_is_refused_and_the_node_carries_on() {
     assert_eq!(c.wait_for_leader(&[0], LONG), 0);
     let addrs = vec![format!("127.0.0.1:{}", c.nodes[0].id)];
     let huge = "x".repeat(raft::core::MAX_COMMAND_BYTES + 1);
-    let answer = raft::client::request(&addrs, ClientCommand::Set { value: huge }, CLIENT);
+    let creds = c.credentials();
+    let answer = raft::client::request(&creds, &addrs, ClientCommand::Set { value: huge }, CLIENT);
     match answer {
         Ok(ClientResult::Error { message }) => {
             assert!(message.contains("the most a value may have"), "{message}")
@@ -220,19 +221,19 @@ fn raft_client_set_get_status_and_exit_codes() {
     let all = c.addrs(&c.all());
     c.wait_for_leader(&c.all(), LONG);
 
-    let out = raft_client(&all, CLIENT, &["set", "hello", "world"]);
+    let out = c.client(&all, CLIENT, &["set", "hello", "world"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr), "");
     let index = committed_index(&out).expect("committed at index N");
 
-    let out = raft_client(&all, CLIENT, &["get"]);
+    let out = c.client(&all, CLIENT, &["get"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "hello world\n");
 
     for i in c.all() {
         // Followers apply a moment after the leader answers.
         c.wait_for_status(i, "apply the write", |s| s.last_applied >= index, LONG);
-        let out = raft_client(&c.nodes[i].id, CLIENT, &["status"]);
+        let out = c.client(&c.nodes[i].id, CLIENT, &["status"]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         let stdout = text(&out.stdout);
         assert_eq!(stdout.lines().count(), 1, "{stdout}");
@@ -270,7 +271,7 @@ fn raft_client_set_get_status_and_exit_codes() {
         .join(",");
     for words in [&["get"][..], &["set", "x"], &["status"]] {
         let started = Instant::now();
-        let out = raft_client(&nobody, Duration::from_millis(500), words);
+        let out = c.client(&nobody, Duration::from_millis(500), words);
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{words:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{words:?}: {err}");
@@ -419,19 +420,20 @@ fn acknowledged_writes_survive_kill_9_of_the_whole_cluster() {
     let all = c.all();
     c.wait_for_leader(&all, LONG);
     let addrs = c.addrs(&all);
+    let key = c.key_path();
 
     let acked: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
     let stop = AtomicBool::new(false);
     let pre_terms: Vec<u64> = std::thread::scope(|scope| {
         for writer in 0..4 {
-            let (acked, stop, addrs) = (&acked, &stop, &addrs);
+            let (acked, stop, addrs, key) = (&acked, &stop, &addrs, &key);
             scope.spawn(move || {
                 for k in 0.. {
                     if stop.load(Ordering::SeqCst) {
                         return;
                     }
                     let value = format!("w{writer}-{k}");
-                    let out = raft_client(addrs, Duration::from_secs(1), &["set", &value]);
+                    let out = raft_client(key, addrs, Duration::from_secs(1), &["set", &value]);
                     if let Some(index) = committed_index(&out) {
                         acked.lock().unwrap().push((index, value));
                     }
@@ -750,11 +752,12 @@ fn a_paused_leader_does_not_serve_a_stale_read() {
     // a status) so that each already has a reader thread waiting in the
     // node: on resume they race the new leader's messages on equal terms.
     let addr = c.nodes[old].addr();
-    let mut conns: Vec<BufReader<TcpStream>> = (0..QUEUED_READS)
+    let creds = c.credentials();
+    let mut conns: Vec<raft::client::Connection> = (0..QUEUED_READS)
         .map(|id| {
-            let conn = TcpStream::connect(&addr).expect("connect to the leader");
+            let mut conn =
+                raft::client::connect(&creds, &addr, LONG).expect("connect to the leader");
             conn.set_read_timeout(Some(LONG)).expect("read timeout");
-            let mut conn = BufReader::new(conn);
             let answer = ask(&mut conn, id, ClientCommand::Status);
             assert!(matches!(answer, ClientResult::Status(_)), "{answer:?}");
             conn
@@ -773,19 +776,17 @@ fn a_paused_leader_does_not_serve_a_stale_read() {
     let mark = c.mark(old);
     c.type_line(old, "get");
     for (id, conn) in conns.iter_mut().enumerate() {
-        let request = Frame::Request(ClientRequest {
+        let request = ClientRequest {
             id: 100 + id as u64,
             command: ClientCommand::Get,
-        });
-        let stream = conn.get_mut();
-        transport::write_frame(stream, &request).expect("queue a get");
-        stream.flush().expect("flush");
+        };
+        conn.send(&request).expect("queue a get");
     }
 
     c.signal(old, "CONT");
     for conn in &mut conns {
-        match transport::read_frame(conn) {
-            Ok(Some(Frame::Response(response))) => match response.result {
+        match conn.receive() {
+            Ok(Some(response)) => match response.result {
                 ClientResult::Value { value } => {
                     assert_eq!(value, "fresh", "the resumed old leader served a stale read")
                 }
@@ -818,19 +819,17 @@ fn a_paused_leader_does_not_serve_a_stale_read() {
     );
 
     // Asked through `raft client`, it points to the new leader.
-    let out = raft_client(&c.nodes[old].id, CLIENT, &["get"]);
+    let out = c.client(&c.nodes[old].id, CLIENT, &["get"]);
     assert_eq!(text(&out.stdout), "fresh\n", "{}", text(&out.stderr));
     c.wait_for_status(old, "catch up", |s| s.value == "fresh", LONG);
 }
 
 /// One request on an open client connection, and its answer.
-fn ask(conn: &mut BufReader<TcpStream>, id: u64, command: ClientCommand) -> ClientResult {
-    let request = Frame::Request(ClientRequest { id, command });
-    let stream = conn.get_mut();
-    transport::write_frame(stream, &request).expect("send a request");
-    stream.flush().expect("flush");
-    match transport::read_frame(conn) {
-        Ok(Some(Frame::Response(response))) if response.id == id => response.result,
+fn ask(conn: &mut raft::client::Connection, id: u64, command: ClientCommand) -> ClientResult {
+    conn.send(&ClientRequest { id, command })
+        .expect("send a request");
+    match conn.receive() {
+        Ok(Some(response)) if response.id == id => response.result,
         other => panic!("no answer to request {id}: {other:?}"),
     }
 }
@@ -897,6 +896,8 @@ fn malformed_input_on_the_port_leaves_the_node_running() {
 
 /// Sends something bad on a new connection and checks that the node
 /// closes it (end of stream or reset), rather than answering or hanging.
+/// The one line it may send first is its refusal of a connection that did
+/// not authenticate.
 fn expect_closed(addr: &str, send: impl FnOnce(&mut TcpStream) -> io::Result<()>, what: &str) {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("{what}: connect: {e}"));
     s.set_write_timeout(Some(LONG)).expect("write timeout");
@@ -910,6 +911,13 @@ fn expect_closed(addr: &str, send: impl FnOnce(&mut TcpStream) -> io::Result<()>
     let mut buf = [0u8; 4096];
     match s.read(&mut buf) {
         Ok(0) => {}
+        Ok(n) if buf[..n].starts_with(b"{\"refused\":") && buf[..n].ends_with(b"\n") => {
+            match s.read(&mut buf) {
+                Ok(0) => {}
+                Err(e) if is_closed(&e) => {}
+                other => panic!("{what}: the node did not close after refusing: {other:?}"),
+            }
+        }
         Ok(n) => panic!(
             "{what}: the node answered instead of closing: {:?}",
             text(&buf[..n])
@@ -1050,7 +1058,7 @@ fn measure_election_and_failover() {
         }
         let addrs = c.addrs(&rest);
         loop {
-            let out = raft_client(&addrs, Duration::from_secs(1), &["set", "after"]);
+            let out = c.client(&addrs, Duration::from_secs(1), &["set", "after"]);
             if out.status.success() {
                 break;
             }

@@ -75,6 +75,7 @@ fn lines_typed_at_a_follower_take_effect_in_the_order_typed() {
         let expected: Vec<usize> = (0..LINES).collect();
         assert_eq!(applied, expected);
         let got = raft::client::request(
+            &c.credentials(),
             &c.all()
                 .iter()
                 .map(|&i| c.nodes[i].addr())
@@ -112,19 +113,24 @@ fn a_node_whose_stdout_is_closed_keeps_serving() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn raft");
-    // Read the first line, then close our end of stdout.
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut first = String::new();
-    stdout.read_line(&mut first).expect("first line");
-    assert!(first.contains("recovered"), "{first}");
+    // Read up to the recovery line, then close our end of stdout.
+    let mut line = String::new();
+    while !line.contains(" recovered ") {
+        line.clear();
+        let read = stdout.read_line(&mut line).expect("a line");
+        assert!(read > 0, "the node closed stdout before its recovery line");
+    }
     drop(stdout);
     let addr = format!("127.0.0.1:{port}");
+    // The node made the key beside its data directory, raft-data/PORT.
+    let key = dir.path().join("raft-data").join("cluster.key");
     for i in 0..5 {
         let value = format!("after-close-{i}");
-        let out = raft_client(&addr, LONG, &["set", &value]);
+        let out = raft_client(&key, &addr, LONG, &["set", &value]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     }
-    let out = raft_client(&addr, LONG, &["get"]);
+    let out = raft_client(&key, &addr, LONG, &["get"]);
     assert_eq!(text(&out.stdout), "after-close-4\n");
     assert!(
         child.try_wait().expect("try_wait").is_none(),
@@ -173,7 +179,8 @@ fn node_in_a_pty(port: u16, peers: &str, dir: &std::path::Path) -> rexpect::sess
     let mut command = Command::new(RAFT);
     command
         .args([&port.to_string(), "--peers", peers, "--data-dir"])
-        .arg(dir)
+        // The cluster key goes beside the data directory, in `dir`.
+        .arg(dir.join("node"))
         .env_remove("RUST_LOG");
     rexpect::session::spawn_command(command, Some(LONG.as_millis() as u64)).expect("spawn in a pty")
 }
@@ -309,7 +316,7 @@ fn a_restarted_node_alone_says_its_value_is_not_yet_known() {
         "{}",
         line.text
     );
-    let out = raft_client(&c.nodes[0].addr(), LONG, &["log", "5"]);
+    let out = c.client(&c.nodes[0].addr(), LONG, &["log", "5"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let rows: Vec<raft::message::LogRow> = text(&out.stdout)
         .lines()

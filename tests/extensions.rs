@@ -36,7 +36,7 @@ use common::{
 use raft::core::{
     Config, Event, NotLeader, Raft, ReadOutcome, Ready, RoleKind, StepDownReason, TransferError,
 };
-use raft::message::{Entry, EntryData, HardState, Index, Message, MessageBody, Term};
+use raft::message::{Entry, EntryData, HardState, Index, Message, MessageBody, Term, MAX_TERM};
 
 // ===========================================================================
 // Helpers
@@ -1340,4 +1340,46 @@ fn a_removed_server_that_learns_its_removal_stops_standing_for_election() {
     let ready = persist(&mut r);
     assert!(ready.messages.is_empty(), "{:?}", ready.messages);
     assert_eq!((r.role(), r.current_term()), (RoleKind::Follower, 2));
+}
+
+// ===========================================================================
+// Numbers at the edge
+// ===========================================================================
+
+/// A node whose term reached `MAX_TERM` (the highest term any node accepts)
+/// does not campaign past it, with or without PreVote: no message leaves
+/// with a term above the bound, and nothing wraps or panics. The transport
+/// refuses higher terms before they reach the core, so only a node that
+/// reached the bound itself is ever here.
+#[test]
+fn a_node_at_the_highest_term_never_campaigns_past_it() {
+    for pre_vote in [false, true] {
+        let ext = Extensions {
+            pre_vote,
+            check_quorum: true,
+        };
+        let mut r = node(3, MAX_TERM, &[1], ext);
+        for _ in 0..4 {
+            ticks(&mut r, ELECTION_MAX);
+            let ready = persist(&mut r);
+            assert!(ready.messages.iter().all(|m| m.term <= MAX_TERM));
+            assert_eq!(r.current_term(), MAX_TERM, "pre_vote {pre_vote}");
+        }
+    }
+}
+
+/// An AppendEntries whose indexes sit at the top of `u64` is malformed:
+/// dropped, without a panic on `index + 1`.
+#[test]
+fn an_append_entries_at_the_top_of_the_index_space_is_dropped() {
+    let ext = Extensions {
+        pre_vote: true,
+        check_quorum: true,
+    };
+    let mut r = node(3, 2, &[1], ext);
+    let forged = append(2, 1, 2, (u64::MAX, 1), vec![noop(0, 2)], u64::MAX);
+    r.step(forged);
+    let ready = persist(&mut r);
+    assert!(ready.entries.is_empty() && ready.committed.is_empty());
+    assert_eq!(r.log().last_index(), 1);
 }

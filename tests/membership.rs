@@ -21,7 +21,7 @@ mod support;
 use raft::message::Status;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-use support::{raft_client, text, Cluster, POLL};
+use support::{text, Cluster, POLL};
 
 /// For anything that needs an election, a commit or a catch-up: generous,
 /// because CI is two cores running several clusters at once. A passing
@@ -122,7 +122,7 @@ fn at_leader_prompt(
 fn change_membership(c: &Cluster, among: &[usize], words: &[&str]) -> String {
     let deadline = Instant::now() + LONG;
     loop {
-        let out = raft_client(&c.addrs(among), CLIENT, words);
+        let out = c.client(&c.addrs(among), CLIENT, words);
         let err = text(&out.stderr);
         if out.status.success() {
             return text(&out.stdout);
@@ -176,7 +176,7 @@ fn join(c: &mut Cluster, join: &[usize]) -> usize {
 
 /// `raft client PORT status`, parsed: what a script sees.
 fn status_json(c: &Cluster, i: usize) -> serde_json::Value {
-    let out = raft_client(&c.nodes[i].id, CLIENT, &["status"]);
+    let out = c.client(&c.nodes[i].id, CLIENT, &["status"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     serde_json::from_str(&text(&out.stdout)).expect("status is JSON")
 }
@@ -626,7 +626,7 @@ fn measure_leader_removal_handover() {
         let lid = id(&c, leader);
         let rest = c.others(leader);
         let marks = marks(&mut c, &rest);
-        let out = raft_client(&c.addrs(&[leader]), CLIENT, &["remove", &lid]);
+        let out = c.client(&c.addrs(&[leader]), CLIENT, &["remove", &lid]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         let stepped_down = c.wait_for_line(
             leader,

@@ -14,6 +14,24 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// Where the `raft` binary runs in these tests: its `raft-data/cluster.key`
+/// is the key every fake node and client here shares.
+fn work_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("net-tests")
+}
+
+/// The key every fake node and client of these tests shares.
+fn creds() -> transport::Credentials {
+    static KEY: std::sync::OnceLock<transport::ClusterKey> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        let path = work_dir().join("raft-data").join("cluster.key");
+        transport::ClusterKey::load_or_create(&path)
+            .expect("the tests' key file")
+            .0
+    });
+    transport::Credentials::new(key.clone())
+}
+
 /// Generous: only here so that a broken test fails instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -23,8 +41,14 @@ fn fake_node(answer: impl Fn(u64, &ClientCommand) -> ClientResult + Send + 'stat
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     let addr = listener.local_addr().expect("local addr").to_string();
     let (tx, rx) = crossbeam_channel::bounded(16);
-    transport::spawn_listener(listener, NodeId::new("fake"), Members::default(), tx)
-        .expect("spawn listener");
+    transport::spawn_listener(
+        listener,
+        NodeId::new("fake"),
+        Members::default(),
+        tx,
+        creds(),
+    )
+    .expect("spawn listener");
     thread::spawn(move || serve(rx, answer));
     addr
 }
@@ -52,14 +76,20 @@ fn dead_addr() -> String {
     l.local_addr().expect("addr").to_string()
 }
 
-/// A "node" that reads one line per connection and closes without answering.
+/// A "node" that completes the handshake, reads one request per
+/// connection and closes without answering.
 fn silent_closer() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     thread::spawn(move || {
         for conn in listener.incoming().flatten() {
+            let Ok(clone) = conn.try_clone() else {
+                continue;
+            };
+            let mut reader = BufReader::new(clone);
+            let _ = transport::auth::accept_handshake(&creds(), "fake", &mut reader, &mut &conn);
             let mut line = String::new();
-            let _ = BufReader::new(conn).read_line(&mut line);
+            let _ = reader.read_line(&mut line);
         }
     });
     addr
@@ -79,7 +109,7 @@ fn follows_leader_hints_in_both_spellings() {
         leader: Some(port.clone()),
     });
     for follower in [by_addr, by_port] {
-        let got = client::request(&[follower], ClientCommand::Get, PATIENCE);
+        let got = client::request(&creds(), &[follower], ClientCommand::Get, PATIENCE);
         assert_eq!(got, Ok(value("from the leader")));
     }
 }
@@ -95,6 +125,7 @@ fn skips_dead_nodes_and_waits_out_an_election() {
         }
     });
     let got = client::request(
+        &creds(),
         &[dead_addr(), node],
         ClientCommand::Set { value: "x".into() },
         PATIENCE,
@@ -107,7 +138,7 @@ fn an_error_answer_is_final() {
     let node = fake_node(|_, _| ClientResult::Error {
         message: "disk full".into(),
     });
-    let got = client::request(&[node], ClientCommand::Get, PATIENCE);
+    let got = client::request(&creds(), &[node], ClientCommand::Get, PATIENCE);
     assert_eq!(
         got,
         Ok(ClientResult::Error {
@@ -121,6 +152,7 @@ fn no_node_means_a_clear_error_before_the_deadline() {
     let addr = dead_addr();
     let start = Instant::now();
     let err = client::request(
+        &creds(),
         std::slice::from_ref(&addr),
         ClientCommand::Get,
         Duration::from_millis(300),
@@ -140,6 +172,7 @@ fn no_node_means_a_clear_error_before_the_deadline() {
 fn a_set_whose_answer_is_lost_is_not_retried() {
     let addr = silent_closer();
     let err = client::request(
+        &creds(),
         std::slice::from_ref(&addr),
         ClientCommand::Set { value: "x".into() },
         PATIENCE,
@@ -158,8 +191,13 @@ fn a_set_whose_answer_is_lost_is_not_retried() {
 #[test]
 fn a_read_whose_answer_is_lost_is_retried_until_the_deadline() {
     let addr = silent_closer();
-    let err = client::request(&[addr], ClientCommand::Get, Duration::from_millis(300))
-        .expect_err("no answer");
+    let err = client::request(
+        &creds(),
+        &[addr],
+        ClientCommand::Get,
+        Duration::from_millis(300),
+    )
+    .expect_err("no answer");
     assert!(matches!(err, ClientError::NoLeader { .. }), "{err}");
     assert!(
         err.to_string()
@@ -183,22 +221,32 @@ fn a_node_that_never_answers_cannot_hold_the_client_past_its_deadline() {
         }
     });
     let start = Instant::now();
-    let err = client::request(&[addr], ClientCommand::Get, Duration::from_millis(300))
-        .expect_err("no answer");
+    let err = client::request(
+        &creds(),
+        &[addr],
+        ClientCommand::Get,
+        Duration::from_millis(300),
+    )
+    .expect_err("no answer");
     assert!(
         start.elapsed() < PATIENCE,
         "the client overran its deadline"
     );
+    // It never answers the handshake, so that is where the client stops.
     assert!(
-        err.to_string().contains("no answer within the deadline"),
+        err.to_string()
+            .contains("no answer to the handshake within the deadline"),
         "{err}"
     );
 }
 
 // -- the binary ------------------------------------------------------------
 
+/// Runs `raft ARGS` where it finds the tests' key as `raft-data/cluster.key`.
 fn raft(args: &[&str]) -> std::process::Output {
+    creds(); // the key file exists
     Command::new(env!("CARGO_BIN_EXE_raft"))
+        .current_dir(work_dir())
         .args(args)
         .output()
         .expect("run the raft binary")

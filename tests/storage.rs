@@ -790,6 +790,14 @@ fn well_formed_records_that_make_no_sense_are_corruption_even_at_the_end() {
         (r#"[{"truncate_from":2}]"#, "outside the log"),
         (r#"[{"truncate_from":0}]"#, "outside the log"),
         (r#"[{"no_such_operation":1}]"#, "does not decode"),
+        (
+            r#"[{"hard_state":{"current_term":18446744073709551615,"voted_for":null}}]"#,
+            "above the highest term",
+        ),
+        (
+            r#"[{"entry":{"term":4611686018427387905,"index":2,"data":"noop"}}]"#,
+            "above the highest term",
+        ),
         ("not json at all", "does not decode"),
     ];
     let second_record = (raw_header(1).len() + raw_record(one).len()) as u64;

@@ -301,7 +301,9 @@ fn tail(path: &Path) -> String {
 
 /// Asks one node for its status; `None` if it does not answer in time.
 pub fn status(addr: &str) -> Option<Status> {
+    let creds = super::credentials().ok()?;
     match client::request(
+        creds,
         std::slice::from_ref(&addr.to_string()),
         ClientCommand::Status,
         STATUS_TIMEOUT,

@@ -7,11 +7,10 @@
 //! the same run (Little's law: throughput = C / latency).
 
 use super::histogram::Histogram;
-use crate::config;
-use crate::message::{ClientCommand, ClientRequest, ClientResult, Frame};
-use crate::transport;
-use std::io::{self, BufReader, Write};
-use std::net::TcpStream;
+use crate::message::{ClientCommand, ClientRequest, ClientResult};
+use crate::transport::FrameError;
+use crate::{client, config};
+use std::io;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -106,7 +105,7 @@ pub struct Session {
     target: String,
     /// The address tried after `target` fails: round robin over `addrs`.
     next_guess: usize,
-    conn: Option<(TcpStream, BufReader<TcpStream>)>,
+    conn: Option<client::Connection>,
     next_id: u64,
     io_timeout: Duration,
 }
@@ -171,22 +170,23 @@ impl Session {
     fn try_call(&mut self, command: &ClientCommand) -> io::Result<ClientResult> {
         let id = self.next_id;
         self.next_id += 1;
-        let line = transport::encode_frame(&Frame::Request(ClientRequest {
+        let request = ClientRequest {
             id,
             command: command.clone(),
-        }))?;
-        let (writer, reader) = match &mut self.conn {
+        };
+        let conn = match &mut self.conn {
             Some(conn) => conn,
             None => {
-                let stream = transport::connect_within(&self.target, transport::CONNECT_TIMEOUT)?;
-                stream.set_read_timeout(Some(self.io_timeout))?;
-                let reader = BufReader::new(stream.try_clone()?);
-                self.conn.insert((stream, reader))
+                let creds = super::credentials().map_err(io::Error::other)?;
+                let conn = client::connect(creds, &self.target, self.io_timeout)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                conn.set_read_timeout(Some(self.io_timeout))?;
+                self.conn.insert(conn)
             }
         };
-        writer.write_all(&line)?;
-        match transport::read_frame(reader) {
-            Ok(Some(Frame::Response(r))) if r.id == id => Ok(r.result),
+        conn.send(&request)?;
+        match conn.receive() {
+            Ok(Some(r)) if r.id == id => Ok(r.result),
             Ok(Some(other)) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("not the answer to request {id}: {other:?}"),
@@ -195,7 +195,7 @@ impl Session {
                 io::ErrorKind::UnexpectedEof,
                 "the node closed the connection",
             )),
-            Err(transport::FrameError::Io(e)) => Err(e),
+            Err(FrameError::Io(e)) => Err(e),
             Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
         }
     }

@@ -40,13 +40,15 @@ mod report;
 
 use crate::config::{self, ConfigError};
 use crate::message::Status;
+use crate::transport::auth::KEY_FILE_NAME;
+use crate::transport::{ClusterKey, Credentials};
 use cluster::{wait_for_leader, LocalCluster, Quorum, WorkDir};
 use load::{ClientPlan, ClientReport, LoadShared, PHASE_DONE, PHASE_MEASURE};
 use procstat::ProcSample;
 use report::Report;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use histogram::Histogram;
@@ -133,6 +135,11 @@ pub struct BenchArgs {
     /// Print the results as one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// With --cluster: the cluster's key file [default:
+    /// raft-data/cluster.key]. The local cluster gets a key of its own.
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    pub cluster_key: Option<std::path::PathBuf>,
 }
 
 /// Which cluster to measure.
@@ -155,6 +162,8 @@ pub struct BenchOptions {
     pub read_fraction: f64,
     pub failover_rounds: u32,
     pub json: bool,
+    /// `--cluster-key`, for `--cluster`.
+    pub cluster_key: Option<std::path::PathBuf>,
 }
 
 impl BenchArgs {
@@ -198,6 +207,7 @@ impl BenchArgs {
             read_fraction: parse_fraction(&self.reads)?,
             failover_rounds,
             json: self.json,
+            cluster_key: self.cluster_key.clone(),
         })
     }
 }
@@ -308,9 +318,39 @@ pub fn main(args: &BenchArgs) -> ExitCode {
     }
 }
 
+/// The cluster key every connection of this bench proves it holds: set
+/// once, before the first connection, and read by every client thread.
+static CREDENTIALS: OnceLock<Credentials> = OnceLock::new();
+
+/// The bench's credentials (set by `run` before anything connects).
+fn credentials() -> Result<&'static Credentials, String> {
+    CREDENTIALS
+        .get()
+        .ok_or_else(|| "the bench has no cluster key yet".to_string())
+}
+
+/// Finds the cluster key: a new one for the local cluster (its nodes find
+/// it beside their data directories), or the existing cluster's.
+fn set_credentials(opts: &BenchOptions, work: &WorkDir) -> Result<(), String> {
+    let creds = match &opts.target {
+        Target::Local { .. } => {
+            let (key, _) = ClusterKey::load_or_create(&work.path().join(KEY_FILE_NAME))?;
+            Credentials::new(key)
+        }
+        Target::Cluster { .. } => crate::client::credentials(opts.cluster_key.as_deref())?,
+    };
+    // Each run's local cluster has a key of its own, so a second run in
+    // one process could not use the first one's: refuse it.
+    if CREDENTIALS.set(creds).is_err() {
+        return Err("raft bench runs once per process".to_string());
+    }
+    Ok(())
+}
+
 /// The whole run, from the floor to the failover rounds.
 fn run(opts: &BenchOptions, stop: &AtomicBool) -> Result<Report, String> {
     let work = WorkDir::create()?;
+    set_credentials(opts, &work)?;
     eprintln!(
         "bench: measuring this machine's floor (fsync in {}, loopback round trip)",
         work.path().display()
@@ -560,6 +600,7 @@ mod tests {
             reads: "0".into(),
             failover: "0".into(),
             json: false,
+            cluster_key: None,
         }
     }
 

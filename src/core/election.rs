@@ -14,8 +14,16 @@
 use super::read::ReadQueue;
 use super::replication::Progress;
 use super::{Event, LeaderState, Raft, Role, StepDownReason};
-use crate::message::{EntryData, Index, Message, MessageBody, NodeId, Term};
+use crate::message::{EntryData, Index, Message, MessageBody, NodeId, Term, MAX_TERM};
 use std::collections::BTreeSet;
+
+/// The term after `term`, or `None` past [`MAX_TERM`]: a node never
+/// campaigns in a term it would refuse from anyone else. Terms reach the
+/// core only after the transport checked them against the same bound, so a
+/// real cluster never gets here (see `MAX_TERM`).
+fn next_term(term: Term) -> Option<Term> {
+    term.checked_add(1).filter(|&next| next <= MAX_TERM)
+}
 
 /// A leadership transfer in progress (dissertation §3.10).
 #[derive(Clone, Debug)]
@@ -73,7 +81,9 @@ impl Raft {
         };
         self.reset_election_timer();
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
-        let next_term = self.current_term + 1;
+        let Some(next_term) = next_term(self.current_term) else {
+            return;
+        };
         for peer in self.voting_peers() {
             self.messages.push(Message {
                 from: self.config.id.clone(),
@@ -92,7 +102,10 @@ impl Raft {
     /// start election: increment currentTerm, vote for self, reset election
     /// timer, send RequestVote RPCs to all other servers."
     pub(super) fn start_election(&mut self, leadership_transfer: bool) {
-        self.current_term += 1;
+        let Some(next_term) = next_term(self.current_term) else {
+            return;
+        };
+        self.current_term = next_term;
         self.voted_for = Some(self.config.id.clone());
         self.hard_state_changed = true;
         self.role = Role::Candidate {
@@ -206,7 +219,7 @@ impl Raft {
     /// Counts a pre-vote for the term after ours.
     pub(super) fn on_pre_vote_response(&mut self, voter: NodeId, term: Term, vote_granted: bool) {
         if let Role::PreCandidate { votes } = &mut self.role {
-            if vote_granted && term == self.current_term + 1 {
+            if vote_granted && Some(term) == next_term(self.current_term) {
                 votes.insert(voter);
                 self.maybe_win_pre_vote();
             }

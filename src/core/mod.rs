@@ -292,7 +292,11 @@ fn well_formed(msg: &Message) -> bool {
     };
     let mut expected = (*prev_log_index, *prev_log_term);
     for entry in entries {
-        if entry.index != expected.0 + 1 || entry.term < expected.1 || entry.term > msg.term {
+        // Checked: an index at the top of u64 is malformed, not a panic.
+        if Some(entry.index) != expected.0.checked_add(1)
+            || entry.term < expected.1
+            || entry.term > msg.term
+        {
             return false;
         }
         expected = (entry.index, entry.term);

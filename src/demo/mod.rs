@@ -28,6 +28,8 @@ use crate::console;
 use crate::message::{ClientCommand, ClientResult, Status};
 use crate::prompt::{log_table, spawn_stdin_reader};
 use crate::say;
+use crate::transport::auth::{default_key_path, KEY_FILE_NAME};
+use crate::transport::{ClusterKey, Credentials};
 use crossbeam_channel::{bounded, select, tick};
 use std::io::{IsTerminal, Read, Write};
 use std::os::unix::process::CommandExt;
@@ -126,6 +128,9 @@ struct Running {
 struct Demo {
     /// The data root, and whether to remove it at exit.
     root: PathBuf,
+    /// The cluster key in the data root, shared by the nodes and the
+    /// demo's own client requests.
+    creds: Credentials,
     temporary: bool,
     nodes: Vec<DemoNode>,
     slow: bool,
@@ -142,8 +147,16 @@ impl Demo {
             }
             None => (make_temp_dir()?, true),
         };
-        let ports = match free_ports(args.first_port, args.nodes) {
-            Ok(ports) => ports,
+        let prepared = free_ports(args.first_port, args.nodes).and_then(|ports| {
+            // The key every node finds beside its data directory
+            // (ROOT/cluster.key for ROOT/<id>), made before any starts.
+            let key_path = root.join(KEY_FILE_NAME);
+            debug_assert_eq!(default_key_path(&root.join("node")), key_path);
+            let (key, _) = ClusterKey::load_or_create(&key_path)?;
+            Ok((ports, Credentials::new(key), key_path))
+        });
+        let (ports, creds, key_path) = match prepared {
+            Ok(prepared) => prepared,
             Err(e) => {
                 if temporary {
                     let _ = std::fs::remove_dir_all(&root);
@@ -166,6 +179,7 @@ impl Demo {
             .collect();
         let mut demo = Demo {
             root,
+            creds,
             temporary,
             nodes,
             slow: false,
@@ -181,6 +195,11 @@ impl Demo {
             demo.nodes.len(),
             list(demo.nodes.iter().map(|n| n.id.as_str())),
             demo.root.display()
+        );
+        say!(
+            "The cluster key is {}: raft client --cluster-key {} talks to these nodes",
+            key_path.display(),
+            key_path.display()
         );
         for i in 0..demo.nodes.len() {
             if let Err(e) = demo.spawn(i) {
@@ -351,7 +370,7 @@ impl Demo {
             say!("No node is running; start one with start <id>");
             return;
         }
-        match client::request(&addresses, command, REQUEST_TIMEOUT) {
+        match client::request(&self.creds, &addresses, command, REQUEST_TIMEOUT) {
             Ok(ClientResult::Written { index }) => say!("Committed at index {index}"),
             Ok(ClientResult::Value { value }) => say!("Value: {value}"),
             Ok(ClientResult::Error { message }) => say!("Error: {message}"),
@@ -366,6 +385,7 @@ impl Demo {
             .map(|node| {
                 let status = if node.process.is_some() && !node.paused {
                     match client::request(
+                        &self.creds,
                         &[format!("127.0.0.1:{}", node.port)],
                         ClientCommand::Status,
                         STATUS_TIMEOUT,
@@ -432,6 +452,7 @@ impl Demo {
         };
         let role = status.as_ref().map_or("", |s| s.role.as_str());
         match client::request(
+            &self.creds,
             &[format!("127.0.0.1:{}", node.port)],
             ClientCommand::Log { count },
             REQUEST_TIMEOUT,

@@ -1,5 +1,6 @@
 //! Framing: one JSON [`Frame`] per line, with a limit on every line.
 
+use super::auth::{FrameAuthError, Opener, Sealer, MAC_HEX_LEN};
 use super::MAX_LINE_BYTES;
 use crate::message::Frame;
 use std::fmt;
@@ -18,6 +19,8 @@ pub enum FrameError {
     NotUtf8 { valid_up_to: usize },
     /// The line is not JSON, or not a JSON `Frame`.
     Malformed(serde_json::Error),
+    /// The line's MAC is missing or wrong (see `auth`).
+    Unauthenticated(FrameAuthError),
 }
 
 impl fmt::Display for FrameError {
@@ -38,6 +41,7 @@ impl fmt::Display for FrameError {
                 )
             }
             FrameError::Malformed(e) => write!(f, "not a valid frame: {e}"),
+            FrameError::Unauthenticated(e) => write!(f, "{e}"),
         }
     }
 }
@@ -65,8 +69,17 @@ impl From<io::Error> for FrameError {
 /// to fail here, where the caller can log it, than to have the peer close
 /// the connection.
 pub fn encode_frame(frame: &Frame) -> io::Result<Vec<u8>> {
-    let mut line = serde_json::to_vec(frame).map_err(io::Error::other)?;
-    if line.len() > MAX_LINE_BYTES {
+    let mut line = encode_json(frame)?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// A frame's JSON, without the newline (and without a MAC: see
+/// [`seal_frame`]), refused if its line would be over the limit.
+pub fn encode_json(frame: &Frame) -> io::Result<Vec<u8>> {
+    let line = serde_json::to_vec(frame).map_err(io::Error::other)?;
+    // Room for the MAC that follows it: " " and the hex digits.
+    if line.len() + 1 + MAC_HEX_LEN > MAX_LINE_BYTES {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
@@ -75,8 +88,15 @@ pub fn encode_frame(frame: &Frame) -> io::Result<Vec<u8>> {
             ),
         ));
     }
-    line.push(b'\n');
     Ok(line)
+}
+
+/// A frame as its authenticated line, newline included.
+pub fn seal_frame(frame: &Frame, sealer: &mut Sealer) -> io::Result<Vec<u8>> {
+    let json = encode_json(frame)?;
+    sealer
+        .seal(&json)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
 }
 
 /// Writes one frame as one line. Does not flush: a `BufWriter` caller
@@ -95,7 +115,33 @@ pub fn read_frame(r: &mut impl BufRead) -> Result<Option<Frame>, FrameError> {
     read_frame_limited(r, MAX_LINE_BYTES)
 }
 
+/// Reads the next frame of an authenticated connection: its MAC must
+/// verify (see `auth`) before the JSON is even parsed.
+pub fn read_sealed_frame(
+    r: &mut impl BufRead,
+    opener: &mut Opener,
+) -> Result<Option<Frame>, FrameError> {
+    let Some(line) = read_line(r, MAX_LINE_BYTES)? else {
+        return Ok(None);
+    };
+    let json = opener.open(&line).map_err(FrameError::Unauthenticated)?;
+    serde_json::from_str(json)
+        .map(Some)
+        .map_err(FrameError::Malformed)
+}
+
 fn read_frame_limited(r: &mut impl BufRead, limit: usize) -> Result<Option<Frame>, FrameError> {
+    let Some(text) = read_line(r, limit)? else {
+        return Ok(None);
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(FrameError::Malformed)
+}
+
+/// The next line that is not blank, without its newline: at most `limit`
+/// bytes are buffered for it.
+pub(super) fn read_line(r: &mut impl BufRead, limit: usize) -> Result<Option<String>, FrameError> {
     loop {
         let mut line = Vec::new();
         // One byte more than the limit: a line of exactly `limit` bytes plus
@@ -118,9 +164,7 @@ fn read_frame_limited(r: &mut impl BufRead, limit: usize) -> Result<Option<Frame
         if text.trim().is_empty() {
             continue;
         }
-        return serde_json::from_str(text)
-            .map(Some)
-            .map_err(FrameError::Malformed);
+        return Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()));
     }
 }
 

@@ -1,7 +1,8 @@
 //! Inbound: the listener thread, one reader thread per connection, and the
 //! checks a frame passes before it reaches the state-machine thread.
 
-use super::frame::{frame_for_log, read_frame, write_frame, FrameError};
+use super::auth::{self, Credentials, Opener, Role, Sealer, HANDSHAKE_TIMEOUT};
+use super::frame::{frame_for_log, read_sealed_frame, seal_frame, FrameError};
 use super::reply::{Delivery, Reply};
 use super::{ACCEPT_ERROR_BACKOFF, CLIENT_IDLE_TIMEOUT, CLIENT_REPLY_TIMEOUT, MAX_CONNECTIONS};
 use crate::message::{
@@ -12,7 +13,7 @@ use std::collections::BTreeSet;
 use std::io::{self, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
 /// What the connection readers hand to the state-machine thread.
@@ -138,12 +139,14 @@ pub fn spawn_listener(
     self_id: NodeId,
     members: Members,
     inbound: Sender<Inbound>,
+    creds: Credentials,
 ) -> io::Result<JoinHandle<()>> {
     let local = listener.local_addr()?;
     let ctx = Arc::new(ReaderContext {
         self_id,
         members,
         inbound,
+        creds,
     });
     thread::Builder::new()
         .name(format!("raft-listener-{local}"))
@@ -155,6 +158,8 @@ struct ReaderContext {
     self_id: NodeId,
     members: Members,
     inbound: Sender<Inbound>,
+    /// The cluster key every connection must prove it holds.
+    creds: Credentials,
 }
 
 /// Counts a live connection; the count goes down when the reader ends,
@@ -223,9 +228,12 @@ fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: &ReaderContext) 
         }
     };
     let mut reader = BufReader::new(stream);
+    let Some(mut conn) = authenticate(ctx, &mut reader, &writer, remote) else {
+        return;
+    };
     let mut known_peer = false;
     loop {
-        let frame = match read_frame(&mut reader) {
+        let frame = match read_sealed_frame(&mut reader, &mut conn.opener) {
             Ok(Some(frame)) => frame,
             Ok(None) => {
                 log::debug!("connection from {remote} closed");
@@ -247,6 +255,17 @@ fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: &ReaderContext) 
         };
         match frame {
             Frame::Peer(msg) => {
+                if let Err(why) = conn.check_peer(&msg) {
+                    log::warn!("closing connection from {remote}: {why}");
+                    return;
+                }
+                if let Err(e) = msg.check_numbers() {
+                    log::warn!(
+                        "closing connection from {remote}: a malformed message from {}: {e}",
+                        msg.from
+                    );
+                    return;
+                }
                 if msg.from == ctx.self_id {
                     log::warn!(
                         "closing connection from {remote}: it sent a message from {}, which is this node's own id; is a second node running with the same address?",
@@ -267,7 +286,7 @@ fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: &ReaderContext) 
                 );
                 if !from_a_leader
                     && !ctx.members.allows(&msg.from)
-                    && !let_in_stranger(ctx, &msg, remote)
+                    && !let_in_stranger(ctx, &msg, remote, &writer, &conn.sealer)
                 {
                     return;
                 }
@@ -302,7 +321,7 @@ fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: &ReaderContext) 
                     "received from client {remote}: {}",
                     frame_for_log(&Frame::Request(request.clone()))
                 );
-                if !answer_client(ctx, request, &writer, remote) {
+                if !answer_client(ctx, request, &writer, remote, &conn.sealer) {
                     return;
                 }
             }
@@ -321,7 +340,13 @@ fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: &ReaderContext) 
 /// removed member's request for votes does: a leader answers it with the
 /// entry that removed that member (see `Raft::step`). Anything else is
 /// refused, saying why (the caller closes the connection).
-fn let_in_stranger(ctx: &ReaderContext, msg: &Message, remote: SocketAddr) -> bool {
+fn let_in_stranger(
+    ctx: &ReaderContext,
+    msg: &Message,
+    remote: SocketAddr,
+    writer: &TcpStream,
+    sealer: &Mutex<Sealer>,
+) -> bool {
     let from = &msg.from;
     match ctx.members.stranger(from) {
         Stranger::Removed { first_time } => {
@@ -342,10 +367,21 @@ fn let_in_stranger(ctx: &ReaderContext, msg: &Message, remote: SocketAddr) -> bo
             asks_for_votes
         }
         Stranger::Unknown => {
-            log::warn!(
-                "closing connection from {remote}: it sent a message from {from}, which is not a member of this cluster ({}); start every node with the same members",
-                ctx.members.describe()
+            let members = ctx.members.describe();
+            auth::warn_rate_limited("not-a-member", || {
+                format!(
+                    "refused node {from} ({remote}): it is not a member of this cluster ({members}); start every node with the same members"
+                )
+            });
+            let reason = format!(
+                "node {} does not count {from} as a member (its members are {members}); start every node with the same members",
+                ctx.self_id
             );
+            if let Ok(mut sealer) = sealer.lock() {
+                if let Some(line) = auth::refusal_frame(&mut sealer, &reason) {
+                    let _ = (&*writer).write_all(&line);
+                }
+            }
             false
         }
     }
@@ -360,9 +396,10 @@ fn answer_client(
     request: ClientRequest,
     stream: &Arc<TcpStream>,
     remote: SocketAddr,
+    sealer: &Arc<Mutex<Sealer>>,
 ) -> bool {
     let id = request.id;
-    let (reply, answer) = Reply::new(Arc::clone(stream), remote);
+    let (reply, answer) = Reply::new(Arc::clone(stream), remote, Arc::clone(sealer));
     if ctx
         .inbound
         .send(Inbound::Client { request, reply })
@@ -388,7 +425,11 @@ fn answer_client(
                 result: ClientResult::Error { message },
             });
             log::debug!("sent to client {remote}: {}", frame_for_log(&frame));
-            write_frame(&mut &**stream, &frame)
+            let line = match sealer.lock() {
+                Ok(mut sealer) => seal_frame(&frame, &mut sealer),
+                Err(_) => return false,
+            };
+            line.and_then(|line| (&**stream).write_all(&line))
         }
     };
     if let Err(e) = outcome {
@@ -396,6 +437,72 @@ fn answer_client(
         return false;
     }
     true
+}
+
+/// One connection's authentication: what it proved in the handshake, and
+/// the keys for its frames.
+struct Authenticated {
+    /// Who the handshake said is at the other end (`None` with
+    /// authentication off).
+    peer: Option<auth::Peer>,
+    opener: Opener,
+    /// Shared with the [`Reply`] of each request, which seals the answer.
+    sealer: Arc<Mutex<Sealer>>,
+}
+
+impl Authenticated {
+    /// A peer message must come on a peer's connection, from the node that
+    /// authenticated it.
+    fn check_peer(&self, msg: &Message) -> Result<(), String> {
+        match &self.peer {
+            None => Ok(()),
+            Some(peer) if peer.role == Role::Client => Err(format!(
+                "a client ({}) sent a peer message, which only nodes send",
+                peer.id
+            )),
+            Some(peer) if peer.id != msg.from.as_str() => Err(format!(
+                "node {} sent a message from {}; a node speaks only for itself",
+                peer.id, msg.from
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// The handshake (see `auth`), within [`HANDSHAKE_TIMEOUT`]. `None` if it
+/// failed: that was logged (at most once per kind every
+/// `auth::REFUSAL_LOG_INTERVAL`), and the other side was told why.
+fn authenticate(
+    ctx: &ReaderContext,
+    reader: &mut BufReader<TcpStream>,
+    writer: &TcpStream,
+    remote: SocketAddr,
+) -> Option<Authenticated> {
+    if let Err(e) = writer.set_read_timeout(Some(HANDSHAKE_TIMEOUT)) {
+        log::warn!("closing connection from {remote}: cannot set a read timeout: {e}");
+        return None;
+    }
+    let outcome = auth::accept_handshake(&ctx.creds, ctx.self_id.as_str(), reader, &mut &*writer);
+    let (sealer, opener, peer) = match outcome {
+        Ok(done) => done,
+        Err(auth::HandshakeError::Io(e)) => {
+            log::debug!("closing connection from {remote}: handshake failed: {e}");
+            return None;
+        }
+        Err(e) => {
+            auth::warn_rate_limited(e.kind(), || format!("refused {remote}: {e}"));
+            return None;
+        }
+    };
+    if let Err(e) = writer.set_read_timeout(Some(CLIENT_IDLE_TIMEOUT)) {
+        log::warn!("closing connection from {remote}: cannot set a read timeout: {e}");
+        return None;
+    }
+    Some(Authenticated {
+        peer,
+        opener,
+        sealer: Arc::new(Mutex::new(sealer)),
+    })
 }
 
 fn join_ids(ids: &BTreeSet<NodeId>) -> String {
@@ -406,8 +513,11 @@ fn join_ids(ids: &BTreeSet<NodeId>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::frame::write_frame;
-    use crate::transport::test_support::{fake_driver, request, start_node, vote, DEADLINE};
+    use crate::transport::frame::{read_frame, write_frame};
+    use crate::transport::test_support::{
+        fake_driver, request, start_node, start_node_with, test_key, vote, DEADLINE,
+    };
+    use crate::transport::ClusterKey;
     use crate::transport::MAX_LINE_BYTES;
     use std::io::Read;
 
@@ -540,6 +650,87 @@ mod tests {
         write_frame(&mut s, &Frame::Peer(vote("8002", "8000"))).expect("send");
         let got = peer_msgs.recv_timeout(DEADLINE).expect("forwarded");
         assert_eq!(got, vote("8002", "8000"));
+        assert!(peer_msgs.try_recv().is_err());
+    }
+
+    // -- authentication ------------------------------------------------
+
+    fn keyed(key: ClusterKey) -> Credentials {
+        Credentials::new(key)
+    }
+
+    #[test]
+    fn an_authenticated_node_serves_only_clients_with_its_key() {
+        use crate::client;
+        let node = start_node_with("8000", &["8001"], keyed(test_key()));
+        let _peers = fake_driver(node.inbound);
+        // With the key: served.
+        let mut conn = client::connect(&keyed(test_key()), &node.addr, DEADLINE).expect("connect");
+        conn.send(&request(4)).expect("send");
+        let answer = conn.receive().expect("answer").expect("not closed");
+        assert_eq!(answer.id, 4);
+        // Without it, or with another cluster's: refused in the handshake.
+        let other = keyed(ClusterKey::generate().expect("random"));
+        let err = client::connect(&other, &node.addr, DEADLINE)
+            .err()
+            .expect("refused");
+        assert!(
+            err.to_string().contains("has a different cluster key"),
+            "{err}"
+        );
+        // A plain request: answered only with the refusal, then closed.
+        let (mut s, mut r) = client(&node.addr);
+        write_frame(&mut s, &Frame::Request(request(5))).expect("send");
+        let mut answer = String::new();
+        std::io::BufRead::read_line(&mut r, &mut answer).expect("read");
+        assert!(answer.contains("\"refused\""), "{answer}");
+        assert!(closed_by_server(&mut r));
+    }
+
+    #[test]
+    fn a_client_cannot_send_peer_messages() {
+        let node = start_node_with("8000", &["8001"], keyed(test_key()));
+        let peer_msgs = fake_driver(node.inbound);
+        let stream = TcpStream::connect(&node.addr).expect("connect");
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let (mut sealer, _) = auth::connect_handshake(
+            &keyed(test_key()),
+            "8001",
+            Role::Client,
+            &mut reader,
+            &mut &stream,
+        )
+        .expect("handshake");
+        let line = seal_frame(&Frame::Peer(vote("8001", "8000")), &mut sealer).expect("seal");
+        (&stream).write_all(&line).expect("send");
+        assert!(closed_by_server(&mut reader));
+        assert!(peer_msgs.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_peer_speaks_only_for_itself() {
+        let node = start_node_with("8000", &["8001", "8002"], keyed(test_key()));
+        let peer_msgs = fake_driver(node.inbound);
+        let stream = TcpStream::connect(&node.addr).expect("connect");
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let (mut sealer, _) = auth::connect_handshake(
+            &keyed(test_key()),
+            "8001",
+            Role::Peer,
+            &mut reader,
+            &mut &stream,
+        )
+        .expect("handshake");
+        for (msg, delivered) in [(vote("8001", "8000"), true), (vote("8002", "8000"), false)] {
+            let line = seal_frame(&Frame::Peer(msg.clone()), &mut sealer).expect("seal");
+            (&stream).write_all(&line).expect("send");
+            if delivered {
+                assert_eq!(peer_msgs.recv_timeout(DEADLINE).expect("delivered"), msg);
+            }
+        }
+        assert!(closed_by_server(&mut reader));
         assert!(peer_msgs.try_recv().is_err());
     }
 

@@ -14,7 +14,9 @@
 //! ```
 //!
 //! The wire is newline-delimited JSON: one [`Frame`](crate::message::Frame) per line, peers and
-//! clients on the node's one port, so a person can watch it with `nc`.
+//! clients on the node's one port, so a person can read it. Every connection
+//! starts with a handshake proving both ends hold the cluster key, and every
+//! frame after it ends with its MAC (see [`auth`]).
 //! Messages between peers are one-way (a response is a message too, sent on
 //! the responder's own outgoing connection), so a node only ever *reads* from
 //! the connections it accepts, except to answer a client on its connection.
@@ -29,15 +31,20 @@
 //! ends when its [`Peers`] is dropped.
 //!
 //! The submodules, in reading order: `frame` (one JSON line per frame, with
-//! limits), `listener` (accepting connections and checking what arrives),
+//! limits), `auth` (the cluster key, the handshake and the MAC on every
+//! frame), `listener` (accepting connections and checking what arrives),
 //! `reply` (the answer to a client), `peers` (sending to the other nodes).
 
+pub mod auth;
 mod frame;
 mod listener;
 mod peers;
 mod reply;
 
-pub use frame::{encode_frame, read_frame, write_frame, FrameError};
+pub use auth::{ClusterKey, Credentials};
+pub use frame::{
+    encode_frame, encode_json, read_frame, read_sealed_frame, seal_frame, write_frame, FrameError,
+};
 pub use listener::{spawn_listener, Inbound, Members};
 pub use peers::Peers;
 pub use reply::Reply;
@@ -179,7 +186,7 @@ pub(crate) fn write_nonblocking(stream: &TcpStream, bytes: &[u8]) -> io::Result<
 
 #[cfg(test)]
 mod test_support {
-    use super::{spawn_listener, Inbound, Members};
+    use super::{spawn_listener, ClusterKey, Credentials, Inbound, Members};
     use crate::message::{
         ClientCommand, ClientRequest, ClientResponse, ClientResult, Message, MessageBody, NodeId,
     };
@@ -216,12 +223,25 @@ mod test_support {
         pub inbound: Receiver<Inbound>,
     }
 
+    /// The key the authenticated test nodes and their clients share.
+    pub fn test_key() -> ClusterKey {
+        static KEY: std::sync::OnceLock<ClusterKey> = std::sync::OnceLock::new();
+        KEY.get_or_init(|| ClusterKey::generate().expect("random key"))
+            .clone()
+    }
+
+    /// A node without authentication, for tests of what happens to frames
+    /// after the handshake (they write plain lines with a raw socket).
     pub fn start_node(self_id: &str, members: &[&str]) -> Node {
+        start_node_with(self_id, members, Credentials::insecure())
+    }
+
+    pub fn start_node_with(self_id: &str, members: &[&str], creds: Credentials) -> Node {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
         let addr = listener.local_addr().expect("local addr").to_string();
         let (tx, rx) = crossbeam_channel::bounded(16);
         let members = Members::new(members.iter().map(|m| NodeId::new(*m)).collect());
-        spawn_listener(listener, NodeId::new(self_id), members, tx).expect("spawn listener");
+        spawn_listener(listener, NodeId::new(self_id), members, tx, creds).expect("spawn listener");
         Node { addr, inbound: rx }
     }
 

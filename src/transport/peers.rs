@@ -14,7 +14,8 @@
 //! connection's lock while it writes, and a frame the socket took only part
 //! of is finished by the writer before anything else.
 
-use super::frame::encode_frame;
+use super::auth::{self, Credentials, Opener, Role, Sealer};
+use super::frame::encode_json;
 use super::{
     connect, write_nonblocking, PEER_QUEUE_LEN, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN,
     WRITER_BUFFER_BYTES,
@@ -22,7 +23,7 @@ use super::{
 use crate::message::{Frame, Message, NodeId};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -59,8 +60,8 @@ impl Counters {
 enum Job {
     /// Encode and send a message.
     Send(Message),
-    /// Send one frame the state-machine thread encoded but could not write
-    /// without blocking.
+    /// Send one frame the state-machine thread encoded (as JSON, not yet
+    /// sealed for a connection) but could not write without blocking.
     Encoded(Vec<u8>),
     /// Finish the frame the state-machine thread wrote only part of (the
     /// rest is in [`Connection::unsent`]).
@@ -80,6 +81,9 @@ struct Link {
 #[derive(Debug)]
 struct Connection {
     stream: Option<TcpStream>,
+    /// The keys of `stream`'s frames, from its handshake.
+    sealer: Sealer,
+    opener: Opener,
     /// The tail of a frame the socket took only part of. It belongs to this
     /// stream: on a new connection it is thrown away, not sent.
     unsent: Vec<u8>,
@@ -102,6 +106,9 @@ struct PeerHandle {
 #[derive(Debug)]
 pub struct Peers {
     peers: BTreeMap<NodeId, PeerHandle>,
+    /// This node, as it introduces itself in each handshake.
+    self_id: NodeId,
+    creds: Credentials,
     counters: Arc<Counters>,
     /// Never sent on: dropping it tells the writers to stop, even while
     /// messages are still queued for them.
@@ -116,10 +123,12 @@ impl Peers {
     /// If a writer thread cannot be started (the process is out of
     /// resources), that is logged and messages to that peer are dropped, as
     /// if it were unreachable; Raft copes with an unreachable peer.
-    pub fn start(peers: &BTreeMap<NodeId, String>) -> Peers {
+    pub fn start(self_id: NodeId, creds: Credentials, peers: &BTreeMap<NodeId, String>) -> Peers {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let mut started = Peers {
             peers: BTreeMap::new(),
+            self_id,
+            creds,
             counters: Arc::new(Counters::default()),
             _stop: stop_tx,
             stop_rx,
@@ -155,14 +164,12 @@ impl Peers {
     fn spawn_writer(&self, id: &NodeId, addr: &str) -> PeerHandle {
         let (tx, rx) = crossbeam_channel::bounded(PEER_QUEUE_LEN);
         let link = Arc::new(Link {
-            conn: Mutex::new(Connection {
-                stream: None,
-                unsent: Vec::new(),
-                last_write: Instant::now(),
-            }),
+            conn: Mutex::new(Connection::none()),
             queued: AtomicUsize::new(0),
         });
         let writer = PeerWriter {
+            self_id: self.self_id.clone(),
+            creds: self.creds.clone(),
             id: id.clone(),
             addr: addr.to_string(),
             queue: rx,
@@ -218,26 +225,34 @@ impl Peers {
         let ready = peer.link.queued.load(Ordering::Acquire) == 0
             && conn.unsent.is_empty()
             && conn.last_write.elapsed() < IDLE_CHECK_AFTER;
-        let stream = match conn.stream.as_ref() {
-            Some(stream) if ready => stream,
-            _ => return Some(Job::Send(msg)),
-        };
-        let bytes = match encode_frame(&Frame::Peer(msg)) {
-            Ok(bytes) => bytes,
+        if conn.stream.is_none() || !ready {
+            return Some(Job::Send(msg));
+        }
+        let json = match encode_json(&Frame::Peer(msg)) {
+            Ok(json) => json,
             Err(e) => {
                 log::error!("dropping a message for peer {}: {e}", peer.addr);
                 self.counters.dropped(1);
                 return None;
             }
         };
+        let Ok(bytes) = conn.sealer.seal(&json) else {
+            conn.stream = None; // out of sequence numbers: a new connection
+            return Some(Job::Encoded(json));
+        };
         log_sent(&peer.addr, &bytes);
+        let stream = conn.stream.as_ref()?;
         match write_nonblocking(stream, &bytes) {
             Ok(n) if n == bytes.len() => {
                 conn.last_write = Instant::now();
                 self.counters.sent(1, n);
                 None
             }
-            Ok(0) => Some(Job::Encoded(bytes)),
+            Ok(0) => {
+                // Nothing left: the writer seals it again, with this number.
+                conn.sealer.unseal_last();
+                Some(Job::Encoded(json))
+            }
             Ok(n) => {
                 conn.last_write = Instant::now();
                 self.counters.sent(0, n);
@@ -250,7 +265,7 @@ impl Peers {
                     peer.addr
                 );
                 conn.stream = None;
-                Some(Job::Encoded(bytes))
+                Some(Job::Encoded(json))
             }
         }
     }
@@ -291,8 +306,36 @@ fn log_sent(to: &str, line: &[u8]) {
     }
 }
 
+/// The lines of a batch, sealed for one connection, in one buffer.
+fn seal_batch(sealer: &mut Sealer, batch: &Batch) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(batch.bytes + batch.jsons.len() * 66);
+    for json in &batch.jsons {
+        let line = sealer
+            .seal(json)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        bytes.extend_from_slice(&line);
+    }
+    Ok(bytes)
+}
+
+impl Connection {
+    /// Not connected.
+    fn none() -> Connection {
+        Connection {
+            stream: None,
+            sealer: Sealer::plain(),
+            opener: Opener::plain(),
+            unsent: Vec::new(),
+            last_write: Instant::now(),
+        }
+    }
+}
+
 /// One peer's writer thread.
 struct PeerWriter {
+    /// This node, as it introduces itself in the handshake.
+    self_id: NodeId,
+    creds: Credentials,
     id: NodeId,
     addr: String,
     queue: Receiver<Job>,
@@ -301,30 +344,57 @@ struct PeerWriter {
     counters: Arc<Counters>,
 }
 
-/// Encoded messages for one peer, written together.
+/// Encoded messages for one peer, written together. Each is sealed for the
+/// connection it goes out on only when it is written.
 #[derive(Default)]
 struct Batch {
-    bytes: Vec<u8>,
+    /// Each message's JSON, without newline or MAC.
+    jsons: Vec<Vec<u8>>,
+    bytes: usize,
     messages: u64,
     /// Jobs taken from the queue for this batch (done when it is written or
     /// dropped).
     jobs: usize,
 }
 
-/// True if the peer has closed (or reset) our connection. Peers never send
-/// anything on a connection we opened (messages are one-way), so anything
-/// readable on it means end of file or an error.
-fn peer_has_closed(stream: &TcpStream) -> bool {
+/// True if the peer has closed (or reset) our connection. Peers send
+/// nothing on a connection we opened (messages are one-way) except, just
+/// before they close it, the reason they refuse us, which is logged here.
+fn peer_has_closed(stream: &TcpStream, opener: &mut Opener, id: &NodeId) -> bool {
     if stream.set_nonblocking(true).is_err() {
         return true;
     }
     let mut byte = [0u8; 1];
     let closed = match stream.peek(&mut byte) {
         Ok(0) => true,
-        Ok(_) => false,
+        Ok(_) => {
+            log_refusal(stream, opener, id);
+            true
+        }
         Err(e) => e.kind() != io::ErrorKind::WouldBlock,
     };
     closed || stream.set_nonblocking(false).is_err()
+}
+
+/// Reads the refusal a peer sent before closing our connection, and logs
+/// it (rate-limited: a refused node is refused at every retry).
+fn log_refusal(stream: &TcpStream, opener: &mut Opener, id: &NodeId) {
+    const MAX_REFUSAL_BYTES: u64 = 4096;
+    let mut line = Vec::new();
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    let _ = std::io::BufRead::read_until(
+        &mut BufReader::new(stream.take(MAX_REFUSAL_BYTES)),
+        b'\n',
+        &mut line,
+    );
+    let text = String::from_utf8_lossy(&line);
+    match auth::read_refusal(opener, text.trim_end()) {
+        Some(reason) => auth::warn_rate_limited("refused-by-peer", || {
+            format!("peer {id} refused this node's messages: {reason}")
+        }),
+        None => log::debug!("peer {id} sent something unexpected: {text:?}"),
+    }
 }
 
 /// A writer's record of failed connection attempts.
@@ -345,12 +415,14 @@ impl Reconnect {
         }
     }
 
-    /// Connects to the peer, unless the last attempt failed too recently.
-    fn connect(&mut self, id: &NodeId, addr: &str) -> Option<TcpStream> {
+    /// Connects to the peer and authenticates the connection, unless the
+    /// last attempt failed too recently.
+    fn connect(&mut self, writer: &PeerWriter) -> Option<(TcpStream, Sealer, Opener)> {
+        let (id, addr) = (&writer.id, writer.addr.as_str());
         if self.retry_at.is_some_and(|t| Instant::now() < t) {
             return None;
         }
-        match connect(addr) {
+        match connect(addr).and_then(|stream| writer.handshake(stream)) {
             Ok(stream) => {
                 if self.failures > 0 {
                     log::info!("connected to peer {id} at {addr}");
@@ -364,7 +436,9 @@ impl Reconnect {
                 // Warn once per outage, not at every retry.
                 // Info, not a warning: a peer not started yet is normal, and
                 // the node says whom it waits for on its console.
-                if self.failures == 0 {
+                if e.kind() == io::ErrorKind::PermissionDenied {
+                    // Refused in the handshake: already logged, rate-limited.
+                } else if self.failures == 0 {
                     log::info!(
                         "cannot connect to peer {id} at {addr}: {e}; retrying every {RECONNECT_BACKOFF_MAX:?} at most"
                     );
@@ -381,6 +455,36 @@ impl Reconnect {
 }
 
 impl PeerWriter {
+    /// The handshake on a new connection (see `auth`). A refusal is logged
+    /// here (rate-limited) and comes back as `PermissionDenied`.
+    fn handshake(&self, stream: TcpStream) -> io::Result<(TcpStream, Sealer, Opener)> {
+        stream.set_read_timeout(Some(auth::HANDSHAKE_TIMEOUT))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let outcome = auth::connect_handshake(
+            &self.creds,
+            self.self_id.as_str(),
+            Role::Peer,
+            &mut reader,
+            &mut &stream,
+        );
+        match outcome {
+            Ok((sealer, opener)) => {
+                stream.set_read_timeout(None)?;
+                Ok((stream, sealer, opener))
+            }
+            Err(auth::HandshakeError::Io(e)) => Err(e),
+            Err(e) => {
+                auth::warn_rate_limited(e.kind(), || {
+                    format!("cannot talk to peer {} at {}: {e}", self.id, self.addr)
+                });
+                Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    e.to_string(),
+                ))
+            }
+        }
+    }
+
     fn run(self) {
         let mut reconnect = Reconnect::new();
         loop {
@@ -411,7 +515,12 @@ impl PeerWriter {
         // A peer that restarted while this connection sat idle has closed
         // it; writing would lose the batch to a reset. Check first.
         let idle = conn.last_write.elapsed() >= IDLE_CHECK_AFTER;
-        if idle && conn.stream.as_ref().is_some_and(peer_has_closed) {
+        let Connection { stream, opener, .. } = &mut *conn;
+        if idle
+            && stream
+                .as_ref()
+                .is_some_and(|s| peer_has_closed(s, opener, &self.id))
+        {
             log::debug!("peer {} closed its connection; reconnecting", self.id);
             conn.stream = None;
         }
@@ -430,17 +539,25 @@ impl PeerWriter {
         if !finished {
             conn.stream = None;
         }
-        if batch.bytes.is_empty() {
+        if batch.jsons.is_empty() {
             return;
         }
         if conn.stream.is_none() {
-            conn.stream = reconnect.connect(&self.id, &self.addr);
+            if let Some((stream, sealer, opener)) = reconnect.connect(self) {
+                *conn = Connection {
+                    stream: Some(stream),
+                    sealer,
+                    opener,
+                    unsent: Vec::new(),
+                    last_write: Instant::now(),
+                };
+            }
         }
-        let Some(stream) = conn.stream.as_mut() else {
+        if conn.stream.is_none() {
             self.dropped_batch(batch, "not connected");
             return;
-        };
-        if self.write_with_one_retry(stream, batch) {
+        }
+        if self.write_with_one_retry(conn, batch) {
             conn.last_write = Instant::now();
         } else {
             conn.stream = None;
@@ -473,26 +590,40 @@ impl PeerWriter {
     /// Writes a batch; if the connection turns out dead, reconnects once at
     /// once and writes it again (the peer most likely restarted). Returns
     /// false if the batch could not be sent.
-    fn write_with_one_retry(&self, stream: &mut TcpStream, batch: &Batch) -> bool {
-        if batch.bytes.is_empty() {
+    fn write_with_one_retry(&self, conn: &mut Connection, batch: &Batch) -> bool {
+        if batch.jsons.is_empty() {
             return true;
         }
-        let Err(e) = stream.write_all(&batch.bytes) else {
-            self.counters.sent(batch.messages, batch.bytes.len());
-            return true;
+        let Some(stream) = conn.stream.as_mut() else {
+            return false;
+        };
+        let written = seal_batch(&mut conn.sealer, batch)
+            .and_then(|bytes| stream.write_all(&bytes).map(|()| bytes.len()));
+        let e = match written {
+            Ok(len) => {
+                self.counters.sent(batch.messages, len);
+                return true;
+            }
+            Err(e) => e,
         };
         log::info!(
             "lost the connection to peer {} at {}: {e}; reconnecting",
             self.id,
             self.addr
         );
-        match connect(&self.addr).and_then(|mut fresh| {
-            fresh.write_all(&batch.bytes)?;
-            Ok(fresh)
-        }) {
-            Ok(fresh) => {
-                *stream = fresh;
-                self.counters.sent(batch.messages, batch.bytes.len());
+        let fresh = connect(&self.addr)
+            .and_then(|stream| self.handshake(stream))
+            .and_then(|(mut stream, mut sealer, opener)| {
+                let bytes = seal_batch(&mut sealer, batch)?;
+                stream.write_all(&bytes)?;
+                Ok((stream, sealer, opener, bytes.len()))
+            });
+        match fresh {
+            Ok((stream, sealer, opener, len)) => {
+                conn.stream = Some(stream);
+                conn.sealer = sealer;
+                conn.opener = opener;
+                self.counters.sent(batch.messages, len);
                 true
             }
             Err(_) => {
@@ -507,7 +638,7 @@ impl PeerWriter {
     fn encode_batch(&self, first: Job) -> Batch {
         let mut batch = Batch::default();
         self.add_job(&mut batch, first);
-        while batch.jobs < PEER_QUEUE_LEN && batch.bytes.len() < WRITER_BUFFER_BYTES {
+        while batch.jobs < PEER_QUEUE_LEN && batch.bytes < WRITER_BUFFER_BYTES {
             match self.queue.try_recv() {
                 Ok(job) => self.add_job(&mut batch, job),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
@@ -519,10 +650,11 @@ impl PeerWriter {
     fn add_job(&self, batch: &mut Batch, job: Job) {
         batch.jobs += 1;
         match job {
-            Job::Send(msg) => match encode_frame(&Frame::Peer(msg)) {
-                Ok(line) => {
-                    log_sent(&self.addr, &line);
-                    batch.bytes.extend_from_slice(&line);
+            Job::Send(msg) => match encode_json(&Frame::Peer(msg)) {
+                Ok(json) => {
+                    log_sent(&self.addr, &json);
+                    batch.bytes += json.len();
+                    batch.jsons.push(json);
                     batch.messages += 1;
                 }
                 Err(e) => {
@@ -530,8 +662,9 @@ impl PeerWriter {
                     self.counters.dropped(1);
                 }
             },
-            Job::Encoded(bytes) => {
-                batch.bytes.extend_from_slice(&bytes);
+            Job::Encoded(json) => {
+                batch.bytes += json.len();
+                batch.jsons.push(json);
                 batch.messages += 1;
             }
             Job::Finish => {}
@@ -568,7 +701,11 @@ mod tests {
     fn peers_deliver_through_a_listener() {
         let node = start_node("8001", &["8000"]);
         let peer_msgs = fake_driver(node.inbound);
-        let peers = Peers::start(&BTreeMap::from([(NodeId::new("8001"), node.addr.clone())]));
+        let peers = Peers::start(
+            NodeId::new("8000"),
+            Credentials::insecure(),
+            &BTreeMap::from([(NodeId::new("8001"), node.addr.clone())]),
+        );
         // The first attempt races nothing (the listener is already bound),
         // but send until one arrives anyway so the test never depends on it.
         let deadline = Instant::now() + DEADLINE;
@@ -586,7 +723,11 @@ mod tests {
 
     #[test]
     fn unknown_peer_is_dropped_not_panicked() {
-        let peers = Peers::start(&BTreeMap::new());
+        let peers = Peers::start(
+            NodeId::new("8000"),
+            Credentials::insecure(),
+            &BTreeMap::new(),
+        );
         peers.send(vote("8000", "8009"));
         assert_eq!(peers.messages_dropped(), 1);
     }
@@ -595,7 +736,11 @@ mod tests {
     fn writers_stop_when_peers_is_dropped() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
-        let peers = Peers::start(&BTreeMap::from([(NodeId::new("8001"), addr)]));
+        let peers = Peers::start(
+            NodeId::new("8000"),
+            Credentials::insecure(),
+            &BTreeMap::from([(NodeId::new("8001"), addr)]),
+        );
         peers.send(vote("8000", "8001"));
         let (conn, _) = listener.accept().expect("writer connects");
         conn.set_read_timeout(Some(DEADLINE)).expect("timeout");
@@ -618,7 +763,11 @@ mod tests {
                 }
             }
         });
-        let peers = Peers::start(&BTreeMap::from([(NodeId::new("8001"), addr)]));
+        let peers = Peers::start(
+            NodeId::new("8000"),
+            Credentials::insecure(),
+            &BTreeMap::from([(NodeId::new("8001"), addr)]),
+        );
         peers.send(vote("8000", "8001"));
         let first = accepted.recv_timeout(DEADLINE).expect("first connection");
         drop(first);
@@ -665,7 +814,11 @@ mod tests {
         // finishes both. Every message must arrive whole, once, in order.
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
-        let peers = Peers::start(&BTreeMap::from([(NodeId::new("8001"), addr)]));
+        let peers = Peers::start(
+            NodeId::new("8000"),
+            Credentials::insecure(),
+            &BTreeMap::from([(NodeId::new("8001"), addr)]),
+        );
         peers.send(append_entries("8000", "8001", 0, "first"));
         let (conn, _) = listener.accept().expect("the writer connects");
         conn.set_read_timeout(Some(DEADLINE)).expect("timeout");
@@ -689,6 +842,34 @@ mod tests {
         assert_eq!(peers.messages_dropped(), 0);
     }
 
+    #[test]
+    fn an_authenticated_backlog_arrives_whole_in_order_and_verified() {
+        // As above, but through an authenticated listener: frames the
+        // state-machine thread sealed and wrote in part, frames it sealed
+        // and could not write at all, and frames the writer sealed must
+        // all carry the right sequence numbers, or the listener closes
+        // the connection and messages are lost.
+        use crate::transport::test_support::{start_node_with, test_key};
+        let creds = Credentials::new(test_key());
+        let node = start_node_with("8001", &["8000"], creds.clone());
+        let peer_msgs = fake_driver(node.inbound);
+        let peers = Peers::start(
+            NodeId::new("8000"),
+            creds,
+            &BTreeMap::from([(NodeId::new("8001"), node.addr.clone())]),
+        );
+        let payload = "x".repeat(512 * 1024);
+        let count = 48;
+        for seq in 1..=count {
+            peers.send(append_entries("8000", "8001", seq, &payload));
+        }
+        for seq in 1..=count {
+            let got = peer_msgs.recv_timeout(DEADLINE).expect("message arrives");
+            assert_eq!(got, append_entries("8000", "8001", seq, &payload));
+        }
+        assert_eq!(peers.messages_dropped(), 0);
+    }
+
     /// A peer handle with no writer thread, connected to `listener`, as the
     /// state-machine thread sees it.
     fn connected_handle(listener: &TcpListener) -> (PeerHandle, Receiver<Job>) {
@@ -698,6 +879,8 @@ mod tests {
         let link = Arc::new(Link {
             conn: Mutex::new(Connection {
                 stream: Some(stream),
+                sealer: Sealer::plain(),
+                opener: Opener::plain(),
                 unsent: Vec::new(),
                 last_write: Instant::now(),
             }),
@@ -714,7 +897,11 @@ mod tests {
     #[test]
     fn the_state_machine_thread_writes_only_when_nothing_is_queued() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let peers = Peers::start(&BTreeMap::new());
+        let peers = Peers::start(
+            NodeId::new("8000"),
+            Credentials::insecure(),
+            &BTreeMap::new(),
+        );
         let (handle, _queue) = connected_handle(&listener);
         // Idle, connected, room in the socket: written at once.
         assert!(peers.write_now(&handle, vote("8000", "8001")).is_none());

@@ -7,7 +7,8 @@
 //! take at once (a client that stopped reading) is left to the connection's
 //! thread, which may block.
 
-use super::frame::encode_frame;
+use super::auth::Sealer;
+use super::frame::seal_frame;
 use super::write_nonblocking;
 use crate::message::{ClientResponse, Frame};
 use crossbeam_channel::RecvTimeoutError;
@@ -31,6 +32,9 @@ struct ReplySlot {
     /// The client's connection, shared with its connection thread.
     stream: Arc<TcpStream>,
     remote: SocketAddr,
+    /// Authenticates the answer; shared with the connection thread, which
+    /// seals the error it sends when no answer comes.
+    sealer: Arc<Mutex<Sealer>>,
 }
 
 #[derive(Debug)]
@@ -60,12 +64,17 @@ pub(super) enum Delivery {
 pub(super) struct ReplyWait(Arc<ReplySlot>);
 
 impl Reply {
-    pub(super) fn new(stream: Arc<TcpStream>, remote: SocketAddr) -> (Reply, ReplyWait) {
+    pub(super) fn new(
+        stream: Arc<TcpStream>,
+        remote: SocketAddr,
+        sealer: Arc<Mutex<Sealer>>,
+    ) -> (Reply, ReplyWait) {
         let slot = Arc::new(ReplySlot {
             state: Mutex::new(ReplyState::Waiting),
             changed: Condvar::new(),
             stream,
             remote,
+            sealer,
         });
         (Reply(Arc::clone(&slot)), ReplyWait(slot))
     }
@@ -80,7 +89,11 @@ impl Reply {
             return;
         }
         let frame = Frame::Response(response);
-        let bytes = match encode_frame(&frame) {
+        let sealed = match self.0.sealer.lock() {
+            Ok(mut sealer) => seal_frame(&frame, &mut sealer),
+            Err(_) => return,
+        };
+        let bytes = match sealed {
             Ok(bytes) => bytes,
             Err(e) => {
                 log::error!("cannot answer client {}: {e}", self.0.remote);
@@ -156,6 +169,10 @@ mod tests {
     use std::io::{BufReader, Read, Write};
     use std::net::TcpListener;
 
+    fn plain() -> Arc<Mutex<Sealer>> {
+        Arc::new(Mutex::new(Sealer::plain()))
+    }
+
     /// A client connected to a server-side stream, as a connection thread
     /// holds it.
     fn connection() -> (TcpStream, Arc<TcpStream>, SocketAddr) {
@@ -176,7 +193,7 @@ mod tests {
     #[test]
     fn an_answer_the_socket_cannot_take_is_finished_by_the_connection_thread() {
         let (client, stream, remote) = connection();
-        let (reply, wait) = Reply::new(Arc::clone(&stream), remote);
+        let (reply, wait) = Reply::new(Arc::clone(&stream), remote, plain());
         // Bigger than loopback socket buffers: the client reads nothing yet.
         let big = "v".repeat(12 * 1024 * 1024);
         reply.send(value(1, big.clone()));
@@ -197,7 +214,7 @@ mod tests {
     #[test]
     fn a_late_answer_is_not_written_after_the_wait_gave_up() {
         let (mut client, stream, remote) = connection();
-        let (reply, wait) = Reply::new(Arc::clone(&stream), remote);
+        let (reply, wait) = Reply::new(Arc::clone(&stream), remote, plain());
         assert!(matches!(
             wait.wait(Duration::ZERO),
             Err(RecvTimeoutError::Timeout)
@@ -215,7 +232,7 @@ mod tests {
     #[test]
     fn an_answer_is_written_by_the_sender_and_reported_to_the_waiter() {
         let (client, stream, remote) = connection();
-        let (reply, wait) = Reply::new(stream, remote);
+        let (reply, wait) = Reply::new(stream, remote, plain());
         reply.send(value(3, "small".into()));
         assert!(matches!(wait.wait(DEADLINE), Ok(Delivery::Written)));
         let mut reader = BufReader::new(client);

@@ -7,7 +7,10 @@
 //! - Every wait is a poll with a deadline; a failed wait panics with what it
 //!   was waiting for, and a panicking test prints every node's stdout and
 //!   stderr (with timestamps) from the cluster's `Drop`.
-//! - Each node has its own data directory in a [`TempDir`].
+//! - Each node has its own data directory in a [`TempDir`], laid out as in
+//!   the three-terminal session: `raft-data/node-PORT`, with the cluster
+//!   key the first node creates beside them (`raft-data/cluster.key`), so
+//!   every node and every client of a test cluster shares it.
 //! - Ports come from below the kernel's ephemeral range, so outgoing
 //!   connections (clients, peer writers) never take a port a node is about
 //!   to bind, or to bind again after a restart. If another process takes
@@ -18,6 +21,7 @@
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError};
 use raft::client;
 use raft::message::{ClientCommand, ClientResult, Status};
+use raft::transport::{ClusterKey, Credentials};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -156,11 +160,12 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// `raft client --timeout SECS ADDRS WORDS...`, bounded by the client's own
-/// timeout plus a margin.
-pub fn raft_client(addrs: &str, timeout: Duration, words: &[&str]) -> Output {
+/// `raft client --cluster-key KEY --timeout SECS ADDRS WORDS...`, bounded
+/// by the client's own timeout plus a margin.
+pub fn raft_client(key: &Path, addrs: &str, timeout: Duration, words: &[&str]) -> Output {
     let secs = format!("{}", timeout.as_secs_f64());
-    let mut args = vec!["client", "--timeout", &secs, addrs];
+    let key = key.display().to_string();
+    let mut args = vec!["client", "--cluster-key", &key, "--timeout", &secs, addrs];
     args.extend_from_slice(words);
     run_raft(&args, timeout + Duration::from_secs(10))
 }
@@ -225,7 +230,7 @@ impl Node {
     /// A node on `port` with `options`, a data directory of its own under
     /// `root`, and then the cluster's `common` options; not started.
     fn new(port: u16, options: &[&str], root: &Path, common: &[String]) -> Node {
-        let data_dir = root.join(format!("node-{port}"));
+        let data_dir = root.join(DATA_ROOT).join(format!("node-{port}"));
         let mut args = vec![port.to_string()];
         args.extend(options.iter().map(|s| s.to_string()));
         args.push("--data-dir".into());
@@ -319,6 +324,16 @@ impl Node {
     }
 }
 
+/// Where the nodes' data directories are, under the cluster's directory
+/// (as `raft-data` is under the directory a person starts nodes from).
+pub const DATA_ROOT: &str = "raft-data";
+
+/// The cluster key's file, in [`DATA_ROOT`].
+pub const KEY_FILE: &str = "cluster.key";
+
+/// The option that turns authentication off (test builds only).
+pub const INSECURE: &str = "--insecure-no-auth";
+
 /// A cluster of `raft` processes on loopback. Dropping it kills them all;
 /// if the test is failing, it first prints everything they said.
 pub struct Cluster {
@@ -328,6 +343,8 @@ pub struct Cluster {
     /// Options every node gets, after its own (`--snapshot-entries 20`,
     /// say), nodes added later included.
     common: Vec<String>,
+    /// The cluster key, once the first node has created it.
+    creds: std::sync::OnceLock<Credentials>,
 }
 
 impl Cluster {
@@ -439,6 +456,7 @@ impl Cluster {
             started: Instant::now(),
             dir,
             common,
+            creds: std::sync::OnceLock::new(),
         }
     }
 
@@ -490,6 +508,40 @@ impl Cluster {
 
     pub fn len(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// The directory the nodes are started from (`raft-data` is in it).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The cluster key file the nodes share.
+    pub fn key_path(&self) -> PathBuf {
+        self.dir.path().join(DATA_ROOT).join(KEY_FILE)
+    }
+
+    /// What the cluster's clients authenticate with: its key (which the
+    /// first node created), or nothing for a cluster started with
+    /// [`INSECURE`].
+    pub fn credentials(&self) -> Credentials {
+        if let Some(creds) = self.creds.get() {
+            return creds.clone();
+        }
+        let creds = if self.common.iter().any(|o| o == INSECURE) {
+            Credentials::insecure()
+        } else {
+            match ClusterKey::load(&self.key_path()) {
+                Ok(key) => Credentials::new(key),
+                // Not created yet: a key of no cluster, refused everywhere.
+                Err(_) => return Credentials::new(ClusterKey::generate().expect("random key")),
+            }
+        };
+        self.creds.get_or_init(|| creds).clone()
+    }
+
+    /// `raft client` with this cluster's key.
+    pub fn client(&self, addrs: &str, timeout: Duration, words: &[&str]) -> Output {
+        raft_client(&self.key_path(), addrs, timeout, words)
     }
 
     /// Indexes of the nodes other than `i`.
@@ -629,6 +681,35 @@ impl Cluster {
         self.nodes[i].out.iter().map(|l| l.text.clone()).collect()
     }
 
+    /// The stderr lines (the log) of node `i` (every incarnation) so far.
+    pub fn err_lines(&mut self, i: usize) -> Vec<String> {
+        self.nodes[i].pump();
+        self.nodes[i].err.iter().map(|l| l.text.clone()).collect()
+    }
+
+    /// Waits for a stderr line of node `i` that matches `pred`; fails the
+    /// test at the deadline.
+    pub fn wait_for_err_line(
+        &mut self,
+        i: usize,
+        pred: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.err_lines(i).into_iter().find(|l| pred(l)) {
+                return line;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "node {} logged no matching line within {timeout:?}",
+                    self.nodes[i].id
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
     /// The stdout lines of node `i` (every incarnation) so far, with the
     /// moment the harness read each.
     pub fn timed_lines(&mut self, i: usize) -> Vec<Line> {
@@ -729,6 +810,7 @@ impl Cluster {
     /// that polling does not spawn a process every few milliseconds.
     pub fn status(&self, i: usize) -> Option<Status> {
         match client::request(
+            &self.credentials(),
             &[self.nodes[i].addr()],
             ClientCommand::Status,
             STATUS_TIMEOUT,
@@ -808,7 +890,7 @@ impl Cluster {
     /// `raft client --timeout T ADDRS(among) set VALUE`, once: it must
     /// succeed. Returns the index it committed at.
     pub fn set_once(&mut self, among: &[usize], value: &str, timeout: Duration) -> u64 {
-        let out = raft_client(&self.addrs(among), timeout, &["set", value]);
+        let out = self.client(&self.addrs(among), timeout, &["set", value]);
         committed_index(&out).unwrap_or_else(|| {
             panic!(
                 "set {value:?} via {} failed: {}; stdout {:?}, stderr {:?}",
@@ -829,7 +911,7 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let out = raft_client(
+            let out = self.client(
                 &self.addrs(among),
                 left.max(Duration::from_millis(100)),
                 &["set", value],
@@ -866,7 +948,8 @@ impl Cluster {
             let command = ClientCommand::Set {
                 value: value.to_string(),
             };
-            let outcome = client::request(&addrs, command, left.max(Duration::from_millis(100)));
+            let timeout = left.max(Duration::from_millis(100));
+            let outcome = client::request(&self.credentials(), &addrs, command, timeout);
             match outcome {
                 Ok(ClientResult::Written { index }) => return index,
                 other if Instant::now() >= deadline => panic!(
