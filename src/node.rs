@@ -540,12 +540,13 @@ impl Node {
             .cloned()
             .collect();
         let quiet_for = self.watch.leaderless_since.map(|t| t.elapsed());
-        if !self.watch.said_waiting && quiet_for.is_some_and(|q| q >= window / 2) {
+        if !self.watch.said_waiting
+            && !unheard.is_empty()
+            && quiet_for.is_some_and(|q| q >= window / 2)
+        {
             self.watch.said_waiting = true;
-            if !unheard.is_empty() {
-                say!("Node {id} waiting for {}", list(unheard.iter()));
-                self.watch.waiting_for = unheard.clone();
-            }
+            say!("Node {id} waiting for {}", list(unheard.iter()));
+            self.watch.waiting_for = unheard.clone();
         }
         let reachable = voters.len() - unheard.len();
         let majority = voters.len() / 2 + 1;
