@@ -458,7 +458,13 @@ impl Node {
         let never = crossbeam_channel::never();
         let mut stdin_open = true;
         loop {
-            let stdin_rx = if stdin_open { stdin } else { &never };
+            // Backpressure: while the forwarding queue is full, lines wait
+            // in the pipe (the tick wakes this loop to look again).
+            let stdin_rx = if stdin_open && !self.forwards.is_full() {
+                stdin
+            } else {
+                &never
+            };
             let ticker = self.ticker.clone();
             select! {
                 recv(inbound) -> msg => match msg {

@@ -168,8 +168,8 @@ fn skip_rest_of_line(input: &mut impl BufRead) {
     }
 }
 
-/// Most prompt commands waiting to be forwarded to the leader. A paste of
-/// more lines than this at a follower is refused line by line beyond it.
+/// Most prompt commands waiting to be forwarded to the leader. Past this,
+/// the node reads no more of stdin until one has been answered.
 pub const MAX_FORWARD_QUEUE: usize = 1024;
 
 /// A command typed at a follower, on its way to the leader.
@@ -206,6 +206,13 @@ impl ForwardQueue {
     /// commands through the queue (to itself), to keep them in order.
     pub(crate) fn is_idle(&self) -> bool {
         self.in_flight.load(Ordering::SeqCst) == 0
+    }
+
+    /// Whether the queue is full. The node then stops reading stdin until
+    /// it has room, so a long paste waits in the pipe instead of being
+    /// dropped.
+    pub(crate) fn is_full(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) >= MAX_FORWARD_QUEUE
     }
 
     /// Queues `command` for the leader at `addresses[0]`.
