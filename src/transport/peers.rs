@@ -434,10 +434,12 @@ impl Reconnect {
             }
             Err(e) => {
                 // Warn once per outage, not at every retry.
+                // Info, not a warning: a peer not started yet is normal, and
+                // the node says whom it waits for on its console.
                 if e.kind() == io::ErrorKind::PermissionDenied {
                     // Refused in the handshake: already logged, rate-limited.
                 } else if self.failures == 0 {
-                    log::warn!(
+                    log::info!(
                         "cannot connect to peer {id} at {addr}: {e}; retrying every {RECONNECT_BACKOFF_MAX:?} at most"
                     );
                 } else {
