@@ -921,7 +921,10 @@ impl Node {
         self.watch
             .heard
             .retain(|peer, _| addresses.contains_key(peer));
-        if self.membership != Membership::default() {
+        // An entry that only records incarnations changes no member.
+        let members_changed = self.membership.voters != membership.voters
+            || self.membership.learners != membership.learners;
+        if self.membership != Membership::default() && members_changed {
             say!(
                 "Node {id} membership now: voters {}; learners {}",
                 list(membership.voters.keys()),
