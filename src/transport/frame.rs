@@ -112,16 +112,25 @@ fn read_frame_limited(r: &mut impl BufRead, limit: usize) -> Result<Option<Frame
                 FrameError::Truncated { bytes: n }
             });
         }
-        let text = std::str::from_utf8(&line).map_err(|e| FrameError::NotUtf8 {
-            valid_up_to: e.valid_up_to(),
-        })?;
-        if text.trim().is_empty() {
-            continue;
+        match parse_line(&line)? {
+            Some(frame) => return Ok(Some(frame)),
+            None => continue,
         }
-        return serde_json::from_str(text)
-            .map(Some)
-            .map_err(FrameError::Malformed);
     }
+}
+
+/// One whole line (its newline included or not) as a frame; `Ok(None)` for
+/// a blank line.
+pub(super) fn parse_line(line: &[u8]) -> Result<Option<Frame>, FrameError> {
+    let text = std::str::from_utf8(line).map_err(|e| FrameError::NotUtf8 {
+        valid_up_to: e.valid_up_to(),
+    })?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(FrameError::Malformed)
 }
 
 /// The frame as its JSON line, for `debug` logs: the learner sees exactly

@@ -20,6 +20,7 @@ use super::{
     WRITER_BUFFER_BYTES,
 };
 use crate::message::{Frame, Message, NodeId};
+use crate::throttle::Throttle;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -144,6 +145,11 @@ impl Peers {
         self.peers.contains_key(id)
     }
 
+    /// Stops the writer for `id`, if there is one (its thread ends).
+    pub fn remove(&mut self, id: &NodeId) {
+        self.peers.remove(id);
+    }
+
     /// Starts a writer for `id` at `addr`, unless `id` has one already.
     pub fn add(&mut self, id: &NodeId, addr: &str) {
         if !self.peers.contains_key(id) {
@@ -193,10 +199,15 @@ impl Peers {
     /// `debug`); Raft resends.
     pub fn send(&self, msg: Message) {
         let Some(peer) = self.peers.get(&msg.to) else {
-            log::warn!(
-                "dropping a message for {}: not one of this node's peers",
-                msg.to
-            );
+            // The answer to a message from a node outside the membership
+            // (which anyone can send): at most a line a second.
+            static NO_WRITER: Throttle = Throttle::new();
+            if let Some(note) = NO_WRITER.allow() {
+                log::warn!(
+                    "dropping a message for {}: not one of this node's peers{note}",
+                    msg.to
+                );
+            }
             self.counters.dropped(1);
             return;
         };

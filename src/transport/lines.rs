@@ -1,0 +1,249 @@
+//! Reading frames from one connection within a deadline and in bounded
+//! memory (see [`limits`](super::limits) for the why).
+//!
+//! A frame that fits in the connection's fixed read buffer is parsed where
+//! it lies. A longer line is copied into pieces drawn from the connection's
+//! budget as it arrives, checked against the line limit as it grows, and
+//! the pieces are freed (and given back to the budget) as soon as it is
+//! parsed: a connection holds no more than its read buffer between frames.
+
+use super::frame::{parse_line, FrameError};
+use super::limits::{Budget, LINE_BUFFER_BYTES, LINE_PIECE_BYTES};
+use crate::message::Frame;
+use std::io::{self, BufRead, BufReader, Read};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A line in pieces up to this long is joined and parsed in place (fast);
+/// a longer one is parsed as a stream, so that no block of memory larger
+/// than a piece is ever made for it.
+const JOIN_LIMIT_BYTES: usize = 96 * 1024;
+
+/// The read timeout is lowered to what is left before the deadline once it
+/// is more than this above it (raising it again happens when it fires), so
+/// a steady stream of frames costs no system call to keep it right.
+const TIMEOUT_SLACK: Duration = Duration::from_millis(100);
+
+/// Why no frame came.
+#[derive(Debug)]
+pub(super) enum ReadError {
+    /// A bad line, or the socket failed.
+    Frame(FrameError),
+    /// The deadline passed before a whole frame arrived.
+    Deadline,
+    /// The line outgrew what its kind's budget had left.
+    NoBufferSpace { budget_bytes: usize },
+}
+
+impl From<FrameError> for ReadError {
+    fn from(e: FrameError) -> ReadError {
+        ReadError::Frame(e)
+    }
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> ReadError {
+        ReadError::Frame(FrameError::Io(e))
+    }
+}
+
+/// The reading side of one connection.
+pub(super) struct LineReader {
+    reader: BufReader<TcpStream>,
+    /// The line so far, when it is longer than what the buffer held.
+    pieces: Vec<Vec<u8>>,
+    piece_bytes: usize,
+    budget: Arc<Budget>,
+    /// The socket's read timeout as last set.
+    timeout_set: Option<Duration>,
+}
+
+impl LineReader {
+    pub(super) fn new(stream: TcpStream, budget: Arc<Budget>) -> LineReader {
+        LineReader {
+            reader: BufReader::with_capacity(LINE_BUFFER_BYTES, stream),
+            pieces: Vec::new(),
+            piece_bytes: 0,
+            budget,
+            timeout_set: None,
+        }
+    }
+
+    /// Long lines from now on come out of `budget` (a connection that has
+    /// shown it is a peer's). Called between frames, when nothing is held.
+    pub(super) fn use_budget(&mut self, budget: Arc<Budget>) {
+        debug_assert!(self.pieces.is_empty());
+        self.budget = budget;
+    }
+
+    /// The next frame, `Ok(None)` at a clean end of stream. A line longer
+    /// than `limit` bytes is an error, found as soon as that many bytes have
+    /// come; so is a frame not whole by `deadline`. Blank lines are skipped.
+    pub(super) fn read_frame(
+        &mut self,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Option<Frame>, ReadError> {
+        let outcome = self.read_frame_inner(limit, deadline);
+        self.drop_pieces();
+        outcome
+    }
+
+    fn read_frame_inner(
+        &mut self,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Option<Frame>, ReadError> {
+        loop {
+            if self.fill(deadline)? == 0 {
+                return match self.piece_bytes {
+                    0 => Ok(None),
+                    bytes => Err(FrameError::Truncated { bytes }.into()),
+                };
+            }
+            let available = self.reader.buffer();
+            let Some(end) = available.iter().position(|&b| b == b'\n') else {
+                if self.piece_bytes + available.len() > limit {
+                    return Err(FrameError::TooLong { limit }.into());
+                }
+                let n = available.len();
+                self.keep(n)?;
+                continue;
+            };
+            if self.piece_bytes + end > limit {
+                return Err(FrameError::TooLong { limit }.into());
+            }
+            let parsed = if self.pieces.is_empty() {
+                let parsed = parse_line(&available[..=end]);
+                self.reader.consume(end + 1);
+                parsed
+            } else {
+                self.keep(end + 1)?;
+                self.parse_pieces()
+            };
+            self.drop_pieces();
+            match parsed? {
+                Some(frame) => return Ok(Some(frame)),
+                None => continue, // a blank line
+            }
+        }
+    }
+
+    /// Waits for bytes in the buffer until `deadline`; 0 means end of stream.
+    fn fill(&mut self, deadline: Instant) -> Result<usize, ReadError> {
+        loop {
+            if !self.reader.buffer().is_empty() {
+                return Ok(self.reader.buffer().len());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ReadError::Deadline);
+            }
+            if self
+                .timeout_set
+                .is_none_or(|set| set > left + TIMEOUT_SLACK)
+            {
+                self.reader.get_ref().set_read_timeout(Some(left))?;
+                self.timeout_set = Some(left);
+            }
+            match self.reader.fill_buf() {
+                Ok(buffer) => return Ok(buffer.len()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    self.timeout_set = None; // set it to what is left, above
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Moves the first `n` buffered bytes into the pieces, drawing new
+    /// pieces from the budget.
+    fn keep(&mut self, n: usize) -> Result<(), ReadError> {
+        let mut taken = 0;
+        while taken < n {
+            let room = self
+                .pieces
+                .last()
+                .map_or(0, |piece| piece.capacity() - piece.len());
+            if room == 0 {
+                if !self.budget.try_take(LINE_PIECE_BYTES) {
+                    return Err(ReadError::NoBufferSpace {
+                        budget_bytes: self.budget.limit(),
+                    });
+                }
+                self.pieces.push(Vec::with_capacity(LINE_PIECE_BYTES));
+                continue;
+            }
+            let count = room.min(n - taken);
+            let bytes = &self.reader.buffer()[..count];
+            if let Some(piece) = self.pieces.last_mut() {
+                piece.extend_from_slice(bytes);
+            }
+            self.reader.consume(count);
+            self.piece_bytes += count;
+            taken += count;
+        }
+        Ok(())
+    }
+
+    fn parse_pieces(&self) -> Result<Option<Frame>, FrameError> {
+        if self.piece_bytes <= JOIN_LIMIT_BYTES {
+            return parse_line(&self.pieces.concat());
+        }
+        let pieces = Pieces {
+            pieces: &self.pieces,
+            next: 0,
+            offset: 0,
+        };
+        serde_json::from_reader(BufReader::with_capacity(LINE_BUFFER_BYTES, pieces))
+            .map(Some)
+            .map_err(FrameError::Malformed)
+    }
+
+    fn drop_pieces(&mut self) {
+        if self.pieces.is_empty() {
+            return;
+        }
+        self.budget.give_back(self.pieces.len() * LINE_PIECE_BYTES);
+        self.pieces = Vec::new();
+        self.piece_bytes = 0;
+    }
+}
+
+impl Drop for LineReader {
+    fn drop(&mut self) {
+        self.drop_pieces();
+    }
+}
+
+/// The pieces of a long line, read in order.
+struct Pieces<'a> {
+    pieces: &'a [Vec<u8>],
+    next: usize,
+    offset: usize,
+}
+
+impl Read for Pieces<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while let Some(piece) = self.pieces.get(self.next) {
+            let rest = &piece[self.offset..];
+            if rest.is_empty() {
+                self.next += 1;
+                self.offset = 0;
+                continue;
+            }
+            let n = rest.len().min(out.len());
+            out[..n].copy_from_slice(&rest[..n]);
+            self.offset += n;
+            return Ok(n);
+        }
+        Ok(0)
+    }
+}
