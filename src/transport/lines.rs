@@ -247,3 +247,142 @@ impl Read for Pieces<'_> {
         Ok(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{ClientCommand, ClientRequest};
+    use crate::transport::frame::encode_frame;
+    use crate::transport::limits::CONNECTION_STACK_BYTES;
+    use crate::transport::test_support::DEADLINE;
+    use std::io::Write;
+    use std::net::TcpListener;
+    use std::thread;
+
+    /// A connected pair: (the sending end, a reader on the receiving end).
+    fn pair(budget: &Arc<Budget>) -> (TcpStream, LineReader) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        (client, LineReader::new(server, Arc::clone(budget)))
+    }
+
+    fn set(value: String) -> Frame {
+        Frame::Request(ClientRequest {
+            id: 1,
+            command: ClientCommand::Set { value },
+        })
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + DEADLINE
+    }
+
+    #[test]
+    fn long_lines_are_read_in_pieces_and_the_pieces_given_back() {
+        let budget = Budget::new(4 * 1024 * 1024);
+        let (mut client, mut reader) = pair(&budget);
+        // Within the buffer, joined, and parsed as a stream.
+        for size in [100, 50 * 1024, 700 * 1024] {
+            let frame = set("v".repeat(size));
+            let sender = {
+                let line = encode_frame(&frame).expect("encode");
+                let mut client = client.try_clone().expect("clone");
+                thread::spawn(move || client.write_all(&line))
+            };
+            let got = reader.read_frame(1024 * 1024, soon()).expect("a frame");
+            assert_eq!(got, Some(frame), "size {size}");
+            assert_eq!(budget.used(), 0, "size {size}");
+            assert!(sender.join().expect("no panic").is_ok());
+        }
+        client.write_all(b"\n\n").expect("blank lines");
+        drop(client);
+        assert!(matches!(reader.read_frame(1024, soon()), Ok(None)));
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_is_refused_once_the_limit_is_passed() {
+        let budget = Budget::new(4 * 1024 * 1024);
+        let (client, mut reader) = pair(&budget);
+        let mut writer = client.try_clone().expect("clone");
+        // Sends without end: the reader must stop at the limit, not wait.
+        let sender = thread::spawn(move || {
+            let chunk = vec![b'x'; 64 * 1024];
+            while writer.write_all(&chunk).is_ok() {}
+        });
+        let err = reader.read_frame(200 * 1024, soon()).expect_err("too long");
+        assert!(
+            matches!(
+                err,
+                ReadError::Frame(FrameError::TooLong { limit: 204_800 })
+            ),
+            "{err:?}"
+        );
+        assert_eq!(budget.used(), 0);
+        drop(reader);
+        drop(client);
+        let _ = sender.join();
+    }
+
+    #[test]
+    fn a_line_that_outgrows_the_budget_is_refused_and_gives_it_back() {
+        let budget = Budget::new(2 * LINE_PIECE_BYTES);
+        let (mut client, mut reader) = pair(&budget);
+        let line = encode_frame(&set("v".repeat(300 * 1024))).expect("encode");
+        let sender = thread::spawn(move || client.write_all(&line));
+        let err = reader.read_frame(1024 * 1024, soon()).expect_err("no room");
+        assert!(matches!(err, ReadError::NoBufferSpace { .. }), "{err:?}");
+        assert_eq!(budget.used(), 0);
+        drop(reader);
+        let _ = sender.join();
+    }
+
+    #[test]
+    fn bytes_that_do_not_complete_a_frame_do_not_move_the_deadline() {
+        let budget = Budget::new(1024 * 1024);
+        let (mut client, mut reader) = pair(&budget);
+        // One byte every 20 ms, for far longer than the deadline.
+        let sender = thread::spawn(move || {
+            for _ in 0..500 {
+                if client.write_all(b" ").is_err() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(300);
+        let err = reader.read_frame(1024, deadline).expect_err("deadline");
+        assert!(matches!(err, ReadError::Deadline), "{err:?}");
+        let late = start.elapsed();
+        assert!(late < DEADLINE, "closed only after {late:?}");
+        drop(reader);
+        let _ = sender.join();
+    }
+
+    #[test]
+    fn a_frame_nested_as_deep_as_json_allows_parses_on_a_connection_stack() {
+        // A message body is read into a tree before its "type" is known,
+        // by recursion, which the JSON parser stops at 128 levels. Both a
+        // body nested just below that and one far deeper must fit.
+        let nested = |depth: usize| {
+            format!(
+                "{{\"peer\":{{\"from\":\"a\",\"to\":\"b\",\"term\":1,\"body\":{{\"junk\":{}{},\"type\":\"timeout_now\"}}}}}}\n",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        let outcome = thread::Builder::new()
+            .stack_size(CONNECTION_STACK_BYTES)
+            .spawn(move || {
+                (
+                    parse_line(nested(120).as_bytes()).is_ok(),
+                    parse_line(nested(100_000).as_bytes()).is_err(),
+                )
+            })
+            .expect("spawn")
+            .join()
+            .expect("no stack overflow");
+        assert_eq!(outcome, (true, true));
+    }
+}
