@@ -288,7 +288,11 @@ fn a_client_that_never_reads_is_closed_within_the_write_timeout() {
     let pid = c.nodes[0].pid();
     let addr = c.nodes[0].addr();
     let big = "v".repeat(1024 * 1024);
-    let set = raft::client::request(&[addr.clone()], ClientCommand::Set { value: big }, LONG);
+    let set = raft::client::request(
+        std::slice::from_ref(&addr),
+        ClientCommand::Set { value: big },
+        LONG,
+    );
     assert!(matches!(set, Ok(ClientResult::Written { .. })), "{set:?}");
     wait_until("the client's connection to end", LONG, || {
         connection_threads(pid) == 0
