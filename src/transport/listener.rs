@@ -222,7 +222,11 @@ fn accept_loop(listener: TcpListener, ctx: Arc<ReaderContext>) {
         let stream = match conn {
             Ok(s) => s,
             Err(e) => {
-                log::warn!("accepting a connection failed: {e}; retrying");
+                // Out of file descriptors, say: a flood can cause it.
+                static ACCEPT_FAILED: Throttle = Throttle::new();
+                if let Some(note) = ACCEPT_FAILED.allow() {
+                    log::warn!("accepting a connection failed: {e}; retrying{note}");
+                }
                 thread::sleep(ACCEPT_ERROR_BACKOFF);
                 continue;
             }

@@ -372,10 +372,16 @@ impl Reconnect {
                 Some(stream)
             }
             Err(e) => {
-                // Warn once per outage, not at every retry.
-                if self.failures == 0 {
+                // Warn once per outage, not at every retry; and, since a
+                // message from an invented node can start a writer to it
+                // (see `node`), at most a line a second over all peers.
+                static CANNOT_CONNECT: Throttle = Throttle::new();
+                let note = (self.failures == 0)
+                    .then(|| CANNOT_CONNECT.allow())
+                    .flatten();
+                if let Some(note) = note {
                     log::warn!(
-                        "cannot connect to peer {id} at {addr}: {e}; retrying every {RECONNECT_BACKOFF_MAX:?} at most"
+                        "cannot connect to peer {id} at {addr}: {e}; retrying every {RECONNECT_BACKOFF_MAX:?} at most{note}"
                     );
                 } else {
                     log::debug!("cannot connect to peer {id} at {addr}: {e}");
