@@ -427,3 +427,42 @@ fn invented_senders_start_no_more_than_a_bounded_number_of_threads() {
     }
     drop(conns);
 }
+
+/// Clients beyond the limit, one after another for over a second: each is
+/// told there is no room, and the node's log gets at most one line a second
+/// about it, the next one counting those left out.
+#[test]
+fn refusals_are_logged_at_most_once_a_second() {
+    const MAX_CLIENTS: usize = 2;
+    const FLOOD: Duration = Duration::from_millis(2500);
+    let mut c = Cluster::start_with(1, &["--max-clients", &MAX_CLIENTS.to_string()]);
+    c.wait_for_leader(&[0], LONG);
+    let addr = c.nodes[0].addr();
+    let _held: Vec<BufReader<TcpStream>> =
+        (0..MAX_CLIENTS).map(|_| served_connection(&addr)).collect();
+    let start = Instant::now();
+    let mut refused = 0;
+    while start.elapsed() < FLOOD {
+        let mut conn = BufReader::new(connect(&addr));
+        send(conn.get_mut(), &request(1, ClientCommand::Status));
+        match answer(&mut conn) {
+            ClientResult::Error { message } if message.contains("most clients") => refused += 1,
+            other => panic!("a client beyond the limit got {other:?}"),
+        }
+    }
+    let seconds = start.elapsed().as_secs() as usize;
+    let lines: Vec<String> = c
+        .err_lines(0)
+        .into_iter()
+        .filter(|l| l.contains("serving the most clients"))
+        .collect();
+    assert!(
+        !lines.is_empty() && lines.len() <= seconds + 1,
+        "{} lines for {refused} refusals in {seconds} s: {lines:#?}",
+        lines.len()
+    );
+    assert!(
+        refused > lines.len() && lines[1..].iter().all(|l| l.contains("more like this")),
+        "{refused} refusals: {lines:#?}"
+    );
+}

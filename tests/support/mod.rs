@@ -629,6 +629,12 @@ impl Cluster {
         self.nodes[i].out.iter().map(|l| l.text.clone()).collect()
     }
 
+    /// The stderr lines of node `i` (every incarnation) so far.
+    pub fn err_lines(&mut self, i: usize) -> Vec<String> {
+        self.nodes[i].pump();
+        self.nodes[i].err.iter().map(|l| l.text.clone()).collect()
+    }
+
     /// The stdout lines of node `i` (every incarnation) so far, with the
     /// moment the harness read each.
     pub fn timed_lines(&mut self, i: usize) -> Vec<Line> {
