@@ -106,8 +106,8 @@ pub struct NodeFigures {
     /// The same, as a share of one core.
     pub cpu_percent: Option<f64>,
     pub peak_rss_mib: Option<f64>,
-    /// Its threads at the end of the window: one per client connection,
-    /// one per peer, and a few more.
+    /// Its threads at the start of the measured window (every client
+    /// connected): one per client connection, one per peer, and a few more.
     pub threads: Option<u64>,
     /// The longest one sync (writes and fsync) held up the node's
     /// state-machine thread since it started, in ms: while it lasts the
@@ -230,7 +230,7 @@ impl Report {
                     cpu_seconds,
                     cpu_percent: cpu_seconds.map(|c| 100.0 * c / window.as_secs_f64()),
                     peak_rss_mib: end.proc.map(|p| mib(p.peak_rss_bytes)),
-                    threads: end.proc.map(|p| p.threads),
+                    threads: start.proc.map(|p| p.threads),
                     longest_sync_ms: end
                         .status
                         .as_ref()
