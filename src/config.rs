@@ -43,7 +43,7 @@ pub const DEFAULT_HEARTBEAT_MS: u64 = 50;
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
 
 /// The most members a cluster may have. Each peer costs a writer thread and
-/// a connection on every other node (see `transport::MAX_CONNECTIONS`), and
+/// a connection on every other node (see `transport::PEER_CONNECTION_SLOTS`), and
 /// Raft clusters are small: 3, 5 or 7 nodes.
 pub const MAX_CLUSTER_SIZE: usize = 64;
 
