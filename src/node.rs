@@ -694,6 +694,10 @@ impl Node {
         // `update` stopped every writer to a node outside the membership.
         self.strangers.clear();
         self.members.set(others.keys().cloned().collect());
+        // No others in a membership that has voters: a cluster of one, not
+        // a joining node that has yet to learn the members.
+        self.members
+            .set_alone(others.is_empty() && !membership.voters.is_empty());
         if let Some(own) = self.addresses.get(&id).cloned() {
             others.insert(id.clone(), own);
         }

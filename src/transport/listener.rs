@@ -61,6 +61,9 @@ struct MemberSet {
     /// This node's current term, as the driver last said: a peer message
     /// of an older term does not keep its connection open.
     current_term: Term,
+    /// The set is empty because this node is a cluster of one, not because
+    /// it has yet to learn the members: then nobody is a member.
+    alone: bool,
 }
 
 /// What a reader does with a peer message from a node that is not a member.
@@ -77,6 +80,7 @@ impl Members {
             current: ids,
             removed: Vec::new(),
             current_term: 0,
+            alone: false,
         })))
     }
 
@@ -112,10 +116,20 @@ impl Members {
         members.current = ids;
     }
 
+    /// Says whether an empty set means a cluster of one (nobody else is a
+    /// member) rather than a node that does not know its cluster yet.
+    pub fn set_alone(&self, alone: bool) {
+        if let Ok(mut members) = self.0.write() {
+            members.alone = alone;
+        }
+    }
+
     fn allows(&self, id: &NodeId) -> bool {
         self.0
             .read()
-            .map(|members| members.current.is_empty() || members.current.contains(id))
+            .map(|members| {
+                (members.current.is_empty() && !members.alone) || members.current.contains(id)
+            })
             .unwrap_or(false)
     }
 
@@ -254,15 +268,16 @@ fn refuse_connection(stream: &TcpStream, remote: SocketAddr, ctx: &ReaderContext
             ctx.slots.max_clients()
         );
     }
-    if let Ok(line) = encode_frame(&too_many_clients(ctx)) {
+    if let Ok(line) = encode_frame(&too_many_clients(ctx, 0)) {
         let _ = write_nonblocking(stream, &line);
     }
 }
 
-/// The answer to a client this node has no room for.
-fn too_many_clients(ctx: &ReaderContext) -> Frame {
+/// The answer to a client this node has no room for: to request `id`, or
+/// (0) to whatever it was about to ask.
+fn too_many_clients(ctx: &ReaderContext, id: u64) -> Frame {
     Frame::Response(ClientResponse {
-        id: 0,
+        id,
         result: ClientResult::Error {
             message: format!(
                 "the node is serving the most clients it takes ({}); retry later",
@@ -459,8 +474,8 @@ fn refuse_on_probation(stream: &TcpStream, remote: SocketAddr, frame: &Frame, ct
             ctx.slots.max_clients()
         );
     }
-    if matches!(frame, Frame::Request(_)) {
-        let _ = write_frame(&mut &*stream, &too_many_clients(ctx));
+    if let Frame::Request(request) = frame {
+        let _ = write_frame(&mut &*stream, &too_many_clients(ctx, request.id));
     }
 }
 
@@ -805,6 +820,14 @@ mod tests {
             members.stranger(&NodeId::new("8001")),
             Stranger::Removed { first_time: true }
         ));
+    }
+
+    #[test]
+    fn a_cluster_of_one_has_no_members_but_a_joining_node_takes_any() {
+        let members = Members::default();
+        assert!(members.allows(&NodeId::new("9999")));
+        members.set_alone(true);
+        assert!(!members.allows(&NodeId::new("9999")));
     }
 
     #[test]
