@@ -67,4 +67,5 @@ pub mod node;
 pub mod prompt;
 pub mod state_machine;
 pub mod storage;
+pub mod throttle;
 pub mod transport;
