@@ -279,7 +279,7 @@ fn connections_that_say_nothing_useful_are_closed_within_the_idle_timeout() {
         );
     }
     // The cluster itself is unaffected: its peers' connections stay useful.
-    c.set(&all, "after", LONG);
+    c.write(&all, "after", LONG);
 }
 
 /// A client that sends requests and never reads the answers: once the
