@@ -10,7 +10,7 @@
 use super::frame::FrameError;
 use super::limits::{Budget, LINE_BUFFER_BYTES, LINE_PIECE_BYTES};
 use crate::message::Frame;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,11 +76,15 @@ impl LineReader {
         self.budget = budget;
     }
 
-    /// The buffered reader, for the handshake (which has its own limits
-    /// and sets its own timeout on the socket). Called before any frame.
-    pub(super) fn for_handshake(&mut self) -> &mut BufReader<TcpStream> {
-        self.timeout_set = None;
-        &mut self.reader
+    /// The buffered reader for the handshake (which has its own limits on
+    /// its lines), all of which must come by `deadline`: each read waits
+    /// only what is left, so a handshake sent a byte at a time cannot hold
+    /// the connection past it. Called before any frame.
+    pub(super) fn for_handshake(&mut self, deadline: Instant) -> HandshakeReader<'_> {
+        HandshakeReader {
+            lines: self,
+            deadline,
+        }
     }
 
     /// The next frame, `Ok(None)` at a clean end of stream: the next whole
@@ -215,6 +219,43 @@ impl LineReader {
     }
 }
 
+/// See [`LineReader::for_handshake`].
+pub(super) struct HandshakeReader<'a> {
+    lines: &'a mut LineReader,
+    deadline: Instant,
+}
+
+impl Read for HandshakeReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for HandshakeReader<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.lines.reader.buffer().is_empty() {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the handshake did not finish in time",
+                ));
+            }
+            self.lines.reader.get_ref().set_read_timeout(Some(left))?;
+            self.lines.timeout_set = None; // `read_frame` sets its own
+        }
+        self.lines.reader.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.lines.reader.consume(n);
+    }
+}
+
 impl Drop for LineReader {
     fn drop(&mut self) {
         self.drop_pieces();
@@ -341,6 +382,40 @@ mod tests {
         assert!(matches!(err, ReadError::Deadline), "{err:?}");
         let late = start.elapsed();
         assert!(late < DEADLINE, "closed only after {late:?}");
+        drop(reader);
+        let _ = sender.join();
+    }
+
+    #[test]
+    fn a_handshake_sent_a_byte_at_a_time_ends_at_its_deadline() {
+        let budget = Budget::new(1024 * 1024);
+        let (mut client, mut reader) = pair(&budget);
+        let sender = thread::spawn(move || {
+            for _ in 0..500 {
+                if client.write_all(b"x").is_err() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let start = Instant::now();
+        let mut handshake = reader.for_handshake(start + Duration::from_millis(300));
+        let mut line = Vec::new();
+        let err = handshake
+            .read_until(b'\n', &mut line)
+            .expect_err("past the deadline");
+        assert!(
+            matches!(
+                err.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ),
+            "{err}"
+        );
+        assert!(
+            start.elapsed() < DEADLINE,
+            "ended only after {:?}",
+            start.elapsed()
+        );
         drop(reader);
         let _ = sender.join();
     }

@@ -734,14 +734,10 @@ fn authenticate(
     writer: &TcpStream,
     remote: SocketAddr,
 ) -> Option<Authenticated> {
-    if let Err(e) = writer.set_read_timeout(Some(HANDSHAKE_TIMEOUT)) {
-        log::warn!("closing connection from {remote}: cannot set a read timeout: {e}");
-        return None;
-    }
     let outcome = auth::accept_handshake(
         &ctx.creds,
         ctx.self_id.as_str(),
-        reader.for_handshake(),
+        &mut reader.for_handshake(Instant::now() + HANDSHAKE_TIMEOUT),
         &mut &*writer,
     );
     let (sealer, opener, peer) = match outcome {
