@@ -73,8 +73,10 @@ pub struct ClientArgs {
     #[arg(value_name = "ADDRS")]
     pub addrs: String,
 
-    /// `set <VALUE...>` (the words joined by single spaces), `get`, or
-    /// `status`.
+    /// One of: `set <VALUE...>` (the words joined by single spaces), `get`,
+    /// `status` (one JSON object), `log [N]` (the last N entries, default
+    /// 10, as JSON lines), `transfer <ID>`, `add <HOST:PORT>`,
+    /// `remove <ID>`.
     #[arg(
         value_name = "COMMAND",
         required = true,
@@ -153,8 +155,10 @@ pub fn request(
         command,
     };
     // Only reads are safe to send twice.
-    let may_retry_after_send =
-        matches!(request.command, ClientCommand::Get | ClientCommand::Status);
+    let may_retry_after_send = matches!(
+        request.command,
+        ClientCommand::Get | ClientCommand::Status | ClientCommand::Log { .. }
+    );
     let mut last_error = String::from("no attempt was made");
     let mut hint: Option<String> = None;
     loop {
@@ -449,7 +453,7 @@ pub fn parse_command(words: &[String]) -> Result<ClientCommand, config::ConfigEr
     let usage = |msg: String| config::ConfigError(msg);
     let Some((verb, rest)) = words.split_first() else {
         return Err(usage(
-            "no command given: expected set <VALUE...>, get, status, transfer <ID>, add <HOST:PORT> or remove <ID>".into(),
+            "no command given: expected set <VALUE...>, get, status, log [N], transfer <ID>, add <HOST:PORT> or remove <ID>".into(),
         ));
     };
     match verb.as_str() {
@@ -464,6 +468,21 @@ pub fn parse_command(words: &[String]) -> Result<ClientCommand, config::ConfigEr
             rest.join(" ")
         ))),
         "get" => Ok(ClientCommand::Get),
+        "log" => match rest {
+            [] => Ok(ClientCommand::Log {
+                count: crate::prompt::DEFAULT_LOG_ROWS,
+            }),
+            [n] => match n.parse::<usize>() {
+                Ok(count) if (1..=crate::prompt::MAX_LOG_ROWS).contains(&count) => {
+                    Ok(ClientCommand::Log { count })
+                }
+                _ => Err(usage(format!(
+                    "log takes a count from 1 to {}, not '{n}': raft client ADDRS log [N]",
+                    crate::prompt::MAX_LOG_ROWS
+                ))),
+            },
+            _ => Err(usage("log takes at most one count: raft client ADDRS log [N]".into())),
+        },
         "status" => Ok(ClientCommand::Status),
         "add" => match rest {
             [address] => Ok(ClientCommand::AddMember {
@@ -494,7 +513,7 @@ pub fn parse_command(words: &[String]) -> Result<ClientCommand, config::ConfigEr
             )),
         },
         other => Err(usage(format!(
-            "unknown command '{other}': expected set <VALUE...>, get, status, transfer <ID>, add <HOST:PORT> or remove <ID>"
+            "unknown command '{other}': expected set <VALUE...>, get, status, log [N], transfer <ID>, add <HOST:PORT> or remove <ID>"
         ))),
     }
 }
@@ -527,7 +546,18 @@ pub fn main(args: &ClientArgs) -> ExitCode {
         (ClientCommand::Set { .. }, ClientResult::Written { index }) => {
             println!("committed at index {index}");
         }
-        (ClientCommand::Get, ClientResult::Value { value }) => println!("{value}"),
+        (ClientCommand::Get, ClientResult::Value { value }) => print_value(&value),
+        (ClientCommand::Log { .. }, ClientResult::Log { entries }) => {
+            for row in &entries {
+                match serde_json::to_string(row) {
+                    Ok(json) => println!("{json}"),
+                    Err(e) => {
+                        eprintln!("error: cannot print the log: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
+        }
         (ClientCommand::Status, ClientResult::Status(status)) => {
             match serde_json::to_string(&status) {
                 Ok(json) => println!("{json}"),
@@ -561,6 +591,18 @@ pub fn main(args: &ClientArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The value as it is when stdout is a pipe or a file (it is data there);
+/// with control characters escaped when stdout is a terminal, where they
+/// would act on the screen.
+fn print_value(value: &str) {
+    use std::io::IsTerminal;
+    if io::stdout().is_terminal() {
+        crate::console::say(value);
+    } else {
+        println!("{value}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,6 +625,17 @@ mod tests {
         );
         assert_eq!(parse_command(&words("get")), Ok(ClientCommand::Get));
         assert_eq!(parse_command(&words("status")), Ok(ClientCommand::Status));
+        assert_eq!(
+            parse_command(&words("log")),
+            Ok(ClientCommand::Log { count: 10 })
+        );
+        assert_eq!(
+            parse_command(&words("log 3")),
+            Ok(ClientCommand::Log { count: 3 })
+        );
+        for bad in ["log 0", "log x", "log 1 2"] {
+            assert!(parse_command(&words(bad)).is_err(), "{bad}");
+        }
         for bad in ["set", "get x", "status now", "delete", "SET x"] {
             assert!(parse_command(&words(bad)).is_err(), "{bad}");
         }

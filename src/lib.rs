@@ -44,13 +44,15 @@
 //! 8. [`core::membership`]: adding and removing servers, one at a time.
 //! 9. [`state_machine`]: what committed commands are applied to.
 //! 10. [`storage`]: how term, vote, log and snapshot survive a crash.
-//! 11. [`node`]: the driver, where "persist before you answer" happens, and
-//!     [`prompt`], what a person types at it.
+//! 11. [`node`]: the driver, where "persist before you answer" happens;
+//!     [`prompt`], what a person types at it; [`console`], how every line
+//!     reaches the screen; [`partition`], cutting a node off for a demo.
 //! 12. [`transport`] (framing, the cluster key and the authentication of
 //!     every connection and frame, the listener, answers to clients, sending
 //!     to peers), [`client`], [`config`]: sockets, `raft client`, and the
 //!     command line.
 //! 13. [`bench`](mod@bench): `raft bench`, which measures all of the above at work.
+//! 14. [`demo`]: `raft demo`, a whole cluster of this binary in one terminal.
 //!
 //! Then the tests: `tests/paper.rs` (one test per rule of Figure 2),
 //! `tests/extensions.rs` (PreVote, CheckQuorum, leadership transfer),
@@ -61,9 +63,12 @@
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod core;
+pub mod demo;
 pub mod message;
 pub mod node;
+pub mod partition;
 pub mod prompt;
 pub mod state_machine;
 pub mod storage;

@@ -3,7 +3,7 @@
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Parser, Subcommand};
-use raft::{bench, client, config, node};
+use raft::{bench, client, config, console, demo, node};
 use std::process::ExitCode;
 
 /// Exit code for a command-line mistake (as clap and BSD sysexits use).
@@ -49,6 +49,14 @@ enum Command {
     /// from stopping the leader. Exit status: 0 on success, 1 on failure, 2
     /// on a usage error.
     Bench(bench::BenchArgs),
+    /// The whole cluster in one terminal: `raft demo` (try it first).
+    ///
+    /// Starts three nodes (or --nodes N) of this binary on free loopback
+    /// ports, prints their lines prefixed by node, and drives them from one
+    /// prompt: set, get, status, log, kill/stop/start, pause/resume,
+    /// partition/heal, slow/fast. Data lives in a temporary directory
+    /// removed at exit, unless --data-dir is given.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,10 +64,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_exit(e),
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    console::init_logging();
     match cli.command {
         Some(Command::Client(args)) => client::main(&args),
         Some(Command::Bench(args)) => bench::main(&args),
+        Some(Command::Demo(args)) => demo::main(&args),
         None => {
             // clap requires PORT when there is no subcommand, so `node` is
             // there; the `None` arm only satisfies the type.
@@ -121,6 +130,10 @@ fn subcommand_conflict(e: &clap::Error) -> Option<String> {
     match e.get(ContextKind::InvalidSubcommand) {
         Some(ContextValue::String(word)) if word == "bench" => Some(
             "`bench` must come first, without a PORT or node options: raft bench [OPTIONS]"
+                .to_string(),
+        ),
+        Some(ContextValue::String(word)) if word == "demo" => Some(
+            "`demo` must come first, without a PORT or node options: raft demo [--nodes N]"
                 .to_string(),
         ),
         Some(ContextValue::String(word)) if word == "client" => Some(

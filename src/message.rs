@@ -362,6 +362,9 @@ pub enum ClientCommand {
     AddMember { address: String },
     /// Remove member `id`; answered once the change commits.
     RemoveMember { id: NodeId },
+    /// The last `count` entries of this node's log, as it holds them now;
+    /// answered at once, like `Status`.
+    Log { count: usize },
 }
 
 /// A node's answer to a `ClientRequest`.
@@ -387,6 +390,24 @@ pub enum ClientResult {
     NotLeader { leader: Option<String> },
     /// The request failed; `message` says why.
     Error { message: String },
+    /// The answer to `Log`: entries in index order.
+    Log { entries: Vec<LogRow> },
+}
+
+/// One log entry as `log` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRow {
+    pub index: Index,
+    pub term: Term,
+    /// `command`, `noop` or `membership`.
+    pub kind: String,
+    /// The value of a command; the members of a membership change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// Whether this node knows the entry is committed.
+    pub committed: bool,
+    /// Whether this node has applied it to its state machine.
+    pub applied: bool,
 }
 
 /// What `status` reports.

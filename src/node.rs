@@ -19,23 +19,28 @@
 
 use crate::client;
 use crate::config::NodeOptions;
+use crate::console;
 use crate::core::{
     CompactError, Config, Event, MembershipError, NotLeader, Raft, ReadOutcome, Ready, RoleKind,
     StepDownReason, TransferError, MAX_COMMAND_BYTES,
 };
 use crate::message::{
-    ClientCommand, ClientRequest, ClientResponse, ClientResult, EntryData, Index, Membership,
-    Message, MessageBody, NodeId, Status, Term,
+    ClientCommand, ClientRequest, ClientResponse, ClientResult, EntryData, Index, LogRow,
+    Membership, Message, MessageBody, NodeId, Status, Term,
 };
-use crate::prompt::{parse_prompt, print_help, spawn_stdin_reader, PromptCommand};
+use crate::partition::Partition;
+use crate::prompt::{
+    log_table, parse_prompt, print_result, spawn_stdin_reader, ForwardQueue, PromptCommand, HELP,
+    MAX_LOG_ROWS,
+};
+use crate::say;
 use crate::state_machine::{StateMachine, Value};
 use crate::storage::{Metadata, Storage};
 use crate::transport::{self, auth, ClusterKey, Credentials, Inbound, Members, Peers, Reply};
 use crossbeam_channel::{bounded, select, tick, Receiver};
 use log::{debug, warn};
-use std::collections::{BTreeMap, VecDeque};
-use std::io::{IsTerminal, Write};
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
 
 /// The longest a tick may be; shorter if the heartbeat is shorter.
 pub const MAX_TICK_MS: u64 = 10;
@@ -181,7 +186,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         opts.limits.clone(),
     )
     .map_err(|e| format!("cannot start the listener on {}: {e}", opts.listen_addr))?;
-    let interactive = std::io::stdin().is_terminal();
+    console::enable_prompt();
     let stdin_rx = spawn_stdin_reader();
     let (shutdown_tx, shutdown_rx) = bounded(1);
     ctrlc::set_handler(move || {
@@ -208,8 +213,16 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         pending_transfer: None,
         pending_status: Vec::new(),
         strangers: VecDeque::new(),
-        interactive,
-        creds: creds.clone(),
+        forwards: ForwardQueue::new(creds.clone()),
+        partition: Partition::default(),
+        tick_ms,
+        ticker: tick(Duration::from_millis(tick_ms)),
+        slow_factor: 1,
+        election_timeout: (
+            Duration::from_millis(opts.election_timeout_ms.0),
+            Duration::from_millis(opts.election_timeout_ms.1),
+        ),
+        watch: Watch::new(),
     };
     node.sync_membership();
     if let Some(cluster) = &opts.join {
@@ -220,12 +233,11 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
             cluster.clone(),
         );
     }
-    node.prompt();
-    let ticker = tick(Duration::from_millis(tick_ms));
-    node.run_loop(&inbound_rx, &stdin_rx, &ticker, &shutdown_rx)?;
-    println!("Shutting down node {}", node.raft.id());
+    console::show_prompt();
+    node.run_loop(&inbound_rx, &stdin_rx, &shutdown_rx)?;
+    say!("Shutting down node {}", node.raft.id());
     let handover = Duration::from_millis(opts.election_timeout_ms.1);
-    node.hand_over_leadership(&inbound_rx, &ticker, handover)?;
+    node.hand_over_leadership(&inbound_rx, handover)?;
     Ok(())
 }
 
@@ -244,7 +256,7 @@ fn credentials(opts: &NodeOptions) -> Result<Credentials, String> {
     } else {
         let (key, created) = ClusterKey::load_or_create(&opts.cluster_key)?;
         if created {
-            println!(
+            say!(
                 "Node {} created the cluster key {} for a new cluster {}; nodes started from this directory share it, nodes on other hosts need a copy (--cluster-key)",
                 opts.id,
                 opts.cluster_key.display(),
@@ -270,7 +282,7 @@ fn print_recovered(opts: &NodeOptions, recovered: &crate::storage::Recovered) {
     } else {
         String::new()
     };
-    println!(
+    say!(
         "Node {} recovered term {}, vote {}{}, {} entries (last index {}) from {}",
         opts.id,
         recovered.hard_state.current_term,
@@ -342,11 +354,11 @@ fn ask_to_join(creds: Credentials, id: NodeId, address: String, cluster: Vec<Str
                 // the deadline.
                 let last_error = match &outcome {
                     Ok(ClientResult::Written { .. } | ClientResult::Done) => {
-                        println!("Node {id} was added to the cluster as a learner");
+                        say!("Node {id} was added to the cluster as a learner");
                         return;
                     }
                     Ok(ClientResult::Error { message }) if message.contains("already a member") => {
-                        println!("Node {id} is already a member of the cluster");
+                        say!("Node {id} is already a member of the cluster");
                         return;
                     }
                     Ok(ClientResult::Error { message }) => message.clone(),
@@ -354,7 +366,7 @@ fn ask_to_join(creds: Credentials, id: NodeId, address: String, cluster: Vec<Str
                     Err(e) => e.to_string(),
                 };
                 if std::time::Instant::now() > deadline {
-                    println!(
+                    say!(
                         "Node {id} could not join the cluster at {}: {last_error}",
                         cluster.join(",")
                     );
@@ -399,9 +411,56 @@ struct Node {
     /// Nodes outside the membership this node has a writer for, oldest
     /// first (see `reach_stranger`); at most [`MAX_STRANGER_WRITERS`].
     strangers: VecDeque<NodeId>,
-    interactive: bool,
-    /// The cluster key, for forwarding prompt commands to the leader.
-    creds: Credentials,
+    /// Commands typed here on their way to the leader, in order.
+    forwards: ForwardQueue,
+    /// Peers whose traffic is dropped (`partition` at the prompt).
+    partition: Partition,
+    /// The tick period in real time, before `slow`.
+    tick_ms: u64,
+    ticker: Receiver<Instant>,
+    /// `slow`: the tick is this many times longer than `tick_ms`.
+    slow_factor: u64,
+    /// The configured election timeout range, in real time.
+    election_timeout: (Duration, Duration),
+    /// What the console has said about peers and leaders.
+    watch: Watch,
+}
+
+/// What the node has seen of its peers and leaders, for the lines that tell
+/// a person what is happening ("following leader", "waiting for", "cannot
+/// elect a leader").
+struct Watch {
+    /// When each peer's last message arrived.
+    heard: BTreeMap<NodeId, Instant>,
+    /// The leader last announced on the console.
+    leader: Option<NodeId>,
+    /// Since when no leader is known.
+    leaderless_since: Option<Instant>,
+    /// Whether a leader was heard since this node started: until then, a
+    /// restarted node does not know which of its entries are committed.
+    met_a_leader: bool,
+    /// The peers "waiting for" named, not heard from since.
+    waiting_for: BTreeSet<NodeId>,
+    said_waiting: bool,
+    said_no_majority: bool,
+}
+
+impl Watch {
+    fn new() -> Watch {
+        Watch {
+            heard: BTreeMap::new(),
+            leader: None,
+            leaderless_since: Some(Instant::now()),
+            met_a_leader: false,
+            waiting_for: BTreeSet::new(),
+            said_waiting: false,
+            said_no_majority: false,
+        }
+    }
+
+    fn heard_within(&self, peer: &NodeId, window: Duration) -> bool {
+        self.heard.get(peer).is_some_and(|t| t.elapsed() <= window)
+    }
 }
 
 impl Node {
@@ -409,13 +468,19 @@ impl Node {
         &mut self,
         inbound: &Receiver<Inbound>,
         stdin: &Receiver<String>,
-        ticker: &Receiver<std::time::Instant>,
         shutdown: &Receiver<()>,
     ) -> Result<(), String> {
         let never = crossbeam_channel::never();
         let mut stdin_open = true;
         loop {
-            let stdin_rx = if stdin_open { stdin } else { &never };
+            // Backpressure: while the forwarding queue is full, lines wait
+            // in the pipe (the tick wakes this loop to look again).
+            let stdin_rx = if stdin_open && !self.forwards.is_full() {
+                stdin
+            } else {
+                &never
+            };
+            let ticker = self.ticker.clone();
             select! {
                 recv(inbound) -> msg => match msg {
                     Ok(msg) => self.on_inbound(msg),
@@ -425,9 +490,15 @@ impl Node {
                     Ok(line) => self.on_prompt_line(&line),
                     // End of stdin does not stop the node, so
                     // `raft 8000 < /dev/null &` runs in the background.
-                    Err(_) => stdin_open = false,
+                    Err(_) => {
+                        stdin_open = false;
+                        say!("Node {} stdin is closed; it goes on running until Ctrl+C", self.raft.id());
+                    }
                 },
-                recv(ticker) -> _ => self.raft.tick(),
+                recv(ticker) -> _ => {
+                    self.raft.tick();
+                    self.watch_peers();
+                }
                 recv(shutdown) -> _ => return Ok(()),
             }
             // Group commit: take what else is already waiting, so that one
@@ -435,10 +506,108 @@ impl Node {
             for msg in inbound.try_iter().take(MAX_BATCH) {
                 self.on_inbound(msg);
             }
+            // Before applying, so "following leader" comes before the
+            // values that leader's first message commits.
+            self.notice_leader();
             self.handle_ready()?;
             self.answer_status_requests();
             self.members.set_term(self.raft.current_term());
+            self.notice_leader();
         }
+    }
+
+    /// "Node 8001 following leader 8000 in term 1", once per new leader.
+    fn notice_leader(&mut self) {
+        let leader = self.raft.leader().cloned();
+        if leader == self.watch.leader {
+            return;
+        }
+        let id = self.raft.id().clone();
+        match &leader {
+            Some(l) => {
+                self.watch.met_a_leader = true;
+                self.watch.leaderless_since = None;
+                self.watch.said_no_majority = false;
+                if *l != id {
+                    say!(
+                        "Node {id} following leader {l} in term {}",
+                        self.raft.current_term()
+                    );
+                }
+            }
+            None => self.watch.leaderless_since = Some(Instant::now()),
+        }
+        self.watch.leader = leader;
+    }
+
+    /// Says once whom this node waits for, and once per leaderless spell
+    /// that it cannot reach a majority, with the numbers.
+    fn watch_peers(&mut self) {
+        if self.watch.said_waiting && self.watch.said_no_majority {
+            return;
+        }
+        let leader_or_leaderless =
+            self.raft.role() == RoleKind::Leader || self.raft.leader().is_none();
+        if !leader_or_leaderless {
+            // A follower hears from its leader only, not from the other
+            // followers: silence from them means nothing.
+            return;
+        }
+        let window = self.election_timeout.1 * 2 * self.clock_factor();
+        let id = self.raft.id().clone();
+        let voters: Vec<NodeId> = self.raft.membership().voters.keys().cloned().collect();
+        let unheard: BTreeSet<NodeId> = voters
+            .iter()
+            .filter(|v| **v != id && !self.watch.heard_within(v, window))
+            .cloned()
+            .collect();
+        let quiet_for = self.watch.leaderless_since.map(|t| t.elapsed());
+        if !self.watch.said_waiting
+            && !unheard.is_empty()
+            && quiet_for.is_some_and(|q| q >= window / 2)
+        {
+            self.watch.said_waiting = true;
+            say!("Node {id} waiting for {}", list(unheard.iter()));
+            self.watch.waiting_for = unheard.clone();
+        }
+        let reachable = voters.len() - unheard.len();
+        let majority = voters.len() / 2 + 1;
+        let is_voter = voters.contains(&id);
+        if is_voter
+            && !self.watch.said_no_majority
+            && quiet_for.is_some_and(|q| q >= window)
+            && reachable < majority
+        {
+            self.watch.said_no_majority = true;
+            say!(
+                "Node {id} cannot elect a leader: {reachable} of {} members reachable; a majority needs {majority}",
+                voters.len()
+            );
+        }
+    }
+
+    /// How many times slower than real time the protocol's clock runs.
+    fn clock_factor(&self) -> u32 {
+        u32::try_from(self.slow_factor).unwrap_or(u32::MAX)
+    }
+
+    /// `slow` / `fast`: the tick comes `factor` times less often, so every
+    /// timeout (counted in ticks by the core) is `factor` times longer.
+    fn set_clock(&mut self, factor: u64) {
+        let id = self.raft.id().clone();
+        if factor == self.slow_factor {
+            say!("Node {id} clock already runs at {}", clock_name(factor));
+            return;
+        }
+        self.slow_factor = factor;
+        self.ticker = tick(Duration::from_millis(self.tick_ms * factor));
+        let (min, max) = self.election_timeout;
+        say!(
+            "Node {id} clock now runs at {}: election timeout {}-{} ms",
+            clock_name(factor),
+            min.as_millis() * u128::from(factor),
+            max.as_millis() * u128::from(factor)
+        );
     }
 
     /// Ctrl+C on a leader: hand leadership to the most up-to-date follower
@@ -447,10 +616,16 @@ impl Node {
     fn hand_over_leadership(
         &mut self,
         inbound: &Receiver<Inbound>,
-        ticker: &Receiver<std::time::Instant>,
         limit: Duration,
     ) -> Result<(), String> {
+        let ticker = self.ticker.clone();
         let Some(target) = self.most_up_to_date_follower() else {
+            if self.raft.role() == RoleKind::Leader {
+                say!(
+                    "Leader {} hands over to nobody: no follower answered within the last election timeout",
+                    self.raft.id()
+                );
+            }
             return Ok(());
         };
         if let Err(e) = self.raft.transfer_leadership(target) {
@@ -479,7 +654,15 @@ impl Node {
 
     fn most_up_to_date_follower(&self) -> Option<NodeId> {
         let mut matches = self.raft.match_indexes()?;
-        matches.retain(|id, _| self.raft.membership().voters.contains_key(id));
+        // Only a voter that answered within the shortest election timeout:
+        // one stopped a moment ago would take leadership and then never
+        // use it, and the cluster would wait for an election.
+        let window = self.election_timeout.0 * self.clock_factor();
+        matches.retain(|id, _| {
+            self.raft.membership().voters.contains_key(id)
+                && self.watch.heard_within(id, window)
+                && !self.partition.drops(id)
+        });
         // Highest match index; among equals, the first in id order.
         let best = matches.values().copied().max()?;
         matches
@@ -506,10 +689,25 @@ impl Node {
     fn on_inbound(&mut self, msg: Inbound) {
         match msg {
             Inbound::Peer(msg) => {
+                if self.partition.drops_received(&msg.from) {
+                    return;
+                }
+                self.heard_from(&msg.from);
                 self.reach_leader(&msg);
                 self.raft.step(msg)
             }
             Inbound::Client { request, reply } => self.on_client_request(request, reply),
+        }
+    }
+
+    fn heard_from(&mut self, peer: &NodeId) {
+        // Members only, so the map stays as small as the cluster.
+        if !self.addresses.contains_key(peer) {
+            return;
+        }
+        self.watch.heard.insert(peer.clone(), Instant::now());
+        if self.watch.waiting_for.remove(peer) {
+            say!("Node {} in touch with {peer}", self.raft.id());
         }
     }
 
@@ -559,6 +757,9 @@ impl Node {
     /// removed server that still asks for votes, so that it learns it was
     /// removed (see `Raft::step`). Ids follow addresses (see `config`).
     fn send(&mut self, msg: Message) {
+        if self.partition.drops_sent(&msg.to) {
+            return;
+        }
         if matches!(msg.body, MessageBody::AppendEntries { .. }) {
             self.reach_stranger(&msg.to);
         }
@@ -577,6 +778,15 @@ impl Node {
             ClientCommand::Transfer { to } => self.transfer(to, waiter),
             ClientCommand::AddMember { address } => self.add_member(&address, waiter),
             ClientCommand::RemoveMember { id } => self.remove_member(id, waiter),
+            ClientCommand::Log { count } => {
+                let count = count.min(MAX_LOG_ROWS);
+                answer(
+                    waiter,
+                    ClientResult::Log {
+                        entries: self.log_rows(count),
+                    },
+                )
+            }
         }
     }
 
@@ -598,7 +808,7 @@ impl Node {
         }
         match self.raft.propose(value.clone()) {
             Ok(index) => {
-                println!("Leader {} setting value to: {}", self.raft.id(), value);
+                say!("Leader {} setting value to: {}", self.raft.id(), value);
                 let term = self.raft.current_term();
                 self.pending_writes.insert(index, term, value.len(), waiter);
             }
@@ -696,7 +906,7 @@ impl Node {
                 self.state_machine
                     .restore(&snapshot.data)
                     .map_err(|e| format!("cannot load the snapshot from the leader: {e}"))?;
-                println!(
+                say!(
                     "Node {} installed a snapshot up to index {} from the leader; value: {}",
                     self.raft.id(),
                     snapshot.last_included_index,
@@ -744,18 +954,22 @@ impl Node {
             others.insert(id.clone(), own);
         }
         self.addresses = others;
+        let addresses = &self.addresses;
+        self.watch
+            .heard
+            .retain(|peer, _| addresses.contains_key(peer));
         if self.membership != Membership::default() {
-            println!(
+            say!(
                 "Node {id} membership now: voters {}; learners {}",
                 list(membership.voters.keys()),
                 list(membership.learners.keys())
             );
             if is_voter && !was_voter {
-                println!("Node {id} is now a voter");
+                say!("Node {id} is now a voter");
             }
             let was_member = self.membership.contains(&id);
             if was_member && !membership.contains(&id) {
-                println!("Node {id} was removed from the cluster; it can be stopped");
+                say!("Node {id} was removed from the cluster; it can be stopped");
             }
         }
         self.membership = membership;
@@ -786,7 +1000,7 @@ impl Node {
         self.storage
             .save_snapshot(&snapshot)
             .map_err(|e| e.to_string())?;
-        println!(
+        say!(
             "Node {} snapshot at index {} ({})",
             self.raft.id(),
             applied,
@@ -822,19 +1036,19 @@ impl Node {
         let id = self.raft.id().clone();
         match event {
             Event::ElectionStarted { term } => {
-                println!("Node {id} starting election for term {term}")
+                say!("Node {id} starting election for term {term}")
             }
-            Event::BecameLeader { term } => println!("Node {id} elected as leader for term {term}"),
+            Event::BecameLeader { term } => say!("Node {id} elected as leader for term {term}"),
             Event::SteppedDown { term, reason } => {
                 match reason {
                     StepDownReason::HigherTerm => {
-                        println!("Leader {id} stepping down: term {term} has begun")
+                        say!("Leader {id} stepping down: term {term} has begun")
                     }
-                    StepDownReason::LostQuorum => println!(
+                    StepDownReason::LostQuorum => say!(
                         "Leader {id} stepping down: no word from a majority for an election timeout"
                     ),
                     StepDownReason::Removed => {
-                        println!("Leader {id} stepping down: it is no longer a member")
+                        say!("Leader {id} stepping down: it is no longer a member")
                     }
                 }
                 if let Some(waiter) = self.pending_transfer.take() {
@@ -850,17 +1064,17 @@ impl Node {
                 }
             }
             Event::LearnerAdded { id: new } => {
-                println!("Leader {id} adding node {new} as learner")
+                say!("Leader {id} adding node {new} as learner")
             }
             Event::LearnerPromoted { id: learner } => {
-                println!("Leader {id} promoting node {learner} to voter: it has caught up")
+                say!("Leader {id} promoting node {learner} to voter: it has caught up")
             }
-            Event::MemberRemoved { id: member } => println!("Leader {id} removing node {member}"),
+            Event::MemberRemoved { id: member } => say!("Leader {id} removing node {member}"),
             Event::TransferStarted { target, .. } => {
-                println!("Leader {id} transferring leadership to {target}")
+                say!("Leader {id} transferring leadership to {target}")
             }
             Event::TransferAborted { target, .. } => {
-                println!("Leader {id} gave up transferring leadership to {target}: it did not take over in time");
+                say!("Leader {id} gave up transferring leadership to {target}: it did not take over in time");
                 if let Some(waiter) = self.pending_transfer.take() {
                     answer(
                         waiter,
@@ -877,7 +1091,7 @@ impl Node {
         for entry in &ready.committed {
             if let EntryData::Command(value) = &entry.data {
                 self.state_machine.apply(entry.index, value);
-                println!("Node {} updated value to: {}", self.raft.id(), value);
+                say!("Node {} updated value to: {}", self.raft.id(), value);
             }
             if let Some((term, waiter)) = self.pending_writes.remove(entry.index) {
                 let result = if term == entry.term {
@@ -939,70 +1153,243 @@ impl Node {
             PromptCommand::Set(value) => self.prompt_set(value),
             PromptCommand::Get => self.prompt_get(),
             PromptCommand::Status => self.print_status(),
-            PromptCommand::Transfer(target) => self.transfer(target, Waiter::Prompt),
+            PromptCommand::Log(count) => self.print_log(count),
+            PromptCommand::Transfer(target) => self.prompt_transfer(target),
             PromptCommand::Add(address) => self.add_member(&address, Waiter::Prompt),
             PromptCommand::Remove(id) => self.remove_member(id, Waiter::Prompt),
-            PromptCommand::Help => print_help(),
+            PromptCommand::Partition(peers) => self.prompt_partition(&peers),
+            PromptCommand::Heal => self.prompt_heal(),
+            PromptCommand::Slow(factor) => self.set_clock(factor),
+            PromptCommand::Help => HELP.iter().for_each(|line| console::say(line)),
             PromptCommand::Empty => {}
+            PromptCommand::Usage(line) => say!("{line}"),
             PromptCommand::Unknown(word) => {
-                println!("Unknown command '{word}'; type 'help' for the list of commands")
+                say!("Unknown command '{word}'; type 'help' for the list of commands")
             }
         }
-        self.prompt();
+        console::show_prompt();
     }
 
+    /// Here if this node leads and nothing typed earlier is still on its
+    /// way to a leader; else through the prompt's queue, in order.
     fn prompt_set(&mut self, value: String) {
-        if self.raft.role() == RoleKind::Leader {
+        if self.raft.role() == RoleKind::Leader && self.forwards.is_idle() {
             self.propose(value, Waiter::Prompt);
             return;
         }
-        let id = self.raft.id().clone();
-        let Some(leader) = self.leader_address() else {
-            println!("Node {id} is not the leader and knows no leader yet; try again in a moment");
-            return;
-        };
-        println!("Node {id} is not the leader; forwarding set to leader at {leader}");
-        forward(&self.creds, id, leader, ClientCommand::Set { value });
+        self.forward(ClientCommand::Set { value }, "set");
     }
 
     fn prompt_get(&mut self) {
-        if self.raft.role() == RoleKind::Leader {
+        if self.raft.role() == RoleKind::Leader && self.forwards.is_idle() {
             self.read(Waiter::Prompt);
             return;
         }
+        self.forward(ClientCommand::Get, "get");
+    }
+
+    fn forward(&mut self, command: ClientCommand, what: &str) {
         let id = self.raft.id().clone();
-        match self.leader_address() {
-            Some(leader) => forward(&self.creds, id, leader, ClientCommand::Get),
-            None => println!("Node {id} knows no leader yet, so it cannot read linearizably; try again in a moment"),
+        let Some(leader) = self.raft.leader().cloned() else {
+            say!("Node {id} knows no leader yet; {}", self.why_no_leader());
+            return;
+        };
+        let Some(leader_address) = self.addresses.get(&leader).cloned() else {
+            say!("Node {id} does not know the address of leader {leader}; try again in a moment");
+            return;
+        };
+        if leader != id {
+            say!("Node {id} is not the leader; forwarding {what} to leader {leader}");
+        }
+        // The leader first; the others let the request follow a new
+        // leader's hint if leadership moves meanwhile.
+        let mut addresses = vec![leader_address];
+        addresses.extend(
+            self.addresses
+                .iter()
+                .filter(|(member, _)| **member != leader && **member != id)
+                .map(|(_, address)| address.clone()),
+        );
+        self.forwards.send(id, addresses, command);
+    }
+
+    /// "a leader needs 2 of the 3 members; 1 reachable now: try again in a
+    /// moment" (or "start the others").
+    fn why_no_leader(&self) -> String {
+        let voters = self.raft.membership().voters.len();
+        let majority = voters / 2 + 1;
+        let window = self.election_timeout.1 * 2 * self.clock_factor();
+        let id = self.raft.id();
+        let reachable = self
+            .raft
+            .membership()
+            .voters
+            .keys()
+            .filter(|v| *v == id || self.watch.heard_within(v, window))
+            .count();
+        if reachable < majority {
+            let verb = if reachable == 1 { "is" } else { "are" };
+            format!(
+                "electing one needs {majority} of the {voters} members, and {reachable} {verb} running and in touch: start the others"
+            )
+        } else {
+            "an election is under way; try again in a moment".to_string()
         }
     }
 
-    fn leader_address(&self) -> Option<String> {
-        self.raft
-            .leader()
-            .and_then(|id| self.addresses.get(id).cloned())
+    fn prompt_transfer(&mut self, target: NodeId) {
+        if self.raft.role() != RoleKind::Leader {
+            let id = self.raft.id();
+            match self.raft.leader() {
+                Some(leader) => {
+                    say!("Node {id} is not the leader; type transfer at leader {leader}")
+                }
+                None => say!("Node {id} is not the leader, and knows no leader yet"),
+            }
+            return;
+        }
+        self.transfer(target, Waiter::Prompt);
+    }
+
+    fn prompt_partition(&mut self, peers: &[NodeId]) {
+        let id = self.raft.id().clone();
+        if peers.contains(&id) {
+            say!(
+                "Node {id} cannot be partitioned from itself; name other members, or none for all"
+            );
+            return;
+        }
+        self.partition.cut(peers);
+        say!(
+            "Node {id} partitioned from {}: their messages to and from it are dropped until heal",
+            self.partition.describe()
+        );
+    }
+
+    fn prompt_heal(&mut self) {
+        let id = self.raft.id().clone();
+        let (sent, received) = self.partition.dropped;
+        if self.partition.heal() {
+            say!("Node {id} healed: talking to every peer again ({sent} messages out and {received} in were dropped)");
+        } else {
+            say!("Node {id} is not partitioned; nothing to heal");
+        }
     }
 
     fn print_status(&self) {
         let s = self.status();
-        println!(
-            "Node {}: {} in term {}, leader {}, commit index {}, last applied {}, last log index {}, value: {}",
+        let leader = s.leader.map_or("unknown".to_string(), |l| l.to_string());
+        let learners = if s.learners.is_empty() {
+            String::new()
+        } else {
+            format!("; learners {}", list(s.learners.iter()))
+        };
+        say!(
+            "Node {}: {} in term {}, leader {leader}; members {}{learners}",
             s.id,
             s.role,
             s.term,
-            s.leader.map_or("unknown".to_string(), |l| l.to_string()),
+            list(s.members.iter()),
+        );
+        say!(
+            "  commit index {}, last applied {}, last log index {}; value: {}",
             s.commit_index,
             s.last_applied,
             s.last_log_index,
-            s.value
+            self.value_for_person()
         );
+        if self.partition.is_cut() {
+            say!(
+                "  partitioned from {} (heal to end it)",
+                self.partition.describe()
+            );
+        }
+        if self.slow_factor > 1 {
+            say!(
+                "  clock at {} (fast to end it)",
+                clock_name(self.slow_factor)
+            );
+        }
     }
 
-    fn prompt(&self) {
-        if self.interactive {
-            print!("> ");
-            let _ = std::io::stdout().flush();
+    /// The value, or why it is not known yet: a restarted node holds
+    /// entries but learns which are committed only from a leader, and until
+    /// then its value is that of the last entry it knows committed.
+    fn value_for_person(&self) -> String {
+        let behind = self.raft.last_applied() < self.raft.log().last_index();
+        if behind && !self.watch.met_a_leader && self.raft.role() != RoleKind::Leader {
+            return format!(
+                "not yet known (the log holds entries up to index {}; which are committed, a leader will tell)",
+                self.raft.log().last_index()
+            );
         }
+        match self.state_machine.read() {
+            value if value.is_empty() => "(empty)".to_string(),
+            value => value,
+        }
+    }
+
+    /// The last `count` entries, oldest first.
+    fn log_rows(&self, count: usize) -> Vec<LogRow> {
+        let log = self.raft.log();
+        let last = log.last_index();
+        let first = log.first_index().max(last.saturating_sub(count as u64) + 1);
+        if last == 0 || first > last {
+            return Vec::new();
+        }
+        log.slice(first, last + 1)
+            .iter()
+            .map(|entry| {
+                let (kind, data) = match &entry.data {
+                    EntryData::Command(value) => ("command", Some(value.clone())),
+                    EntryData::Noop => ("noop", None),
+                    EntryData::Config(m) => (
+                        "membership",
+                        Some(format!(
+                            "voters {}; learners {}",
+                            list(m.voters.keys()),
+                            list(m.learners.keys())
+                        )),
+                    ),
+                };
+                LogRow {
+                    index: entry.index,
+                    term: entry.term,
+                    kind: kind.to_string(),
+                    data,
+                    committed: entry.index <= self.raft.commit_index(),
+                    applied: entry.index <= self.raft.last_applied(),
+                }
+            })
+            .collect()
+    }
+
+    fn print_log(&self, count: usize) {
+        let rows = self.log_rows(count);
+        let id = self.raft.id();
+        let snapshot = self.raft.snapshot_index();
+        if rows.is_empty() {
+            match snapshot {
+                0 => say!("Node {id} log is empty"),
+                s => say!("Node {id} log is empty after the snapshot up to index {s}"),
+            }
+            return;
+        }
+        for line in log_table(&rows) {
+            console::say(&line);
+        }
+        if snapshot > 0 && rows.first().is_some_and(|r| r.index == snapshot + 1) {
+            say!("  (entries up to index {snapshot} are compacted into a snapshot)");
+        }
+    }
+}
+
+/// "real time" or "1/20 speed".
+fn clock_name(factor: u64) -> String {
+    if factor <= 1 {
+        "real time".to_string()
+    } else {
+        format!("1/{factor} speed")
     }
 }
 
@@ -1014,20 +1401,6 @@ fn answer(waiter: Waiter, result: ClientResult) {
             reply.send(ClientResponse { id, result });
         }
         Waiter::Prompt => print_result(&result),
-    }
-}
-
-fn print_result(result: &ClientResult) {
-    match result {
-        ClientResult::Written { index } => println!("Committed at index {index}"),
-        ClientResult::Done => println!("Done"),
-        ClientResult::Value { value } => println!("Value: {value}"),
-        ClientResult::Status(_) => {}
-        ClientResult::NotLeader { leader } => match leader {
-            Some(leader) => println!("Not the leader any more; the leader is at {leader}"),
-            None => println!("Not the leader any more, and no leader is known yet; try again"),
-        },
-        ClientResult::Error { message } => println!("Error: {message}"),
     }
 }
 
@@ -1058,24 +1431,6 @@ fn error(message: &str) -> ClientResult {
 
 fn overloaded() -> ClientResult {
     error("too many requests are waiting on this node; retry shortly")
-}
-
-/// Sends a prompt command on to the leader from a short-lived thread, so the
-/// state-machine thread never waits on the network.
-fn forward(creds: &Credentials, id: NodeId, leader: String, command: ClientCommand) {
-    let creds = creds.clone();
-    let spawned = std::thread::Builder::new()
-        .name("forward".into())
-        .spawn(move || {
-            let leaders = std::slice::from_ref(&leader);
-            match client::request(&creds, leaders, command, FORWARD_TIMEOUT) {
-                Ok(result) => print_result(&result),
-                Err(e) => println!("Node {id} could not reach the leader at {leader}: {e}"),
-            }
-        });
-    if let Err(e) = spawned {
-        warn!("cannot start a thread to forward to the leader: {e}");
-    }
 }
 
 #[cfg(test)]

@@ -536,8 +536,8 @@ impl fmt::Display for StorageError {
                 "{}: the log is damaged at byte offset {offset}: {reason}. Records that were \
                  already durable (and maybe acknowledged) would be lost, so the node will not \
                  start. Do not edit the file by hand: restore the data directory from a backup \
-                 of this node, or (once membership changes exist) remove this node from the \
-                 cluster, delete the directory and add it back as an empty node.",
+                 of this node, or remove this node from the cluster (`remove <id>` at the \
+                 leader), delete the directory and add it back as an empty node (`add`).",
                 path.display()
             ),
             StorageError::CorruptSnapshot {
@@ -550,8 +550,9 @@ impl fmt::Display for StorageError {
                  fsynced before it is renamed into place, so this is damage on disk, not a \
                  crash while writing it; the log entries it replaced are gone, so the node \
                  will not start. Do not edit the file by hand: restore the data directory \
-                 from a backup of this node, or (once membership changes exist) remove this \
-                 node from the cluster, delete the directory and add it back as an empty node.",
+                 from a backup of this node, or remove this node from the cluster (`remove \
+                 <id>` at the leader), delete the directory and add it back as an empty node \
+                 (`add`).",
                 path.display()
             ),
             StorageError::MetadataMismatch {

@@ -184,11 +184,7 @@ fn set_at_the_prompt_is_applied_on_every_node() {
     c.wait_for_line_since(
         follower,
         marks[follower],
-        |l| {
-            l == format!(
-                "Node {fid} is not the leader; forwarding set to leader at 127.0.0.1:{lid}"
-            )
-        },
+        |l| l == format!("Node {fid} is not the leader; forwarding set to leader {lid}"),
         LONG,
     );
     c.wait_for_line_since(
@@ -805,7 +801,7 @@ fn a_paused_leader_does_not_serve_a_stale_read() {
         mark,
         |l| {
             l.starts_with("Value: ")
-                || l.starts_with("Not the leader any more")
+                || l.starts_with("Not the leader")
                 || l.starts_with(&format!("Node {oid} knows no leader yet"))
                 || l.starts_with(&format!("Node {oid} could not reach the leader"))
         },

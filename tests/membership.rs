@@ -99,7 +99,7 @@ fn at_leader_prompt(
             mark,
             |l| {
                 done(l)
-                    || l.starts_with("Not the leader any more")
+                    || l.starts_with("Not the leader")
                     || l.starts_with("Error: a membership change is still in progress")
             },
             LONG,

@@ -334,6 +334,7 @@ fn client_commands_print_their_answers() {
         ClientCommand::Transfer { .. }
         | ClientCommand::AddMember { .. }
         | ClientCommand::RemoveMember { .. } => ClientResult::Done,
+        ClientCommand::Log { .. } => ClientResult::Log { entries: vec![] },
     });
     let dead = dead_addr();
     let addrs = format!("{dead},{node}");

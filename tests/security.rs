@@ -617,3 +617,52 @@ fn a_client_without_the_key_is_told_where_to_find_it() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Cluster identity on disk
+// ---------------------------------------------------------------------------
+
+/// A node keeps the id of its cluster in its data directory. With the key
+/// file replaced (a new key is a new cluster) it refuses to start, naming
+/// both clusters; with its data directory wiped it starts again, taking the
+/// id from the key file still beside it.
+#[test]
+fn a_node_keeps_its_cluster_and_a_wiped_node_takes_it_from_the_key_file() {
+    let mut c = Cluster::start_with(3, &CALM);
+    let all = c.all();
+    c.wait_for_leader(&all, LONG);
+    let ours = c.credentials().cluster_id().expect("id").to_string();
+    let recorded = |c: &Cluster, i: usize| {
+        std::fs::read_to_string(c.nodes[i].data_dir.join("cluster-id")).unwrap_or_default()
+    };
+    assert_eq!(recorded(&c, 2).trim(), ours);
+    c.kill9(2);
+
+    // Another cluster's key file in its place: node 2 refuses to start.
+    let key_path = c.key_path();
+    let saved = std::fs::read(&key_path).expect("read the key");
+    std::fs::remove_file(&key_path).expect("remove the key");
+    let theirs = raft::transport::ClusterKey::load_or_create(&key_path)
+        .expect("a new key")
+        .0;
+    let args: Vec<&str> = c.nodes[2].args().iter().map(String::as_str).collect();
+    let out = std::process::Command::new(support::RAFT)
+        .current_dir(c.dir())
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the node");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&ours) && err.contains(theirs.cluster_id()),
+        "{err}"
+    );
+
+    // The right key back, the data directory wiped: it starts, and
+    // records the cluster of the key file.
+    std::fs::write(&key_path, saved).expect("restore the key");
+    std::fs::remove_dir_all(&c.nodes[2].data_dir).expect("wipe the data directory");
+    c.start_node(2);
+    assert_eq!(recorded(&c, 2).trim(), ours);
+}

@@ -447,13 +447,15 @@ impl Reconnect {
                 // Warn once per outage, not at every retry; and, since a
                 // message from an invented node can start a writer to it
                 // (see `node`), at most a line a second over all peers.
+                // Info, not a warning: a peer not started yet is normal, and
+                // the node says whom it waits for on its console.
                 static CANNOT_CONNECT: Throttle = Throttle::new();
                 let note = (self.failures == 0 && e.kind() != io::ErrorKind::PermissionDenied)
                     .then(|| CANNOT_CONNECT.allow())
                     .flatten();
                 // (Refused in the handshake: already logged, rate-limited.)
                 if let Some(note) = note {
-                    log::warn!(
+                    log::info!(
                         "cannot connect to peer {id} at {addr}: {e}; retrying every {RECONNECT_BACKOFF_MAX:?} at most{note}"
                     );
                 } else {
