@@ -193,6 +193,11 @@ fn a_leader_whose_client_slots_are_all_held_takes_its_restarted_followers_back()
     let leader = c.wait_for_leader(&all, LONG);
     let lid = c.nodes[leader].id.clone();
     let addr = c.nodes[leader].addr();
+    // Only the followers' connections left (the status polls' are gone).
+    let pid = c.nodes[leader].pid();
+    wait_until("the status polls' connections to end", LONG, || {
+        connection_threads(pid) <= 2
+    });
     let mut held: Vec<BufReader<TcpStream>> =
         (0..MAX_CLIENTS).map(|_| served_connection(&addr)).collect();
 
@@ -275,7 +280,7 @@ fn connections_that_say_nothing_useful_are_closed_within_the_idle_timeout() {
         );
     }
     // The cluster itself is unaffected: its peers' connections stay useful.
-    c.set(&all, "after", LONG);
+    c.write(&all, "after", LONG);
 }
 
 /// A client that sends requests and never reads the answers: once the
@@ -445,6 +450,10 @@ fn refusals_are_logged_at_most_once_a_second() {
     let mut c = Cluster::start_with(1, &["--max-clients", &MAX_CLIENTS.to_string()]);
     c.wait_for_leader(&[0], LONG);
     let addr = c.nodes[0].addr();
+    let pid = c.nodes[0].pid();
+    wait_until("the status polls' connections to end", LONG, || {
+        connection_threads(pid) == 0
+    });
     let _held: Vec<BufReader<TcpStream>> =
         (0..MAX_CLIENTS).map(|_| served_connection(&addr)).collect();
     let start = Instant::now();
