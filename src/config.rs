@@ -12,6 +12,7 @@
 //! to do instead.
 
 use crate::message::NodeId;
+use crate::transport::{ConnectionLimits, MAX_CLIENT_CONNECTIONS};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -42,9 +43,13 @@ pub const DEFAULT_HEARTBEAT_MS: u64 = 50;
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
 
 /// The most members a cluster may have. Each peer costs a writer thread and
-/// a connection on every other node (see `transport::MAX_CONNECTIONS`), and
+/// a connection on every other node (see `transport::PEER_CONNECTION_SLOTS`), and
 /// Raft clusters are small: 3, 5 or 7 nodes.
 pub const MAX_CLUSTER_SIZE: usize = 64;
+
+/// The most `--max-clients` may be: each client is a thread and a file
+/// descriptor.
+pub const MAX_CLIENTS_OPTION: usize = 65_536;
 
 /// Where each node keeps its durable state unless `--data-dir` says
 /// otherwise: `raft-data/<id>`.
@@ -88,6 +93,8 @@ pub struct NodeOptions {
     pub cluster_key_given: bool,
     /// False only with the test-only `--insecure-no-auth`.
     pub authenticate: bool,
+    /// Connection slots, timeouts and buffer budgets of the listener.
+    pub limits: ConnectionLimits,
 }
 
 /// The node's options as typed, before any checking. `main.rs` parses the
@@ -142,6 +149,20 @@ pub struct NodeArgs {
     #[cfg(feature = "bug-switches")]
     #[arg(long, hide = true)]
     pub insecure_no_auth: bool,
+    /// The most client connections served at once (peers have slots of
+    /// their own).
+    #[arg(long, value_name = "N", default_value_t = MAX_CLIENT_CONNECTIONS)]
+    pub max_clients: usize,
+
+    /// Close a connection after this many milliseconds without a useful
+    /// frame (a client request, or a current peer message).
+    #[arg(long, value_name = "MS", default_value = "60000")]
+    pub idle_timeout_ms: String,
+
+    /// Close a client's connection when an answer to it cannot be written
+    /// for this many milliseconds (it does not read).
+    #[arg(long, value_name = "MS", default_value = "10000", hide = true)]
+    pub write_timeout_ms: String,
 }
 
 /// A command-line mistake: one line, meant for a person.
@@ -223,6 +244,23 @@ impl NodeArgs {
             cluster_key,
             cluster_key_given: self.cluster_key.is_some(),
             authenticate,
+            limits: self.limits()?,
+        })
+    }
+
+    fn limits(&self) -> Result<ConnectionLimits, ConfigError> {
+        if !(1..=MAX_CLIENTS_OPTION).contains(&self.max_clients) {
+            return err(format!(
+                "invalid --max-clients {}: expected 1 to {MAX_CLIENTS_OPTION} (the default is {MAX_CLIENT_CONNECTIONS})",
+                self.max_clients
+            ));
+        }
+        let ms = |s: &str, what: &str| parse_ms(s, what).map(std::time::Duration::from_millis);
+        Ok(ConnectionLimits {
+            max_clients: self.max_clients,
+            idle_timeout: ms(&self.idle_timeout_ms, "--idle-timeout-ms")?,
+            write_timeout: ms(&self.write_timeout_ms, "--write-timeout-ms")?,
+            ..ConnectionLimits::default()
         })
     }
 }
@@ -496,6 +534,9 @@ mod tests {
             cluster_key: None,
             #[cfg(feature = "bug-switches")]
             insecure_no_auth: false,
+            max_clients: MAX_CLIENT_CONNECTIONS,
+            idle_timeout_ms: "60000".to_string(),
+            write_timeout_ms: "10000".to_string(),
         }
     }
 
@@ -726,6 +767,27 @@ mod tests {
         assert_eq!(opts.election_timeout_ms, DEFAULT_ELECTION_TIMEOUT_MS);
         assert_eq!(opts.heartbeat_ms, DEFAULT_HEARTBEAT_MS);
         assert_eq!(opts.listen_addr, format!("{DEFAULT_HOST}:8000"));
+        assert_eq!(opts.limits, ConnectionLimits::default());
+    }
+
+    #[test]
+    fn connection_limits_come_from_their_options() {
+        let mut a = args("8000");
+        a.max_clients = 16;
+        a.idle_timeout_ms = "1500".into();
+        a.write_timeout_ms = "700".into();
+        let limits = a.validate().expect("valid").limits;
+        assert_eq!(limits.max_clients, 16);
+        assert_eq!(limits.idle_timeout, std::time::Duration::from_millis(1500));
+        assert_eq!(limits.write_timeout, std::time::Duration::from_millis(700));
+        for bad in [0, MAX_CLIENTS_OPTION + 1] {
+            let mut a = args("8000");
+            a.max_clients = bad;
+            assert!(error_of(a).contains("--max-clients"), "{bad}");
+        }
+        let mut a = args("8000");
+        a.idle_timeout_ms = "0".into();
+        assert!(error_of(a).contains("--idle-timeout-ms"));
     }
 
     #[test]

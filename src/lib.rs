@@ -73,4 +73,5 @@ pub mod partition;
 pub mod prompt;
 pub mod state_machine;
 pub mod storage;
+pub mod throttle;
 pub mod transport;

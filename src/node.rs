@@ -39,7 +39,7 @@ use crate::storage::{Metadata, Storage};
 use crate::transport::{self, auth, ClusterKey, Credentials, Inbound, Members, Peers, Reply};
 use crossbeam_channel::{bounded, select, tick, Receiver};
 use log::{debug, warn};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// The longest a tick may be; shorter if the heartbeat is shorter.
@@ -56,6 +56,12 @@ pub const MAX_PENDING_REQUESTS: usize = 16_384;
 /// sends) grow by gigabytes while a majority is slow; past this, writes are
 /// refused with an error until commits catch up.
 pub const MAX_PENDING_WRITE_BYTES: usize = 64 * 1024 * 1024;
+/// The most writers (a thread and a queue each) a node keeps for nodes
+/// outside its membership: a leader it has not learned of yet, a removed
+/// node still asking for votes. Beyond this the oldest is stopped, so
+/// messages claiming to come from many invented nodes cost a bounded number
+/// of threads. (Such a writer also stops at the next membership change.)
+pub const MAX_STRANGER_WRITERS: usize = 4;
 /// How long a follower waits for the leader when forwarding a `set`.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `--join` keeps asking (no leader yet, another membership
@@ -168,12 +174,17 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
 
     let (inbound_tx, inbound_rx) = bounded(INBOUND_QUEUE_LEN);
     let members = Members::default();
-    transport::spawn_listener(
+    if let Some(warning) = transport::open_files_warning(&opts.limits) {
+        warn!("{warning}");
+    }
+    members.set_term(raft.current_term());
+    transport::spawn_listener_with(
         listener,
         opts.id.clone(),
         members.clone(),
         inbound_tx,
         creds.clone(),
+        opts.limits.clone(),
     )
     .map_err(|e| format!("cannot start the listener on {}: {e}", opts.listen_addr))?;
     console::enable_prompt();
@@ -202,6 +213,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
         next_read_id: 0,
         pending_transfer: None,
         pending_status: Vec::new(),
+        strangers: VecDeque::new(),
         forwards: ForwardQueue::new(creds.clone()),
         partition: Partition::default(),
         tick_ms,
@@ -397,6 +409,9 @@ struct Node {
     /// durable, so a reported term or vote is never one a crash could undo.
     /// (At most one per connection: a reader waits for each answer.)
     pending_status: Vec<Waiter>,
+    /// Nodes outside the membership this node has a writer for, oldest
+    /// first (see `reach_stranger`); at most [`MAX_STRANGER_WRITERS`].
+    strangers: VecDeque<NodeId>,
     /// Commands typed here on their way to the leader, in order.
     forwards: ForwardQueue,
     /// Peers whose traffic is dropped (`partition` at the prompt).
@@ -497,6 +512,7 @@ impl Node {
             self.notice_leader();
             self.handle_ready()?;
             self.answer_status_requests();
+            self.members.set_term(self.raft.current_term());
             self.notice_leader();
         }
     }
@@ -703,18 +719,38 @@ impl Node {
     /// (dissertation §4.1). Either must answer that leader, or it never
     /// catches up. Ids follow from addresses (see `config`), so the address
     /// is known; the writer goes when the membership next changes.
+    ///
+    /// A stale message (of an older term) is from no leader to follow, so it
+    /// gets no writer: the core's answer to it is dropped.
     fn reach_leader(&mut self, msg: &Message) {
         let from_leader = matches!(
             msg.body,
             MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
         );
-        if !from_leader || self.peers.has(&msg.from) {
+        if from_leader && msg.term >= self.raft.current_term() {
+            self.reach_stranger(&msg.from);
+        }
+    }
+
+    /// Starts a writer to `id`, which is not a member, if it has none:
+    /// keeping at most [`MAX_STRANGER_WRITERS`] such writers, stopping the
+    /// oldest first. Ids follow from addresses (see `config`).
+    fn reach_stranger(&mut self, id: &NodeId) {
+        if self.peers.has(id) {
             return;
         }
-        match crate::config::parse_address(msg.from.as_str()) {
-            Ok((id, address)) if id == msg.from => self.peers.add(&id, &address),
-            _ => debug!("cannot tell the address of {}; not answering it", msg.from),
+        let address = match crate::config::parse_address(id.as_str()) {
+            Ok((parsed, address)) if parsed == *id => address,
+            _ => return debug!("cannot tell the address of {id}; not sending to it"),
+        };
+        if self.strangers.len() >= MAX_STRANGER_WRITERS {
+            if let Some(oldest) = self.strangers.pop_front() {
+                debug!("stopping the writer to non-member {oldest} to make room for {id}");
+                self.peers.remove(&oldest);
+            }
         }
+        self.peers.add(id, &address);
+        self.strangers.push_back(id.clone());
     }
 
     /// Sends a message, first starting a writer to a node this one has none
@@ -725,12 +761,8 @@ impl Node {
         if self.partition.drops_sent(&msg.to) {
             return;
         }
-        let append = matches!(msg.body, MessageBody::AppendEntries { .. });
-        if append && !self.peers.has(&msg.to) {
-            match crate::config::parse_address(msg.to.as_str()) {
-                Ok((id, address)) if id == msg.to => self.peers.add(&id, &address),
-                _ => debug!("cannot tell the address of {}; not sending to it", msg.to),
-            }
+        if matches!(msg.body, MessageBody::AppendEntries { .. }) {
+            self.reach_stranger(&msg.to);
         }
         self.peers.send(msg);
     }
@@ -912,7 +944,13 @@ impl Node {
             .map(|(member, address)| (member.clone(), address.clone()))
             .collect();
         self.peers.update(&others);
+        // `update` stopped every writer to a node outside the membership.
+        self.strangers.clear();
         self.members.set(others.keys().cloned().collect());
+        // No others in a membership that has voters: a cluster of one, not
+        // a joining node that has yet to learn the members.
+        self.members
+            .set_alone(others.is_empty() && !membership.voters.is_empty());
         if let Some(own) = self.addresses.get(&id).cloned() {
             others.insert(id.clone(), own);
         }

@@ -27,6 +27,11 @@ pub const LOAD_IO_TIMEOUT: Duration = Duration::from_secs(15);
 /// resolution.
 pub const RETRY_PAUSE: Duration = Duration::from_millis(1);
 
+/// The stack of one load client thread: it only encodes and parses small
+/// frames, and a thousand clients at Rust's default 2 MiB would reserve
+/// 2 GiB of address space.
+const CLIENT_STACK_BYTES: usize = 256 * 1024;
+
 /// Phases of a run, in [`LoadShared::phase`].
 pub const PHASE_WARMUP: u8 = 0;
 pub const PHASE_MEASURE: u8 = 1;
@@ -299,6 +304,7 @@ pub fn spawn_clients(
             let shared = Arc::clone(shared);
             std::thread::Builder::new()
                 .name(format!("bench-client-{n}"))
+                .stack_size(CLIENT_STACK_BYTES)
                 .spawn(move || run_client(n, &plan, &shared))
                 .map_err(|e| format!("cannot start client thread {n}: {e}"))
         })

@@ -64,9 +64,10 @@ const EXIT_INTERRUPTED: u8 = 130;
 /// clusters are 3, 5 or 7 nodes.
 pub const MAX_LOCAL_NODES: usize = 9;
 
-/// The most clients. A node serves at most `transport::MAX_CONNECTIONS`
-/// connections; the rest of them are left for peers and `status` polls.
-pub const MAX_CLIENTS: usize = crate::transport::MAX_CONNECTIONS - CONNECTION_HEADROOM;
+/// The most clients. A node serves at most
+/// `transport::MAX_CLIENT_CONNECTIONS` clients; the rest of them are left for
+/// `status` polls.
+pub const MAX_CLIENTS: usize = crate::transport::MAX_CLIENT_CONNECTIONS - CONNECTION_HEADROOM;
 const CONNECTION_HEADROOM: usize = 64;
 
 /// The largest `--value-size`. A full AppendEntries carries

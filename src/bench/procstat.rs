@@ -18,6 +18,8 @@ pub struct ProcSample {
     pub cpu_seconds: f64,
     /// The most resident memory the process has had (VmHWM), in bytes.
     pub peak_rss_bytes: u64,
+    /// How many threads it has now (a node has one per connection).
+    pub threads: u64,
 }
 
 /// Reads process `pid` (`"self"` for this one); `None` if `/proc` is not
@@ -29,6 +31,7 @@ pub fn sample(pid: &str) -> Option<ProcSample> {
     Some(ProcSample {
         cpu_seconds: ticks as f64 / clock_ticks() as f64,
         peak_rss_bytes: parse_peak_rss_kib(&status)? * 1024,
+        threads: parse_status_number(&status, "Threads:")?,
     })
 }
 
@@ -56,6 +59,12 @@ pub fn parse_peak_rss_kib(status: &str) -> Option<u64> {
         .ok()
 }
 
+/// The number after `field` (like `Threads:`) in `/proc/<pid>/status`.
+pub fn parse_status_number(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..].split_whitespace().next()?.parse().ok()
+}
+
 /// The kernel's clock tick rate, asked once.
 fn clock_ticks() -> u64 {
     static TICKS: OnceLock<u64> = OnceLock::new();
@@ -75,6 +84,13 @@ fn clock_ticks() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_thread_count_is_read_from_status() {
+        let status = "Name:\traft\nVmHWM:\t  9000 kB\nThreads:\t1031\n";
+        assert_eq!(parse_status_number(status, "Threads:"), Some(1031));
+        assert_eq!(parse_status_number(status, "Missing:"), None);
+    }
 
     #[test]
     fn stat_fields_are_counted_after_the_name() {

@@ -106,6 +106,9 @@ pub struct NodeFigures {
     /// The same, as a share of one core.
     pub cpu_percent: Option<f64>,
     pub peak_rss_mib: Option<f64>,
+    /// Its threads at the start of the measured window (every client
+    /// connected): one per client connection, one per peer, and a few more.
+    pub threads: Option<u64>,
     /// The longest one sync (writes and fsync) held up the node's
     /// state-machine thread since it started, in ms: while it lasts the
     /// node ticks, sends and answers nothing.
@@ -227,6 +230,7 @@ impl Report {
                     cpu_seconds,
                     cpu_percent: cpu_seconds.map(|c| 100.0 * c / window.as_secs_f64()),
                     peak_rss_mib: end.proc.map(|p| mib(p.peak_rss_bytes)),
+                    threads: start.proc.map(|p| p.threads),
                     longest_sync_ms: end
                         .status
                         .as_ref()
@@ -378,7 +382,7 @@ impl Report {
         writeln!(t)?;
         writeln!(
             t,
-            "{:<16} {:<9} {:>12} {:>11} {:>10} {:>7} {:>6} {:>10} {:>12}",
+            "{:<16} {:<9} {:>12} {:>11} {:>10} {:>7} {:>6} {:>10} {:>8} {:>12}",
             "node",
             "role",
             "fsyncs/entry",
@@ -387,12 +391,13 @@ impl Report {
             "cpu s",
             "cpu %",
             "peak RSS",
+            "threads",
             "max sync ms"
         )?;
         for n in &self.nodes {
             writeln!(
                 t,
-                "{:<16} {:<9} {:>12} {:>11} {:>10} {:>7} {:>6} {:>10} {:>12}",
+                "{:<16} {:<9} {:>12} {:>11} {:>10} {:>7} {:>6} {:>10} {:>8} {:>12}",
                 n.id,
                 n.role.as_deref().unwrap_or("?"),
                 opt(n.fsyncs_per_entry, 3),
@@ -401,12 +406,13 @@ impl Report {
                 opt(n.cpu_seconds, 2),
                 opt(n.cpu_percent, 0),
                 mib_cell(n.peak_rss_mib),
+                n.threads.map_or("n/a".to_string(), |t| t.to_string()),
                 opt(n.longest_sync_ms, 2),
             )?;
         }
         writeln!(
             t,
-            "{:<16} {:<9} {:>12} {:>11} {:>10} {:>7} {:>6} {:>10} {:>12}",
+            "{:<16} {:<9} {:>12} {:>11} {:>10} {:>7} {:>6} {:>10} {:>8} {:>12}",
             "bench (clients)",
             "-",
             "-",
@@ -415,6 +421,7 @@ impl Report {
             opt(self.bench_cpu_seconds, 2),
             opt(self.bench_cpu_percent, 0),
             mib_cell(self.bench_peak_rss_mib),
+            "-",
             "-",
         )?;
         if let Some(fo) = &self.failover {

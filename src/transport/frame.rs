@@ -158,14 +158,49 @@ pub(super) fn read_line(r: &mut impl BufRead, limit: usize) -> Result<Option<Str
                 FrameError::Truncated { bytes: n }
             });
         }
-        let text = std::str::from_utf8(&line).map_err(|e| FrameError::NotUtf8 {
-            valid_up_to: e.valid_up_to(),
-        })?;
-        if text.trim().is_empty() {
-            continue;
+        if let Some(text) = line_text(&line)? {
+            return Ok(Some(text.to_string()));
         }
-        return Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()));
     }
+}
+
+/// One whole line as text without its line end; `None` if it is blank.
+fn line_text(line: &[u8]) -> Result<Option<&str>, FrameError> {
+    let text = std::str::from_utf8(line).map_err(|e| FrameError::NotUtf8 {
+        valid_up_to: e.valid_up_to(),
+    })?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(text.trim_end_matches(['\n', '\r'])))
+}
+
+/// One whole line (its newline included or not) as a frame; `Ok(None)` for
+/// a blank line.
+#[cfg(test)]
+pub(super) fn parse_line(line: &[u8]) -> Result<Option<Frame>, FrameError> {
+    let Some(text) = line_text(line)? else {
+        return Ok(None);
+    };
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(FrameError::Malformed)
+}
+
+/// One whole line of an authenticated connection as a frame: its MAC must
+/// verify (see `auth`) before the JSON is even parsed. `Ok(None)` for a
+/// blank line.
+pub(super) fn parse_sealed_line(
+    line: &[u8],
+    opener: &mut Opener,
+) -> Result<Option<Frame>, FrameError> {
+    let Some(text) = line_text(line)? else {
+        return Ok(None);
+    };
+    let json = opener.open(text).map_err(FrameError::Unauthenticated)?;
+    serde_json::from_str(json)
+        .map(Some)
+        .map_err(FrameError::Malformed)
 }
 
 /// The frame as its JSON line, for `debug` logs: the learner sees exactly

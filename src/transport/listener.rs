@@ -2,19 +2,24 @@
 //! checks a frame passes before it reaches the state-machine thread.
 
 use super::auth::{self, Credentials, Opener, Role, Sealer, HANDSHAKE_TIMEOUT};
-use super::frame::{frame_for_log, read_sealed_frame, seal_frame, FrameError};
-use super::reply::{Delivery, Reply};
-use super::{ACCEPT_ERROR_BACKOFF, CLIENT_IDLE_TIMEOUT, CLIENT_REPLY_TIMEOUT, MAX_CONNECTIONS};
-use crate::message::{
-    ClientRequest, ClientResponse, ClientResult, Frame, Message, MessageBody, NodeId,
+use super::frame::{encode_frame, frame_for_log, parse_sealed_line, seal_frame, FrameError};
+use super::limits::{
+    Budget, ConnectionLimits, Slot, SlotKind, Slots, CONNECTION_STACK_BYTES, MAX_CLIENT_LINE_BYTES,
 };
+use super::lines::{LineReader, ReadError};
+use super::reply::{Delivery, Reply};
+use super::{write_nonblocking, ACCEPT_ERROR_BACKOFF, CLIENT_REPLY_TIMEOUT, MAX_LINE_BYTES};
+use crate::message::{
+    ClientRequest, ClientResponse, ClientResult, Frame, Message, MessageBody, NodeId, Term,
+};
+use crate::throttle::Throttle;
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use std::collections::BTreeSet;
-use std::io::{self, BufReader, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
+use std::time::Instant;
 
 /// What the connection readers hand to the state-machine thread.
 #[derive(Debug)]
@@ -54,6 +59,12 @@ struct MemberSet {
     /// sends it nothing more, dissertation §4.2.3), so it goes on asking for
     /// votes; that deserves one clear line, not one per election timeout.
     removed: Vec<(NodeId, bool)>,
+    /// This node's current term, as the driver last said: a peer message
+    /// of an older term does not keep its connection open.
+    current_term: Term,
+    /// The set is empty because this node is a cluster of one, not because
+    /// it has yet to learn the members: then nobody is a member.
+    alone: bool,
 }
 
 /// What a reader does with a peer message from a node that is not a member.
@@ -69,7 +80,23 @@ impl Members {
         Members(Arc::new(std::sync::RwLock::new(MemberSet {
             current: ids,
             removed: Vec::new(),
+            current_term: 0,
+            alone: false,
         })))
+    }
+
+    /// Records this node's current term (cheap when it has not changed).
+    pub fn set_term(&self, term: Term) {
+        if self.term() == term {
+            return;
+        }
+        if let Ok(mut members) = self.0.write() {
+            members.current_term = term;
+        }
+    }
+
+    fn term(&self) -> Term {
+        self.0.read().map(|m| m.current_term).unwrap_or(0)
     }
 
     /// Replaces the set (after a membership change); the members that left
@@ -90,10 +117,20 @@ impl Members {
         members.current = ids;
     }
 
+    /// Says whether an empty set means a cluster of one (nobody else is a
+    /// member) rather than a node that does not know its cluster yet.
+    pub fn set_alone(&self, alone: bool) {
+        if let Ok(mut members) = self.0.write() {
+            members.alone = alone;
+        }
+    }
+
     fn allows(&self, id: &NodeId) -> bool {
         self.0
             .read()
-            .map(|members| members.current.is_empty() || members.current.contains(id))
+            .map(|members| {
+                (members.current.is_empty() && !members.alone) || members.current.contains(id)
+            })
             .unwrap_or(false)
     }
 
@@ -121,7 +158,8 @@ impl Members {
 }
 
 /// Spawns the listener thread: it accepts connections and starts one reader
-/// thread for each, at most [`MAX_CONNECTIONS`] at a time.
+/// thread for each, within the slots of [`ConnectionLimits::default`] (see
+/// [`spawn_listener_with`]).
 ///
 /// `members` are the nodes allowed to send us peer messages (the other
 /// members). A peer frame from anyone else, from `self_id` itself, or
@@ -141,44 +179,74 @@ pub fn spawn_listener(
     inbound: Sender<Inbound>,
     creds: Credentials,
 ) -> io::Result<JoinHandle<()>> {
+    spawn_listener_with(
+        listener,
+        self_id,
+        members,
+        inbound,
+        creds,
+        ConnectionLimits::default(),
+    )
+}
+
+/// [`spawn_listener`] with other limits (slots, timeouts, budgets).
+pub fn spawn_listener_with(
+    listener: TcpListener,
+    self_id: NodeId,
+    members: Members,
+    inbound: Sender<Inbound>,
+    creds: Credentials,
+    limits: ConnectionLimits,
+) -> io::Result<JoinHandle<()>> {
     let local = listener.local_addr()?;
     let ctx = Arc::new(ReaderContext {
         self_id,
         members,
         inbound,
         creds,
+        slots: Slots::new(&limits),
+        client_budget: Budget::new(limits.client_buffer_budget_bytes),
+        peer_budget: Budget::new(limits.peer_buffer_budget_bytes),
+        limits,
     });
     thread::Builder::new()
         .name(format!("raft-listener-{local}"))
         .spawn(move || accept_loop(listener, ctx))
 }
 
-/// What every connection reader needs; shared, read-only.
+/// What every connection reader needs; shared.
 struct ReaderContext {
     self_id: NodeId,
     members: Members,
     inbound: Sender<Inbound>,
     /// The cluster key every connection must prove it holds.
     creds: Credentials,
+    limits: ConnectionLimits,
+    slots: Arc<Slots>,
+    /// For the long lines and unread answers of clients, and of
+    /// connections not yet shown to be peers.
+    client_budget: Arc<Budget>,
+    /// For the long lines of peers.
+    peer_budget: Arc<Budget>,
 }
 
-/// Counts a live connection; the count goes down when the reader ends,
-/// however it ends (including a failed thread spawn, which drops it).
-struct ConnectionSlot(Arc<AtomicUsize>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
+// One throttle per kind of warning a remote party can cause at will.
+static REFUSED: Throttle = Throttle::new();
+static NO_THREAD: Throttle = Throttle::new();
+static CLOSED: Throttle = Throttle::new();
+static SAME_ID: Throttle = Throttle::new();
+static WRONG_NODE: Throttle = Throttle::new();
 
 fn accept_loop(listener: TcpListener, ctx: Arc<ReaderContext>) {
-    let live = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         let stream = match conn {
             Ok(s) => s,
             Err(e) => {
-                log::warn!("accepting a connection failed: {e}; retrying");
+                // Out of file descriptors, say: a flood can cause it.
+                static ACCEPT_FAILED: Throttle = Throttle::new();
+                if let Some(note) = ACCEPT_FAILED.allow() {
+                    log::warn!("accepting a connection failed: {e}; retrying{note}");
+                }
                 thread::sleep(ACCEPT_ERROR_BACKOFF);
                 continue;
             }
@@ -190,34 +258,112 @@ fn accept_loop(listener: TcpListener, ctx: Arc<ReaderContext>) {
                 continue;
             }
         };
-        if live.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-            live.fetch_sub(1, Ordering::SeqCst);
-            log::warn!(
-                "refusing connection from {remote}: already serving {MAX_CONNECTIONS} connections"
-            );
-            continue; // dropping `stream` closes it
-        }
-        let slot = ConnectionSlot(Arc::clone(&live));
-        let ctx = Arc::clone(&ctx);
-        let spawned = thread::Builder::new()
-            .name(format!("raft-conn-{remote}"))
-            .spawn(move || {
-                let _slot = slot;
-                serve_connection(stream, remote, &ctx);
-            });
-        if let Err(e) = spawned {
-            log::error!("cannot start a thread for the connection from {remote}: {e}; closing it");
+        match ctx.slots.take() {
+            Some(slot) => spawn_reader(stream, remote, slot, &ctx),
+            None => refuse_connection(&stream, remote, &ctx),
         }
     }
 }
 
-/// Reads frames from one connection until it closes or misbehaves.
-fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: &ReaderContext) {
+/// Every slot is taken: says so to the other side (without waiting for
+/// it) and closes the connection.
+fn refuse_connection(stream: &TcpStream, remote: SocketAddr, ctx: &ReaderContext) {
+    if let Some(note) = REFUSED.allow() {
+        log::warn!(
+            "refusing connection from {remote}: serving the most clients this node takes ({}) and every peer slot is taken{note}; if these are real clients, raise --max-clients",
+            ctx.slots.max_clients()
+        );
+    }
+    // Without authentication, a client reads this as the answer to what
+    // it is about to ask; with it, the client expects a handshake first,
+    // and just sees the connection closed.
+    if ctx.creds.cluster_id().is_none() {
+        if let Ok(line) = encode_frame(&too_many_clients(ctx, 0)) {
+            let _ = write_nonblocking(stream, &line);
+        }
+    }
+}
+
+/// The answer to a client this node has no room for: to request `id`, or
+/// (0) to whatever it was about to ask.
+fn too_many_clients(ctx: &ReaderContext, id: u64) -> Frame {
+    Frame::Response(ClientResponse {
+        id,
+        result: ClientResult::Error {
+            message: format!(
+                "the node is serving the most clients it takes ({}); retry later",
+                ctx.slots.max_clients()
+            ),
+        },
+    })
+}
+
+fn spawn_reader(stream: TcpStream, remote: SocketAddr, slot: Slot, ctx: &Arc<ReaderContext>) {
+    let ctx = Arc::clone(ctx);
+    let spawned = thread::Builder::new()
+        .name(format!("raft-conn-{remote}"))
+        .stack_size(CONNECTION_STACK_BYTES)
+        .spawn(move || serve_connection(stream, remote, slot, &ctx));
+    // A failed spawn drops the closure, and with it the stream and the slot.
+    if let Err(e) = spawned {
+        if let Some(note) = NO_THREAD.allow() {
+            log::error!(
+                "cannot start a thread for the connection from {remote}: {e}; closing it{note}"
+            );
+        }
+    }
+}
+
+/// One connection as its reader sees it.
+struct Conn {
+    remote: SocketAddr,
+    slot: Slot,
+    accepted: Instant,
+    /// When the last useful frame came: a client request (answered), or a
+    /// peer message of the current term or later that went to the core.
+    last_useful: Instant,
+    /// A frame showed this is a member's connection.
+    peer: bool,
+}
+
+impl Conn {
+    /// When the next frame must be whole.
+    fn deadline(&self, limits: &ConnectionLimits) -> Instant {
+        match self.slot.kind() {
+            SlotKind::Probation => self.accepted + limits.proof_timeout,
+            SlotKind::Client | SlotKind::Peer => self.last_useful + limits.idle_timeout,
+        }
+    }
+
+    /// The longest line it may send: only peers need room for a large
+    /// AppendEntries.
+    fn line_limit(&self) -> usize {
+        if self.peer {
+            MAX_LINE_BYTES
+        } else {
+            MAX_CLIENT_LINE_BYTES
+        }
+    }
+}
+
+/// What became of a peer message.
+enum PeerVerdict {
+    /// Close the connection (already logged).
+    Close,
+    /// Handed to the core. `useful` if of the current term or later;
+    /// `member` if its sender is a member.
+    Forwarded { useful: bool, member: bool },
+}
+
+/// Reads frames from one connection until it closes, misbehaves or has
+/// nothing useful to say for too long.
+fn serve_connection(stream: TcpStream, remote: SocketAddr, slot: Slot, ctx: &ReaderContext) {
     log::debug!("connection from {remote}");
     // Replies to clients are single small lines: send them at once.
     let _ = stream.set_nodelay(true);
-    if let Err(e) = stream.set_read_timeout(Some(CLIENT_IDLE_TIMEOUT)) {
-        log::warn!("closing connection from {remote}: cannot set a read timeout: {e}");
+    // An answer the client does not read must not hold this thread.
+    if let Err(e) = stream.set_write_timeout(Some(ctx.limits.write_timeout)) {
+        log::warn!("closing connection from {remote}: cannot set a write timeout: {e}");
         return;
     }
     let writer = match stream.try_clone() {
@@ -227,93 +373,51 @@ fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: &ReaderContext) 
             return;
         }
     };
-    let mut reader = BufReader::new(stream);
-    let Some(mut conn) = authenticate(ctx, &mut reader, &writer, remote) else {
+    let now = Instant::now();
+    let mut conn = Conn {
+        remote,
+        slot,
+        accepted: now,
+        last_useful: now,
+        peer: false,
+    };
+    let mut reader = LineReader::new(stream, Arc::clone(&ctx.client_budget));
+    let Some(mut auth) = authenticate(ctx, &mut reader, &writer, remote) else {
         return;
     };
-    let mut known_peer = false;
     loop {
-        let frame = match read_sealed_frame(&mut reader, &mut conn.opener) {
+        let deadline = conn.deadline(&ctx.limits);
+        let opener = &mut auth.opener;
+        let frame = match reader.read_frame(conn.line_limit(), deadline, &mut |line| {
+            parse_sealed_line(line, opener)
+        }) {
             Ok(Some(frame)) => frame,
             Ok(None) => {
                 log::debug!("connection from {remote} closed");
                 return;
             }
-            Err(FrameError::Io(e))
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                log::debug!("closing connection from {remote}: idle for {CLIENT_IDLE_TIMEOUT:?}");
-                return;
-            }
-            Err(e) => {
-                log::warn!("closing connection from {remote}: {e}");
-                return;
-            }
+            Err(e) => return log_read_error(&conn, &e, ctx),
         };
+        if conn.slot.kind() == SlotKind::Probation && !is_members_frame(ctx, &frame) {
+            return refuse_on_probation(&writer, remote, &frame, &auth.sealer, ctx);
+        }
         match frame {
             Frame::Peer(msg) => {
-                if let Err(why) = conn.check_peer(&msg) {
-                    log::warn!("closing connection from {remote}: {why}");
+                if !authenticated_peer_message(&auth, &msg, remote) {
                     return;
                 }
-                if let Err(e) = msg.check_numbers() {
-                    log::warn!(
-                        "closing connection from {remote}: a malformed message from {}: {e}",
-                        msg.from
-                    );
-                    return;
-                }
-                if msg.from == ctx.self_id {
-                    log::warn!(
-                        "closing connection from {remote}: it sent a message from {}, which is this node's own id; is a second node running with the same address?",
-                        msg.from
-                    );
-                    return;
-                }
-                // A leader this node does not know yet may be real: a member
-                // that missed the entry adding it must still follow it
-                // (dissertation §4.1); and a leader that removed itself hands
-                // over with TimeoutNow as it goes. The core decides; anything
-                // else from a stranger is refused here.
-                let from_a_leader = matches!(
-                    msg.body,
-                    MessageBody::AppendEntries { .. }
-                        | MessageBody::InstallSnapshot { .. }
-                        | MessageBody::TimeoutNow
-                );
-                if !from_a_leader
-                    && !ctx.members.allows(&msg.from)
-                    && !let_in_stranger(ctx, &msg, remote, &writer, &conn.sealer)
-                {
-                    return;
-                }
-                if msg.to != ctx.self_id {
-                    log::warn!(
-                        "closing connection from {remote}: node {} sent a message for {}, but this node is {}; check the --peers and --bind of node {}",
-                        msg.from, msg.to, ctx.self_id, msg.from
-                    );
-                    return;
-                }
-                if !known_peer {
-                    // A peer may stay silent for long (followers rarely
-                    // talk to each other): no idle limit from now on.
-                    known_peer = true;
-                    if let Err(e) = writer.set_read_timeout(None) {
-                        log::warn!("closing connection from {remote}: {e}");
-                        return;
+                match on_peer_frame(ctx, msg, remote, &writer, &auth.sealer) {
+                    PeerVerdict::Close => return,
+                    PeerVerdict::Forwarded { useful, member } => {
+                        if member && !conn.peer {
+                            conn.peer = true;
+                            conn.slot.become_peer();
+                            reader.use_budget(Arc::clone(&ctx.peer_budget));
+                        }
+                        if useful {
+                            conn.last_useful = Instant::now();
+                        }
                     }
-                }
-                // (log arguments are only evaluated when debug is on)
-                log::debug!(
-                    "received from {} ({remote}): {}",
-                    msg.from,
-                    frame_for_log(&Frame::Peer(msg.clone()))
-                );
-                if ctx.inbound.send(Inbound::Peer(msg)).is_err() {
-                    return; // the state-machine thread is gone: shutting down
                 }
             }
             Frame::Request(request) => {
@@ -321,18 +425,148 @@ fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: &ReaderContext) 
                     "received from client {remote}: {}",
                     frame_for_log(&Frame::Request(request.clone()))
                 );
-                if !answer_client(ctx, request, &writer, remote, &conn.sealer) {
+                if !answer_client(ctx, request, &writer, remote, &auth.sealer) {
                     return;
                 }
+                // The client could not send its next request before this.
+                conn.last_useful = Instant::now();
             }
             Frame::Response(_) => {
-                log::warn!(
-                    "closing connection from {remote}: it sent a response frame, which only a node sends, to a client"
-                );
+                if let Some(note) = CLOSED.allow() {
+                    log::warn!(
+                        "closing connection from {remote}: it sent a response frame, which only a node sends, to a client{note}"
+                    );
+                }
                 let _ = writer.shutdown(Shutdown::Both);
                 return;
             }
         }
+    }
+}
+
+/// Why a connection is being closed, for the log: a remote party's mistake
+/// (throttled) or just the end of an idle connection.
+fn log_read_error(conn: &Conn, e: &ReadError, ctx: &ReaderContext) {
+    let remote = conn.remote;
+    match e {
+        ReadError::Deadline if conn.slot.kind() == SlotKind::Probation => log::debug!(
+            "closing connection from {remote}: it took a slot kept for peers and sent no member's frame within {:?}",
+            ctx.limits.proof_timeout
+        ),
+        ReadError::Deadline => log::debug!(
+            "closing connection from {remote}: nothing useful from it for {:?}",
+            ctx.limits.idle_timeout
+        ),
+        ReadError::Frame(FrameError::Io(e))
+            if matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            log::debug!("connection from {remote} lost: {e}")
+        }
+        ReadError::Frame(e) => {
+            if let Some(note) = CLOSED.allow() {
+                log::warn!("closing connection from {remote}: {e}{note}");
+            }
+        }
+        ReadError::NoBufferSpace { budget_bytes } => {
+            if let Some(note) = CLOSED.allow() {
+                log::warn!(
+                    "closing connection from {remote}: its line outgrew what is left of the {budget_bytes} bytes all connections of its kind may hold{note}"
+                );
+            }
+        }
+    }
+}
+
+/// Whether `frame` shows its connection is a member's: a peer message from
+/// a member (or, on a joining node that knows no members yet, anyone's).
+fn is_members_frame(ctx: &ReaderContext, frame: &Frame) -> bool {
+    matches!(frame, Frame::Peer(msg) if ctx.members.allows(&msg.from))
+}
+
+/// A connection on a peer slot taken on probation sent something other
+/// than a member's frame: a client is told there is no room; then it is
+/// closed.
+fn refuse_on_probation(
+    stream: &TcpStream,
+    remote: SocketAddr,
+    frame: &Frame,
+    sealer: &Mutex<Sealer>,
+    ctx: &ReaderContext,
+) {
+    if let Some(note) = REFUSED.allow() {
+        log::warn!(
+            "closing connection from {remote}: serving the most clients this node takes ({}), and the slot it took is kept for peers{note}; if these are real clients, raise --max-clients",
+            ctx.slots.max_clients()
+        );
+    }
+    if let Frame::Request(request) = frame {
+        if let Ok(mut sealer) = sealer.lock() {
+            if let Ok(line) = seal_frame(&too_many_clients(ctx, request.id), &mut sealer) {
+                let _ = (&*stream).write_all(&line);
+            }
+        }
+    }
+}
+
+/// Checks a peer message and hands it to the core, or says why not.
+fn on_peer_frame(
+    ctx: &ReaderContext,
+    msg: Message,
+    remote: SocketAddr,
+    writer: &TcpStream,
+    sealer: &Mutex<Sealer>,
+) -> PeerVerdict {
+    if msg.from == ctx.self_id {
+        if let Some(note) = SAME_ID.allow() {
+            log::warn!(
+                "closing connection from {remote}: it sent a message from {}, which is this node's own id; is a second node running with the same address?{note}",
+                msg.from
+            );
+        }
+        return PeerVerdict::Close;
+    }
+    let member = ctx.members.allows(&msg.from);
+    let current = msg.term >= ctx.members.term();
+    // A leader this node does not know yet may be real: a member that
+    // missed the entry adding it must still follow it (dissertation §4.1);
+    // and a leader that removed itself hands over with TimeoutNow as it
+    // goes. The core decides, unless the message is stale: then it is from
+    // no leader anyone needs to hear, and an outsider could make many such.
+    let from_a_leader = matches!(
+        msg.body,
+        MessageBody::AppendEntries { .. }
+            | MessageBody::InstallSnapshot { .. }
+            | MessageBody::TimeoutNow
+    );
+    let let_in =
+        member || (from_a_leader && current) || let_in_stranger(ctx, &msg, remote, writer, sealer);
+    if !let_in {
+        return PeerVerdict::Close;
+    }
+    if msg.to != ctx.self_id {
+        if let Some(note) = WRONG_NODE.allow() {
+            log::warn!(
+                "closing connection from {remote}: node {} sent a message for {}, but this node is {}; check the --peers and --bind of node {}{note}",
+                msg.from, msg.to, ctx.self_id, msg.from
+            );
+        }
+        return PeerVerdict::Close;
+    }
+    // (log arguments are only evaluated when debug is on)
+    log::debug!(
+        "received from {} ({remote}): {}",
+        msg.from,
+        frame_for_log(&Frame::Peer(msg.clone()))
+    );
+    if ctx.inbound.send(Inbound::Peer(msg)).is_err() {
+        return PeerVerdict::Close; // the state-machine thread is gone: shutting down
+    }
+    PeerVerdict::Forwarded {
+        useful: current,
+        member,
     }
 }
 
@@ -390,7 +624,8 @@ fn let_in_stranger(
 /// Hands a client request to the state-machine thread and waits until it
 /// has answered (it writes the answer itself; see [`Reply`]). False when the
 /// connection should close: the state-machine thread is gone (shutting
-/// down) or the client cannot be written to.
+/// down) or the client cannot be written to (or does not read: see
+/// [`ConnectionLimits::write_timeout`]).
 fn answer_client(
     ctx: &ReaderContext,
     request: ClientRequest,
@@ -409,7 +644,7 @@ fn answer_client(
     }
     let outcome = match answer.wait(CLIENT_REPLY_TIMEOUT) {
         Ok(Delivery::Written) => return true,
-        Ok(Delivery::Unsent(rest)) => (&**stream).write_all(&rest),
+        Ok(Delivery::Unsent(rest)) => return finish_answer(ctx, stream, remote, rest),
         Err(e) => {
             let message = match e {
                 RecvTimeoutError::Timeout => format!(
@@ -450,6 +685,27 @@ struct Authenticated {
     sealer: Arc<Mutex<Sealer>>,
 }
 
+/// Whether a peer message may come on this connection (see
+/// [`Authenticated::check_peer`]); if not, says why (the caller closes it).
+fn authenticated_peer_message(auth: &Authenticated, msg: &Message, remote: SocketAddr) -> bool {
+    if let Err(why) = auth.check_peer(msg) {
+        if let Some(note) = CLOSED.allow() {
+            log::warn!("closing connection from {remote}: {why}{note}");
+        }
+        return false;
+    }
+    if let Err(e) = msg.check_numbers() {
+        if let Some(note) = CLOSED.allow() {
+            log::warn!(
+                "closing connection from {remote}: a malformed message from {}: {e}{note}",
+                msg.from
+            );
+        }
+        return false;
+    }
+    true
+}
+
 impl Authenticated {
     /// A peer message must come on a peer's connection, from the node that
     /// authenticated it.
@@ -474,15 +730,16 @@ impl Authenticated {
 /// `auth::REFUSAL_LOG_INTERVAL`), and the other side was told why.
 fn authenticate(
     ctx: &ReaderContext,
-    reader: &mut BufReader<TcpStream>,
+    reader: &mut LineReader,
     writer: &TcpStream,
     remote: SocketAddr,
 ) -> Option<Authenticated> {
-    if let Err(e) = writer.set_read_timeout(Some(HANDSHAKE_TIMEOUT)) {
-        log::warn!("closing connection from {remote}: cannot set a read timeout: {e}");
-        return None;
-    }
-    let outcome = auth::accept_handshake(&ctx.creds, ctx.self_id.as_str(), reader, &mut &*writer);
+    let outcome = auth::accept_handshake(
+        &ctx.creds,
+        ctx.self_id.as_str(),
+        &mut reader.for_handshake(Instant::now() + HANDSHAKE_TIMEOUT),
+        &mut &*writer,
+    );
     let (sealer, opener, peer) = match outcome {
         Ok(done) => done,
         Err(auth::HandshakeError::Io(e)) => {
@@ -494,15 +751,42 @@ fn authenticate(
             return None;
         }
     };
-    if let Err(e) = writer.set_read_timeout(Some(CLIENT_IDLE_TIMEOUT)) {
-        log::warn!("closing connection from {remote}: cannot set a read timeout: {e}");
-        return None;
-    }
     Some(Authenticated {
         peer,
         opener,
         sealer: Arc::new(Mutex::new(sealer)),
     })
+}
+
+/// Writes the end of an answer the client's socket did not take at once,
+/// within the write timeout, counting it against the clients' budget while
+/// it is held. False when the connection should close.
+fn finish_answer(
+    ctx: &ReaderContext,
+    stream: &TcpStream,
+    remote: SocketAddr,
+    rest: Vec<u8>,
+) -> bool {
+    if !ctx.client_budget.try_take(rest.len()) {
+        if let Some(note) = CLOSED.allow() {
+            log::warn!(
+                "closing connection from {remote}: it is not reading its answers, and the {} bytes left of one do not fit in what clients may hold together ({} bytes){note}",
+                rest.len(),
+                ctx.client_budget.limit()
+            );
+        }
+        return false;
+    }
+    let outcome = (&*stream).write_all(&rest);
+    ctx.client_budget.give_back(rest.len());
+    if let Err(e) = outcome {
+        log::debug!(
+            "closing connection from {remote}: could not write its answer within {:?}: {e}",
+            ctx.limits.write_timeout
+        );
+        return false;
+    }
+    true
 }
 
 fn join_ids(ids: &BTreeSet<NodeId>) -> String {
@@ -518,8 +802,7 @@ mod tests {
         fake_driver, request, start_node, start_node_with, test_key, vote, DEADLINE,
     };
     use crate::transport::ClusterKey;
-    use crate::transport::MAX_LINE_BYTES;
-    use std::io::Read;
+    use std::io::{BufReader, Read};
 
     // -- listener -------------------------------------------------------
 
@@ -763,6 +1046,14 @@ mod tests {
             members.stranger(&NodeId::new("8001")),
             Stranger::Removed { first_time: true }
         ));
+    }
+
+    #[test]
+    fn a_cluster_of_one_has_no_members_but_a_joining_node_takes_any() {
+        let members = Members::default();
+        assert!(members.allows(&NodeId::new("9999")));
+        members.set_alone(true);
+        assert!(!members.allows(&NodeId::new("9999")));
     }
 
     #[test]

@@ -22,9 +22,11 @@
 //! the connections it accepts, except to answer a client on its connection.
 //!
 //! Every line has a size limit, every queue a length, and the number of
-//! connections is capped. Anything malformed is logged with the remote
-//! address, its connection is closed, and the node carries on: nothing from
-//! it reaches the core.
+//! connections is capped, with slots kept for peers; every connection has a
+//! deadline and its buffers a budget (see `limits`). Anything malformed is
+//! logged with the remote address (at most one line a second of each kind,
+//! see [`throttle`](crate::throttle)), its connection is closed, and the node
+//! carries on: nothing from it reaches the core.
 //!
 //! Threads here are never joined: they end with the process. A reader ends
 //! when its connection closes or the state-machine thread is gone; a writer
@@ -32,11 +34,15 @@
 //!
 //! The submodules, in reading order: `frame` (one JSON line per frame, with
 //! limits), `auth` (the cluster key, the handshake and the MAC on every
-//! frame), `listener` (accepting connections and checking what arrives),
+//! frame), `limits` (slots, budgets and timeouts of connections), `lines`
+//! (reading frames within them), `listener` (accepting connections and
+//! checking what arrives),
 //! `reply` (the answer to a client), `peers` (sending to the other nodes).
 
 pub mod auth;
 mod frame;
+mod limits;
+mod lines;
 mod listener;
 mod peers;
 mod reply;
@@ -45,7 +51,13 @@ pub use auth::{ClusterKey, Credentials};
 pub use frame::{
     encode_frame, encode_json, read_frame, read_sealed_frame, seal_frame, write_frame, FrameError,
 };
-pub use listener::{spawn_listener, Inbound, Members};
+pub use limits::open_files_warning;
+pub use limits::{
+    ConnectionLimits, CLIENT_BUFFER_BUDGET_BYTES, CLIENT_WRITE_TIMEOUT, CONNECTION_STACK_BYTES,
+    IDLE_TIMEOUT, LINE_BUFFER_BYTES, LINE_PIECE_BYTES, MAX_CLIENT_CONNECTIONS,
+    MAX_CLIENT_LINE_BYTES, PEER_BUFFER_BUDGET_BYTES, PEER_CONNECTION_SLOTS, PEER_PROOF_TIMEOUT,
+};
+pub use listener::{spawn_listener, spawn_listener_with, Inbound, Members};
 pub use peers::Peers;
 pub use reply::Reply;
 
@@ -65,24 +77,11 @@ pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 /// driver blocked on one slow peer would stop the whole node.
 pub const PEER_QUEUE_LEN: usize = 1024;
 
-/// The most connections a node serves at once. Each connection is a reader
-/// thread, so this bounds the threads a flood of clients can make us spawn.
-/// Peers need only one each, so a cluster is far below it.
-pub const MAX_CONNECTIONS: usize = 256;
-
 /// How long a connection reader waits for the state-machine thread to answer
 /// a client request before answering the client with an error itself. Longer
 /// than `raft client`'s default deadline, so normally the client gives up
 /// first; the point is that a reader thread is never stuck forever.
 pub const CLIENT_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a connection may stay silent before it has shown itself to be
-/// a peer. Client connections (and connections that have not sent anything
-/// yet) are closed after this, so idle clients cannot hold all
-/// [`MAX_CONNECTIONS`] slots. Peer connections have no idle limit: a
-/// follower may not write to another follower for a long time, and that is
-/// normal.
-pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a peer writer waits for a TCP connection to be established.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);

@@ -21,6 +21,7 @@ use super::{
     WRITER_BUFFER_BYTES,
 };
 use crate::message::{Frame, Message, NodeId};
+use crate::throttle::Throttle;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use std::collections::BTreeMap;
 use std::io::{self, BufReader, Read, Write};
@@ -153,6 +154,11 @@ impl Peers {
         self.peers.contains_key(id)
     }
 
+    /// Stops the writer for `id`, if there is one (its thread ends).
+    pub fn remove(&mut self, id: &NodeId) {
+        self.peers.remove(id);
+    }
+
     /// Starts a writer for `id` at `addr`, unless `id` has one already.
     pub fn add(&mut self, id: &NodeId, addr: &str) {
         if !self.peers.contains_key(id) {
@@ -200,10 +206,15 @@ impl Peers {
     /// `debug`); Raft resends.
     pub fn send(&self, msg: Message) {
         let Some(peer) = self.peers.get(&msg.to) else {
-            log::warn!(
-                "dropping a message for {}: not one of this node's peers",
-                msg.to
-            );
+            // The answer to a message from a node outside the membership
+            // (which anyone can send): at most a line a second.
+            static NO_WRITER: Throttle = Throttle::new();
+            if let Some(note) = NO_WRITER.allow() {
+                log::warn!(
+                    "dropping a message for {}: not one of this node's peers{note}",
+                    msg.to
+                );
+            }
             self.counters.dropped(1);
             return;
         };
@@ -433,14 +444,19 @@ impl Reconnect {
                 Some(stream)
             }
             Err(e) => {
-                // Warn once per outage, not at every retry.
+                // Warn once per outage, not at every retry; and, since a
+                // message from an invented node can start a writer to it
+                // (see `node`), at most a line a second over all peers.
                 // Info, not a warning: a peer not started yet is normal, and
                 // the node says whom it waits for on its console.
-                if e.kind() == io::ErrorKind::PermissionDenied {
-                    // Refused in the handshake: already logged, rate-limited.
-                } else if self.failures == 0 {
+                static CANNOT_CONNECT: Throttle = Throttle::new();
+                let note = (self.failures == 0 && e.kind() != io::ErrorKind::PermissionDenied)
+                    .then(|| CANNOT_CONNECT.allow())
+                    .flatten();
+                // (Refused in the handshake: already logged, rate-limited.)
+                if let Some(note) = note {
                     log::info!(
-                        "cannot connect to peer {id} at {addr}: {e}; retrying every {RECONNECT_BACKOFF_MAX:?} at most"
+                        "cannot connect to peer {id} at {addr}: {e}; retrying every {RECONNECT_BACKOFF_MAX:?} at most{note}"
                     );
                 } else {
                     log::debug!("cannot connect to peer {id} at {addr}: {e}");
