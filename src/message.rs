@@ -361,6 +361,227 @@ impl MessageBody {
     }
 }
 
+// ----- how messages read ----------------------------------------------
+//
+// One notation for the simulator's trace, the committed protocol traces in
+// `tests/traces/` and a node's `RUST_LOG=debug` lines, written as the paper
+// writes them: an entry is `index@term`, a message is
+// `8000→8001 AppendEntries(term 2, prev 4@1, entries [5@2 noop, 6@2 "foo"], commit 4)`.
+// Formatting happens only when something prints, so it costs nothing on the
+// hot path. Bookkeeping fields that no rule of the paper reads (a message's
+// `seq`, a responder's `incarnation`) are left out.
+
+/// Commands longer than this print shortened, with their length.
+const SHOWN_COMMAND_CHARS: usize = 40;
+/// Lists of more entries than this print as first .. last.
+const SHOWN_ENTRIES: usize = 4;
+
+impl fmt::Display for Entry {
+    /// `5@2 noop`, `6@2 "foo"`, `7@2 config voters [8000, 8001]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{} {}", self.index, self.term, self.data)
+    }
+}
+
+impl fmt::Display for EntryData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntryData::Noop => f.write_str("noop"),
+            EntryData::Command(command) if command.chars().count() > SHOWN_COMMAND_CHARS => {
+                let head: String = command.chars().take(SHOWN_COMMAND_CHARS).collect();
+                write!(f, "{head:?}.. ({} bytes)", command.len())
+            }
+            EntryData::Command(command) => write!(f, "{command:?}"),
+            EntryData::Config(membership) => write!(f, "config {membership}"),
+        }
+    }
+}
+
+impl fmt::Display for Membership {
+    /// `voters [8000, 8001, 8002]`, then `learners [8003]` and
+    /// `incarnations [8001: 7]` if there are any.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "voters [{}]", Ids(self.voters.keys()))?;
+        if !self.learners.is_empty() {
+            write!(f, " learners [{}]", Ids(self.learners.keys()))?;
+        }
+        if !self.incarnations.is_empty() {
+            f.write_str(" incarnations [")?;
+            for (i, (id, incarnation)) in self.incarnations.iter().enumerate() {
+                let comma = if i > 0 { ", " } else { "" };
+                write!(f, "{comma}{id}: {incarnation}")?;
+            }
+            f.write_str("]")?;
+        }
+        Ok(())
+    }
+}
+
+/// Node ids separated by commas.
+struct Ids<'a, I: Iterator<Item = &'a NodeId> + Clone>(I);
+
+impl<'a, I: Iterator<Item = &'a NodeId> + Clone> fmt::Display for Ids<'a, I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, id) in self.0.clone().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{id}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A list of entries as `[5@2 noop, 6@2 "foo"]`, or `[5@2 noop .. 90@2 "x"]
+/// (86 entries)` when long.
+pub struct ShowEntries<'a>(pub &'a [Entry]);
+
+impl fmt::Display for ShowEntries<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            [first, .., last] if self.0.len() > SHOWN_ENTRIES => {
+                write!(f, "[{first} .. {last}] ({} entries)", self.0.len())
+            }
+            list => {
+                f.write_str("[")?;
+                for (i, entry) in list.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{entry}")?;
+                }
+                f.write_str("]")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Message {
+    /// `from→to Body(term T, ...)`: see [`MessageBody`]'s notation.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}→{} ", self.from, self.to)?;
+        let term = self.term;
+        let granted = |yes: bool| if yes { "granted" } else { "refused" };
+        match &self.body {
+            MessageBody::RequestVote {
+                last_log_index,
+                last_log_term,
+                leadership_transfer,
+            } => {
+                write!(
+                    f,
+                    "RequestVote(term {term}, last log {last_log_index}@{last_log_term}"
+                )?;
+                if *leadership_transfer {
+                    f.write_str(", transfer")?;
+                }
+                f.write_str(")")
+            }
+            MessageBody::RequestVoteResponse { vote_granted, .. } => {
+                write!(
+                    f,
+                    "RequestVoteResponse(term {term}, {})",
+                    granted(*vote_granted)
+                )
+            }
+            MessageBody::PreVote {
+                last_log_index,
+                last_log_term,
+            } => write!(
+                f,
+                "PreVote(term {term}, last log {last_log_index}@{last_log_term})"
+            ),
+            MessageBody::PreVoteResponse { vote_granted, .. } => {
+                write!(
+                    f,
+                    "PreVoteResponse(term {term}, {})",
+                    granted(*vote_granted)
+                )
+            }
+            MessageBody::TimeoutNow => write!(f, "TimeoutNow(term {term})"),
+            MessageBody::InstallSnapshot {
+                last_included_index,
+                last_included_term,
+                offset,
+                data,
+                done,
+            } => {
+                write!(
+                    f,
+                    "InstallSnapshot(term {term}, up to {last_included_index}@{last_included_term}, bytes {offset}..{}",
+                    offset.saturating_add(data.len() as u64)
+                )?;
+                f.write_str(if *done { ", done)" } else { ")" })
+            }
+            MessageBody::InstallSnapshotResponse {
+                last_included_index,
+                next_offset,
+                done,
+                ..
+            } => {
+                write!(
+                    f,
+                    "InstallSnapshotResponse(term {term}, up to {last_included_index}, "
+                )?;
+                if *done {
+                    f.write_str("installed)")
+                } else {
+                    write!(f, "next byte {next_offset})")
+                }
+            }
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                read_seq,
+                ..
+            } => {
+                write!(
+                    f,
+                    "AppendEntries(term {term}, prev {prev_log_index}@{prev_log_term}, entries {}, commit {leader_commit}",
+                    ShowEntries(entries)
+                )?;
+                read_seq_suffix(f, *read_seq)
+            }
+            MessageBody::AppendEntriesResponse {
+                success,
+                match_index,
+                conflict,
+                read_seq,
+                ..
+            } => {
+                write!(f, "AppendEntriesResponse(term {term}, ")?;
+                match (success, conflict) {
+                    (true, _) => write!(f, "ok, match {match_index}")?,
+                    (
+                        false,
+                        Some(Conflict {
+                            term: Some(t),
+                            index,
+                        }),
+                    ) => write!(f, "refused, conflict term {t} from {index}")?,
+                    (false, Some(Conflict { term: None, index })) => {
+                        write!(f, "refused, log ends before {index}")?
+                    }
+                    (false, None) => f.write_str("refused")?,
+                }
+                read_seq_suffix(f, *read_seq)
+            }
+        }
+    }
+}
+
+/// Closes an AppendEntries or its response: `, read 3)` when the message
+/// confirms leadership for ReadIndex round 3, `)` otherwise.
+fn read_seq_suffix(f: &mut fmt::Formatter<'_>, read_seq: u64) -> fmt::Result {
+    if read_seq == 0 {
+        f.write_str(")")
+    } else {
+        write!(f, ", read {read_seq})")
+    }
+}
+
 /// Why a follower rejected AppendEntries, so the leader can back up
 /// `next_index` by a term at a time instead of an entry at a time (§5.3,
 /// the optimisation described at the end of the section).
@@ -556,5 +777,41 @@ mod tests {
             },
         };
         assert!(response.check_numbers().is_err());
+    }
+
+    #[test]
+    fn messages_print_as_the_paper_writes_them() {
+        let entry = |index, term, data| Entry { index, term, data };
+        let msg = Message {
+            from: NodeId::new("8000"),
+            to: NodeId::new("8001"),
+            term: 2,
+            body: MessageBody::AppendEntries {
+                prev_log_index: 4,
+                prev_log_term: 1,
+                entries: vec![
+                    entry(5, 2, EntryData::Noop),
+                    entry(6, 2, EntryData::Command("foo".into())),
+                ],
+                leader_commit: 4,
+                read_seq: 0,
+                seq: 0,
+            },
+        };
+        assert_eq!(
+            msg.to_string(),
+            r#"8000→8001 AppendEntries(term 2, prev 4@1, entries [5@2 noop, 6@2 "foo"], commit 4)"#
+        );
+        let long = entry(7, 2, EntryData::Command("x".repeat(1000)));
+        let shown = long.to_string();
+        assert!(
+            shown.ends_with("(1000 bytes)") && shown.len() < 70,
+            "{shown}"
+        );
+        let many: Vec<Entry> = (1..=9).map(|i| entry(i, 1, EntryData::Noop)).collect();
+        assert_eq!(
+            ShowEntries(&many).to_string(),
+            "[1@1 noop .. 9@1 noop] (9 entries)"
+        );
     }
 }

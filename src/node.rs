@@ -695,6 +695,7 @@ impl Node {
                 }
                 self.heard_from(&msg.from);
                 self.reach_leader(&msg);
+                debug!("received {msg}");
                 self.raft.step(msg)
             }
             Inbound::Client { request, reply } => self.on_client_request(request, reply),
@@ -764,6 +765,7 @@ impl Node {
         if matches!(msg.body, MessageBody::AppendEntries { .. }) {
             self.reach_stranger(&msg.to);
         }
+        debug!("sending {msg}");
         self.peers.send(msg);
     }
 

@@ -262,6 +262,61 @@ pub enum StepDownReason {
     Removed,
 }
 
+impl std::fmt::Display for Event {
+    /// In the words a person watching would use: `became leader in term 2`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::ElectionStarted { term } => write!(f, "started an election for term {term}"),
+            Event::BecameLeader { term } => write!(f, "became leader in term {term}"),
+            Event::SteppedDown { term, reason } => {
+                write!(f, "stepped down in term {term} ({reason})")
+            }
+            Event::TransferStarted { term, target } => {
+                write!(f, "transferring leadership to {target} in term {term}")
+            }
+            Event::TransferAborted { term, target } => {
+                write!(
+                    f,
+                    "gave up transferring leadership to {target} in term {term}"
+                )
+            }
+            Event::LearnerAdded { id } => write!(f, "added {id} as a learner"),
+            Event::LearnerPromoted { id } => write!(f, "promoted learner {id} to voter"),
+            Event::MemberRemoved { id } => write!(f, "removed {id}"),
+            Event::LostEntries {
+                id,
+                acknowledged,
+                last_index,
+                incarnations,
+            } => {
+                write!(
+                    f,
+                    "learned that {id} lost entries: it had acknowledged {acknowledged}, now holds up to {last_index}"
+                )?;
+                match incarnations {
+                    Some((recorded, now)) => {
+                        write!(f, " (new data directory: incarnation {recorded} → {now})")
+                    }
+                    None => Ok(()),
+                }
+            }
+            Event::MemberDemoted { id } => {
+                write!(f, "made {id} a learner until it catches up")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for StepDownReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StepDownReason::HigherTerm => "saw a higher term",
+            StepDownReason::LostQuorum => "heard from no majority",
+            StepDownReason::Removed => "removed from the cluster",
+        })
+    }
+}
+
 /// Why a request cannot be served here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NotLeader {

@@ -6,7 +6,7 @@
 //! default runs fast.
 
 use super::TICK;
-use raft::message::{Entry, EntryData, Message, MessageBody};
+use raft::message::{Entry, Message, ShowEntries};
 use std::fmt;
 
 /// Where trace lines go.
@@ -67,110 +67,17 @@ pub fn time(now: u64) -> String {
     format!("t={}.{:02}", now / TICK, (now % TICK) * 100 / TICK)
 }
 
-/// One entry, short: `7@t3 "v12"` or `8@t4 noop`.
+/// One entry, in the crate's notation: `7@3 "v12"` or `8@4 noop`.
 pub fn entry(entry: &Entry) -> String {
-    match &entry.data {
-        EntryData::Noop => format!("{}@t{} noop", entry.index, entry.term),
-        EntryData::Command(command) => format!("{}@t{} {command:?}", entry.index, entry.term),
-        EntryData::Config(membership) => format!(
-            "{}@t{} config voters {:?} learners {:?}",
-            entry.index,
-            entry.term,
-            membership.voters.keys().collect::<Vec<_>>(),
-            membership.learners.keys().collect::<Vec<_>>()
-        ),
-    }
+    entry.to_string()
 }
 
 /// A list of entries, shortened if long.
 pub fn entries(list: &[Entry]) -> String {
-    match list {
-        [] => "[]".to_string(),
-        [one] => format!("[{}]", entry(one)),
-        [first, .., last] if list.len() > 4 => {
-            format!(
-                "[{} .. {}] ({} entries)",
-                entry(first),
-                entry(last),
-                list.len()
-            )
-        }
-        _ => {
-            let parts: Vec<String> = list.iter().map(entry).collect();
-            format!("[{}]", parts.join(", "))
-        }
-    }
+    ShowEntries(list).to_string()
 }
 
-/// A message as a person would say it.
+/// A message as the crate prints it (`Display for Message`).
 pub fn message(msg: &Message) -> String {
-    let head = format!("{} -> {} term {}", msg.from, msg.to, msg.term);
-    match &msg.body {
-        MessageBody::RequestVote {
-            last_log_index,
-            last_log_term,
-            leadership_transfer,
-        } => format!(
-            "{head} RequestVote(last log {last_log_index}@t{last_log_term}{})",
-            if *leadership_transfer { ", transfer" } else { "" }
-        ),
-        MessageBody::PreVote {
-            last_log_index,
-            last_log_term,
-        } => format!("{head} PreVote(last log {last_log_index}@t{last_log_term})"),
-        MessageBody::PreVoteResponse { vote_granted, .. } => {
-            let answer = if *vote_granted { "granted" } else { "refused" };
-            format!("{head} pre-vote {answer}")
-        }
-        MessageBody::TimeoutNow => format!("{head} TimeoutNow"),
-        MessageBody::InstallSnapshot {
-            last_included_index,
-            last_included_term,
-            offset,
-            data,
-            done,
-        } => format!(
-            "{head} InstallSnapshot(up to {last_included_index}@t{last_included_term}, bytes {offset}..{}{})",
-            *offset as usize + data.len(),
-            if *done { ", done" } else { "" }
-        ),
-        MessageBody::InstallSnapshotResponse {
-            last_included_index,
-            next_offset,
-            done,
-            ..
-        } => format!(
-            "{head} snapshot {last_included_index} {}",
-            if *done { "installed".to_string() } else { format!("wants byte {next_offset}") }
-        ),
-        MessageBody::RequestVoteResponse { vote_granted, .. } => {
-            let answer = if *vote_granted { "granted" } else { "refused" };
-            format!("{head} vote {answer}")
-        }
-        MessageBody::AppendEntries {
-            prev_log_index,
-            prev_log_term,
-            entries: list,
-            leader_commit,
-            read_seq,
-            ..
-        } => format!(
-            "{head} AppendEntries(prev {prev_log_index}@t{prev_log_term}, {}, commit {leader_commit}, read_seq {read_seq})",
-            entries(list)
-        ),
-        MessageBody::AppendEntriesResponse {
-            success,
-            match_index,
-            conflict,
-            read_seq,
-            ..
-        } => match (success, conflict) {
-            (true, _) => format!("{head} append ok (match {match_index}, read_seq {read_seq})"),
-            (false, Some(c)) => format!(
-                "{head} append refused (conflict term {:?} from index {}, read_seq {read_seq})",
-                c.term, c.index
-            ),
-            (false, None) => format!("{head} append refused (stale term, read_seq {read_seq})"),
-        },
-    }
+    msg.to_string()
 }
