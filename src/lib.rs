@@ -67,6 +67,7 @@ pub mod config;
 pub mod console;
 pub mod core;
 pub mod demo;
+pub mod driver;
 pub mod message;
 pub mod node;
 pub mod partition;
