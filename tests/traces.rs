@@ -61,9 +61,8 @@ fn traces() {
                 Ok(()) => {}
                 Err(e) => cluster.out.push(format!("error: {e}")),
             }
-            let mut out = std::mem::take(&mut cluster.out).join("\n");
-            out.push('\n');
-            out
+            let lines = std::mem::take(&mut cluster.out);
+            lines.iter().map(|line| format!("{line}\n")).collect()
         })
     });
 }
