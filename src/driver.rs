@@ -10,7 +10,7 @@
 //!
 //! 1. **send** the messages that promise nothing about this node's disk (a
 //!    leader's AppendEntries, so followers write while the leader does:
-//!    dissertation §10.2.1; see [`MessageBody::may_precede_persist`]);
+//!    dissertation §10.2.1; see [`MessageBody::may_precede_persist`](crate::message::MessageBody::may_precede_persist));
 //! 2. **persist** the snapshot, term, vote and entries, with one fsync;
 //! 3. tell the core they are durable ([`Raft::advance`]);
 //! 4. **send** everything else: only now may a vote or an acknowledgement

@@ -536,7 +536,7 @@ impl Raft {
     }
 
     /// Figure 2, Rules for Servers, Leaders: "If there exists an N such that
-    /// N > commitIndex, a majority of matchIndex[i] >= N, and log[N].term ==
+    /// N > commitIndex, a majority of matchIndex\[i\] >= N, and log\[N\].term ==
     /// currentTerm: set commitIndex = N." The leader's own copy counts only
     /// once durable (`stable_index`).
     ///
