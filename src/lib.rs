@@ -5,6 +5,71 @@
 //! paper open beside it, and to be run for real: `raft 8000`, `raft 8001`,
 //! `raft 8002` in three terminals give a replicated, durable string value.
 //!
+//! ## Embedding it, in one page
+//!
+//! The core decides; you carry out its decisions. Implement [`driver::Host`]
+//! (a disk, a network, a state machine) and call [`driver::handle_ready`]
+//! after every input. Three cores in memory elect a leader and commit `x`:
+//!
+//! ```
+//! use raft::core::{Config, Raft, Ready, RoleKind};
+//! use raft::driver::{handle_ready, Host};
+//! use raft::message::{Entry, EntryData, HardState, Message, NodeId};
+//!
+//! struct Machine { raft: Raft, disk: (HardState, Vec<Entry>), applied: Vec<String>, outbox: Vec<Message> }
+//!
+//! impl Host for Machine {
+//!     type Error = String;
+//!     fn raft(&mut self) -> &mut Raft { &mut self.raft }
+//!     fn persist(&mut self, ready: &Ready) -> Result<(), String> {
+//!         if let Some(hard_state) = &ready.hard_state { self.disk.0 = hard_state.clone(); }
+//!         if let Some(first) = ready.entries.first() {
+//!             self.disk.1.truncate(first.index as usize - 1); // a conflicting suffix goes
+//!             self.disk.1.extend_from_slice(&ready.entries);
+//!         }
+//!         Ok(()) // a real disk would fsync here
+//!     }
+//!     fn send(&mut self, msg: Message) { self.outbox.push(msg) }
+//!     fn apply(&mut self, ready: Ready) -> Result<(), String> {
+//!         for entry in ready.committed {
+//!             if let EntryData::Command(command) = entry.data { self.applied.push(command) }
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let ids: Vec<NodeId> = ["a", "b", "c"].map(NodeId::new).to_vec();
+//! let mut cluster: Vec<Machine> = (0..3).map(|i| Machine {
+//!     raft: Raft::new(Config::new(ids[i].clone(), ids.clone()), HardState::default(), vec![], i as u64),
+//!     disk: Default::default(), applied: vec![], outbox: vec![],
+//! }).collect();
+//! let mut proposed = false;
+//! for _tick in 0..1000 {
+//!     for machine in &mut cluster {
+//!         machine.raft.tick();
+//!         handle_ready(machine)?;
+//!     }
+//!     let mut network: Vec<Message> = cluster.iter_mut().flat_map(|m| m.outbox.drain(..)).collect();
+//!     while !network.is_empty() {
+//!         let msg = network.remove(0);
+//!         let to = cluster.iter_mut().find(|m| *m.raft.id() == msg.to).unwrap();
+//!         to.raft.step(msg);
+//!         handle_ready(to)?;
+//!         network.extend(to.outbox.drain(..));
+//!     }
+//!     if let Some(leader) = cluster.iter_mut().find(|m| m.raft.role() == RoleKind::Leader) {
+//!         if !proposed {
+//!             leader.raft.propose("x".to_string()).map_err(|e| format!("{e:?}"))?;
+//!             handle_ready(leader)?;
+//!             proposed = true;
+//!         }
+//!     }
+//!     if cluster.iter().all(|m| m.applied == ["x"]) { break; }
+//! }
+//! assert!(cluster.iter().all(|m| m.applied == ["x"]));
+//! # Ok::<(), String>(())
+//! ```
+//!
 //! ## How the code is built
 //!
 //! A node is two layers. The **core** ([`core::Raft`]) holds every rule of the
