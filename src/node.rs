@@ -24,6 +24,7 @@ use crate::core::{
     CompactError, Config, Event, MembershipError, NotLeader, Raft, ReadOutcome, Ready, RoleKind,
     StepDownReason, TransferError, MAX_COMMAND_BYTES,
 };
+use crate::driver;
 use crate::message::{
     ClientCommand, ClientRequest, ClientResponse, ClientResult, EntryData, Incarnation, Index,
     LogRow, Membership, Message, MessageBody, NodeId, Status, Term,
@@ -887,45 +888,9 @@ impl Node {
 
     /// Does what the core asked, in the order that keeps it safe.
     fn handle_ready(&mut self) -> Result<(), String> {
-        while self.raft.has_ready() {
-            let mut ready = self.raft.ready();
-            // The leader's AppendEntries go out first, so followers write
-            // their copies while the leader writes its own (§10.2.1).
-            let (early, late): (Vec<_>, Vec<_>) = std::mem::take(&mut ready.messages)
-                .into_iter()
-                .partition(|msg| ready.hard_state.is_none() && msg.body.may_precede_persist());
-            for msg in early {
-                self.send(msg);
-            }
-            self.persist(&ready)?;
-            self.raft.advance(&ready);
-            // Only now, with the vote and the entries on disk, may anything
-            // that depends on them leave this node.
-            for msg in late {
-                self.send(msg);
-            }
-            if let Some(snapshot) = &ready.snapshot {
-                // Figure 13, receiver rule 8: reset the state machine.
-                self.state_machine
-                    .restore(&snapshot.data)
-                    .map_err(|e| format!("cannot load the snapshot from the leader: {e}"))?;
-                say!(
-                    "Node {} installed a snapshot up to index {} from the leader; value: {}",
-                    self.raft.id(),
-                    snapshot.last_included_index,
-                    self.state_machine.read()
-                );
-            }
-            self.apply(&ready);
-            // After applying: a leader that stepped down in this Ready may
-            // still have committed some of the writes waiting on it.
-            for event in &ready.events {
-                self.on_event(event);
-            }
-            self.sync_membership();
-            self.maybe_snapshot()?;
-        }
-        Ok(())
+        // The one order, shared with the simulator: send what may go early,
+        // persist, send the answers, apply (see `driver`).
+        driver::handle_ready(self)
     }
 
     /// After a membership change (which takes effect when appended, §4.1),
@@ -1478,6 +1443,48 @@ fn lost_entries_line(
          again by itself: nothing to do, unless nobody deleted or restored its data directory; \
          then check the disk of {member}"
     )
+}
+
+/// What the driver step (see [`driver`]) needs of a running node: its
+/// storage, its connections to peers and its state machine.
+impl driver::Host for Node {
+    type Error = String;
+
+    fn raft(&mut self) -> &mut Raft {
+        &mut self.raft
+    }
+
+    /// Term, vote, entries and snapshot reach the disk with one fsync.
+    fn persist(&mut self, ready: &Ready) -> Result<(), String> {
+        Node::persist(self, ready)
+    }
+
+    fn send(&mut self, msg: Message) {
+        Node::send(self, msg)
+    }
+
+    fn apply(&mut self, ready: Ready) -> Result<(), String> {
+        if let Some(snapshot) = &ready.snapshot {
+            // Figure 13, receiver rule 8: reset the state machine.
+            self.state_machine
+                .restore(&snapshot.data)
+                .map_err(|e| format!("cannot load the snapshot from the leader: {e}"))?;
+            say!(
+                "Node {} installed a snapshot up to index {} from the leader; value: {}",
+                self.raft.id(),
+                snapshot.last_included_index,
+                self.state_machine.read()
+            );
+        }
+        Node::apply(self, &ready);
+        // After applying: a leader that stepped down in this Ready may
+        // still have committed some of the writes waiting on it.
+        for event in &ready.events {
+            self.on_event(event);
+        }
+        self.sync_membership();
+        self.maybe_snapshot()
+    }
 }
 
 #[cfg(test)]
