@@ -527,13 +527,11 @@ impl Cluster {
         let now = self.now;
         for _ in 0..MAX_READY_ROUNDS {
             let sim = &mut self.nodes[node];
-            let raft = sim.raft.as_mut().expect("up");
-            if !raft.has_ready() {
+            if !sim.raft.as_ref().expect("up").has_ready() {
                 return Ok(());
             }
-            let ready = raft.ready();
             let handled = sim
-                .handle_ready(ready, self.config.reply_before_persist)
+                .handle_ready(self.config.reply_before_persist)
                 .map_err(|e| {
                     Failure::new(FailureKind::Driver, now, format!("{}: {e}", self.ids[node]))
                 })?;

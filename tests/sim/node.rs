@@ -1,16 +1,16 @@
 //! One simulated machine: a Raft core, its disk, its state machine, and the
 //! driver that connects them.
 //!
-//! The driver does for the simulator what `node.rs` does for the real
-//! binary: it takes each `Ready` from the core and does the work in the
-//! order the core's docs demand:
+//! The driver is the real one: each `Ready` goes through
+//! [`raft::driver::handle_one_ready`], the step `node.rs` runs too, so the
+//! simulator checks the order a running node uses:
 //!
-//! 1. persist the snapshot from the leader, if any, then the hard state and
+//! 1. send what may go before the write (a leader's AppendEntries);
+//! 2. persist the snapshot from the leader, if any, then the hard state and
 //!    the entries (the "disk" here is the [`Disk`] struct: whatever is in it
-//!    survives a crash);
-//! 2. tell the core they are durable (`advance`);
-//! 3. send the messages (returned to the cluster, which puts them on the
-//!    network);
+//!    survives a crash), and tell the core they are durable (`advance`);
+//! 3. send the other messages (handed back to the cluster, which puts them
+//!    on the network);
 //! 4. reset the state machine from the leader's snapshot, if any, then
 //!    apply the committed entries to it and answer reads.
 //!
@@ -18,13 +18,15 @@
 //! ([`SimNode::compact`]), as the real driver does every
 //! `--snapshot-entries` entries.
 //!
-//! With the simulator's `reply_before_persist` bug switch on, step 1 is
-//! postponed to the start of the node's next step, after the messages have
-//! gone out. A crash in between loses what was already promised to others.
+//! With the simulator's `reply_before_persist` bug switch on, the write of
+//! step 2 is postponed to the start of the node's next step, after the
+//! messages have gone out. A crash in between loses what was already
+//! promised to others.
 
 use super::clients::{Op, Reply, Tag};
 use raft::core::{CompactError, Config, Event as CoreEvent, Raft, ReadOutcome, Ready};
-use raft::message::{Entry, EntryData, HardState, Incarnation, Index, Snapshot, Term};
+use raft::driver::{self, Host};
+use raft::message::{Entry, EntryData, HardState, Incarnation, Index, Message, Snapshot, Term};
 use raft::state_machine::{StateMachine, Value};
 use std::collections::BTreeMap;
 
@@ -336,79 +338,113 @@ impl SimNode {
         }
     }
 
-    /// Handles one `Ready`: persist, advance, (messages go back to the
-    /// caller to send), apply, answer reads.
-    pub fn handle_ready(
-        &mut self,
-        ready: Ready,
-        reply_before_persist: bool,
-    ) -> Result<Handled, String> {
-        // 1. Persist first. "Persist before you answer" is the whole of
-        //    Raft's crash safety: a vote or an acknowledgement sent before
-        //    the write can elect two leaders or lose a committed entry.
-        //    The snapshot goes first, as in the real driver: the entries of
-        //    the same `Ready` follow it.
-        if reply_before_persist {
-            self.unwritten.push(Unwritten {
+    /// Handles one `Ready` with the real driver step
+    /// ([`raft::driver::handle_one_ready`]): send what may go early, persist,
+    /// advance, send the rest, apply, answer reads. The messages come back
+    /// in `Handled::ready` for the cluster to put on the network.
+    pub fn handle_ready(&mut self, reply_before_persist: bool) -> Result<Handled, String> {
+        let mut driving = Driving {
+            node: self,
+            reply_before_persist,
+            sent: Vec::new(),
+            handled: None,
+        };
+        driver::handle_one_ready(&mut driving)?;
+        driving
+            .handled
+            .ok_or_else(|| "the driver step applied nothing".to_string())
+    }
+}
+
+/// A simulated machine as the driver step sees it, for one `Ready`.
+struct Driving<'a> {
+    node: &'a mut SimNode,
+    /// The simulator's bug switch: postpone the writes past the sends.
+    reply_before_persist: bool,
+    /// Messages sent so far, in order.
+    sent: Vec<Message>,
+    /// What the `Ready` produced, once applied.
+    handled: Option<Handled>,
+}
+
+impl Host for Driving<'_> {
+    type Error = String;
+
+    fn raft(&mut self) -> &mut Raft {
+        self.node
+            .raft
+            .as_mut()
+            .expect("the driver step runs on a node that is up")
+    }
+
+    /// "Persist before you answer" is the whole of Raft's crash safety: a
+    /// vote or an acknowledgement sent before the write can elect two
+    /// leaders or lose a committed entry. The snapshot goes first, as in the
+    /// real driver: the entries of the same `Ready` follow it. With the bug
+    /// switch the write is only noted, and happens at the start of the
+    /// node's next step, after the messages have gone out.
+    fn persist(&mut self, ready: &Ready) -> Result<(), String> {
+        let node = &mut *self.node;
+        if self.reply_before_persist {
+            node.unwritten.push(Unwritten {
                 snapshot: ready.snapshot.clone(),
                 hard_state: ready.hard_state.clone(),
                 entries: ready.entries.clone(),
             });
-        } else {
-            if let Some(snapshot) = &ready.snapshot {
-                self.disk.save_snapshot(snapshot);
-            }
-            self.disk.write(ready.hard_state.as_ref(), &ready.entries)?;
+            return Ok(());
         }
-        // 2. Tell the core its entries are durable.
-        let raft = self
-            .raft
-            .as_mut()
-            .expect("handle_ready on a node that is down");
-        raft.advance(&ready);
+        if let Some(snapshot) = &ready.snapshot {
+            node.disk.save_snapshot(snapshot);
+        }
+        node.disk.write(ready.hard_state.as_ref(), &ready.entries)
+    }
 
-        // 3. The messages are sent by the caller once this returns.
+    fn send(&mut self, msg: Message) {
+        self.sent.push(msg);
+    }
 
-        // 4. A snapshot from the leader replaces the state machine (Figure
-        //    13, receiver rule 8) before the entries after it are applied.
+    fn apply(&mut self, mut ready: Ready) -> Result<(), String> {
+        let node = &mut *self.node;
         let mut replies = Vec::new();
+        // A snapshot from the leader replaces the state machine (Figure 13,
+        // receiver rule 8) before the entries after it are applied.
         if let Some(snapshot) = &ready.snapshot {
             let index = snapshot.last_included_index;
-            if index < self.applied {
+            if index < node.applied {
                 return Err(format!(
                     "asked to install a snapshot up to {index} after applying entry {}",
-                    self.applied
+                    node.applied
                 ));
             }
-            if !self.ignore_snapshot_state {
-                self.state
+            if !node.ignore_snapshot_state {
+                node.state
                     .restore(&snapshot.data)
                     .map_err(|e| format!("cannot load the snapshot from the leader: {e}"))?;
             }
-            self.applied = index;
+            node.applied = index;
             // A write waiting on an index the snapshot covers will never be
             // handed out to apply: whether it was our entry that committed
             // there, the snapshot cannot say.
-            let covered: Vec<Index> = self.writes.range(..=index).map(|(i, _)| *i).collect();
+            let covered: Vec<Index> = node.writes.range(..=index).map(|(i, _)| *i).collect();
             for i in covered {
-                if let Some(write) = self.writes.remove(&i) {
+                if let Some(write) = node.writes.remove(&i) {
                     replies.push((write.tag, Reply::Unknown("covered by a snapshot")));
                 }
             }
         }
         // ...then apply committed entries in order, answering their writers.
         for entry in &ready.committed {
-            if entry.index != self.applied + 1 {
+            if entry.index != node.applied + 1 {
                 return Err(format!(
                     "asked to apply entry {} after entry {}",
-                    entry.index, self.applied
+                    entry.index, node.applied
                 ));
             }
             if let EntryData::Command(command) = &entry.data {
-                self.state.apply(entry.index, command);
+                node.state.apply(entry.index, command);
             }
-            self.applied = entry.index;
-            if let Some(write) = self.writes.remove(&entry.index) {
+            node.applied = entry.index;
+            if let Some(write) = node.writes.remove(&entry.index) {
                 let reply = if write.term == entry.term {
                     Reply::Written
                 } else {
@@ -420,13 +456,13 @@ impl SimNode {
         // ...then reads: the core guarantees their index is applied by now.
         let mut reads_answered = Vec::new();
         for (id, outcome) in &ready.reads {
-            let Some(tag) = self.reads.remove(id) else {
+            let Some(tag) = node.reads.remove(id) else {
                 continue;
             };
             match outcome {
                 ReadOutcome::Ready { index } => {
-                    reads_answered.push((*index, self.applied));
-                    replies.push((tag, Reply::Value(self.state.read())));
+                    reads_answered.push((*index, node.applied));
+                    replies.push((tag, Reply::Value(node.state.read())));
                 }
                 ReadOutcome::Failed => replies.push((tag, Reply::ReadFailed)),
             }
@@ -439,14 +475,16 @@ impl SimNode {
             .iter()
             .any(|event| matches!(event, CoreEvent::SteppedDown { .. }))
         {
-            for (_, write) in std::mem::take(&mut self.writes) {
+            for (_, write) in std::mem::take(&mut node.writes) {
                 replies.push((write.tag, Reply::Unknown("leader stepped down")));
             }
         }
-        Ok(Handled {
+        ready.messages = std::mem::take(&mut self.sent);
+        self.handled = Some(Handled {
             ready,
             replies,
             reads_answered,
-        })
+        });
+        Ok(())
     }
 }
