@@ -190,8 +190,11 @@ impl Raft {
             None => true,
             Some(voted) => voted == candidate,
         };
-        let log_ok = self.log.is_up_to_date(last_log_index, last_log_term)
-            || self.bugs().vote_without_log_check;
+        let log_ok = rule!(
+            self,
+            self.log.is_up_to_date(last_log_index, last_log_term),
+            broken_by vote_without_log_check
+        );
         free_to_vote && log_ok
     }
 
@@ -205,8 +208,11 @@ impl Raft {
         last_log_index: Index,
         last_log_term: Term,
     ) {
-        let log_ok = self.log.is_up_to_date(last_log_index, last_log_term)
-            || self.bugs().vote_without_log_check;
+        let log_ok = rule!(
+            self,
+            self.log.is_up_to_date(last_log_index, last_log_term),
+            broken_by vote_without_log_check
+        );
         let vote_granted = proposed_term > self.current_term && log_ok;
         // A refusal carries our own term, so a pre-candidate that is behind
         // learns the current term.
@@ -281,9 +287,11 @@ impl Raft {
     pub(super) fn vote_counts(&self, voter: &NodeId, incarnation: Incarnation) -> bool {
         match self.membership.incarnations.get(voter) {
             None => true,
-            Some(recorded) => {
-                *recorded == incarnation || self.bugs().count_votes_from_any_incarnation
-            }
+            Some(recorded) => rule!(
+                self,
+                *recorded == incarnation,
+                broken_by count_votes_from_any_incarnation
+            ),
         }
     }
 

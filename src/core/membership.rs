@@ -262,7 +262,8 @@ impl Raft {
         }
         let committed_in_term = self.log.term_at(self.commit_index) == Some(self.current_term);
         let busy = self.members_change_pending() || !committed_in_term;
-        if busy && !self.bugs().overlapping_membership_changes {
+        let one_at_a_time = rule!(self, !busy, broken_by overlapping_membership_changes);
+        if !one_at_a_time {
             return Err(MembershipError::ChangeInProgress);
         }
         Ok(())

@@ -23,6 +23,33 @@
 //! transfer), [`replication`] (AppendEntries, the
 //! commit rule), [`read`] (ReadIndex reads), [`log`] (the log itself).
 
+// The deliberate bugs of `BugSwitches` stay out of the lines that state a
+// rule. A rule's condition is written as the paper says it, inside
+// `rule!(self, condition, broken_by switch)`; a bug that takes another path
+// is a separate `if bug!(self, switch)` before the rule. Without the
+// `bug-switches` feature both come down to the rule alone.
+
+/// `rule!(self, condition, broken_by switch)`: `condition`, a rule of the
+/// paper, except that it always holds while the deliberate bug `switch` is
+/// on (test builds only).
+macro_rules! rule {
+    ($raft:expr, $condition:expr, broken_by $switch:ident) => {
+        $condition || bug!($raft, $switch)
+    };
+}
+
+/// `bug!(self, switch)`: whether the deliberate bug `switch` is on; the
+/// constant `false` without the `bug-switches` feature.
+macro_rules! bug {
+    ($raft:expr, $switch:ident) => {{
+        #[cfg(feature = "bug-switches")]
+        let on = $raft.config.bugs.$switch;
+        #[cfg(not(feature = "bug-switches"))]
+        let on = false;
+        on
+    }};
+}
+
 pub mod election;
 pub mod log;
 pub mod membership;
@@ -986,18 +1013,6 @@ impl Raft {
         self.unstable_from = Some(self.unstable_from.map_or(index, |i| i.min(index)));
         self.stable_index = self.stable_index.min(index - 1);
         self.note_log_changed(index);
-    }
-
-    /// The deliberate bugs switched on (none, outside test builds).
-    fn bugs(&self) -> BugSwitches {
-        #[cfg(feature = "bug-switches")]
-        {
-            self.config.bugs
-        }
-        #[cfg(not(feature = "bug-switches"))]
-        {
-            BugSwitches::default()
-        }
     }
 
     // ----- invariants (checked in debug builds after every step) --------

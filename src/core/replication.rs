@@ -350,6 +350,9 @@ impl Raft {
     /// term are kept: the request may be an old, delayed one, and truncating
     /// matching entries could drop entries we already acknowledged.
     fn append_from_leader(&mut self, entries: &[Entry]) {
+        if bug!(self, keep_conflicting_suffix) {
+            return self.overwrite_keeping_suffix(entries);
+        }
         for (position, entry) in entries.iter().enumerate() {
             match self.log.term_at(entry.index) {
                 Some(term) if term == entry.term => continue,
@@ -358,11 +361,6 @@ impl Raft {
                         entry.index > self.commit_index,
                         "truncating a committed entry"
                     );
-                    if self.bugs().keep_conflicting_suffix {
-                        self.log.replace_one(entry.clone());
-                        self.mark_unstable(entry.index);
-                        continue;
-                    }
                     self.log.truncate_from(entry.index);
                 }
                 None => {}
@@ -370,6 +368,25 @@ impl Raft {
             self.log.extend(&entries[position..]);
             self.mark_unstable(entry.index);
             return;
+        }
+    }
+
+    /// The deliberate bug `keep_conflicting_suffix`: a conflicting entry is
+    /// overwritten in place and the entries after it are kept.
+    fn overwrite_keeping_suffix(&mut self, entries: &[Entry]) {
+        for (position, entry) in entries.iter().enumerate() {
+            match self.log.term_at(entry.index) {
+                Some(term) if term == entry.term => {}
+                Some(_) => {
+                    self.log.replace_one(entry.clone());
+                    self.mark_unstable(entry.index);
+                }
+                None => {
+                    self.log.extend(&entries[position..]);
+                    self.mark_unstable(entry.index);
+                    return;
+                }
+            }
         }
     }
 
@@ -548,8 +565,11 @@ impl Raft {
         else {
             return;
         };
-        let current_term_ok = self.log.term_at(majority_index) == Some(self.current_term)
-            || self.bugs().commit_earlier_term;
+        let current_term_ok = rule!(
+            self,
+            self.log.term_at(majority_index) == Some(self.current_term),
+            broken_by commit_earlier_term
+        );
         if majority_index > self.commit_index && current_term_ok {
             self.commit_index = majority_index;
             self.on_commit_advanced();

@@ -235,10 +235,11 @@ impl Raft {
     fn install_snapshot(&mut self, snapshot: Snapshot) {
         let index = snapshot.last_included_index;
         debug_assert!(index > self.commit_index);
-        if self.bugs().keep_log_conflicting_with_snapshot {
+        if bug!(self, keep_log_conflicting_with_snapshot) {
             self.log
                 .compact_keeping_suffix(index, snapshot.last_included_term);
         } else {
+            // Rules 6 and 7.
             self.log.compact(index, snapshot.last_included_term);
         }
         self.commit_index = index;
