@@ -362,7 +362,7 @@ impl Raft {
         }
         heard.insert(self.config.id.clone());
         if !self.is_quorum(&heard) {
-            self.become_follower(self.current_term, None, StepDownReason::LostQuorum);
+            self.step_down(self.current_term, StepDownReason::LostQuorum);
         }
     }
 

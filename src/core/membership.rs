@@ -417,7 +417,7 @@ impl Raft {
             if let Some(successor) = self.most_up_to_date_voter() {
                 self.send(successor, MessageBody::TimeoutNow);
             }
-            self.become_follower(self.current_term, None, StepDownReason::Removed);
+            self.step_down(self.current_term, StepDownReason::Removed);
         }
     }
 

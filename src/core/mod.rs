@@ -885,9 +885,14 @@ impl Raft {
     /// to follower." Returns false if the message is from an older term.
     fn observe_term(&mut self, msg: &Message) -> bool {
         if msg.term > self.current_term {
-            let leader =
-                matches!(msg.body, MessageBody::AppendEntries { .. }).then(|| msg.from.clone());
-            self.become_follower(msg.term, leader, StepDownReason::HigherTerm);
+            match msg.body {
+                // The sender leads the newer term: follow it at once.
+                MessageBody::AppendEntries { .. } => {
+                    self.leave_role(msg.term, StepDownReason::HigherTerm);
+                    self.follow(msg.from.clone());
+                }
+                _ => self.step_down(msg.term, StepDownReason::HigherTerm),
+            }
         }
         msg.term >= self.current_term
     }
@@ -933,10 +938,43 @@ impl Raft {
         self.send(msg.from, body);
     }
 
-    /// Becomes a follower in `term` (Figure 2, All Servers, rule 2, and
-    /// Candidates: "If AppendEntries RPC received from new leader: convert
-    /// to follower"). `reason` says why, if this node was leading.
-    fn become_follower(&mut self, term: Term, leader: Option<NodeId>, reason: StepDownReason) {
+    /// Becomes a follower that knows no leader yet: in a newer `term`
+    /// (Figure 2, All Servers, rule 2), or in its own term when a leader
+    /// stops leading (CheckQuorum, its removal). `reason` says why, if this
+    /// node was leading.
+    fn step_down(&mut self, term: Term, reason: StepDownReason) {
+        let was_leader = self.leave_role(term, reason);
+        self.role = Role::Follower { leader: None };
+        // Figure 2 resets a follower's election timer only when it hears
+        // from the current leader or grants a vote; merely seeing a newer
+        // term (say, from a candidate it refuses) does not. A former leader
+        // starts a fresh timer, since it kept none while leading.
+        if was_leader {
+            self.reset_election_timer();
+        }
+    }
+
+    /// Follows `leader`, the leader of the current term: Candidates, "If
+    /// AppendEntries RPC received from new leader: convert to follower";
+    /// Followers, hearing from the current leader resets the election
+    /// timer.
+    fn follow(&mut self, leader: NodeId) {
+        if let Role::Leader(_) = self.role {
+            // Two leaders in one term cannot happen (Election Safety); were
+            // a forged message to claim it, the reads waiting here are
+            // failed rather than lost.
+            self.leave_role(self.current_term, StepDownReason::HigherTerm);
+        }
+        self.role = Role::Follower {
+            leader: Some(leader),
+        };
+        self.reset_election_timer();
+    }
+
+    /// What ends with the current role: a leader fails the reads waiting on
+    /// it and says why it stops; a newer `term` is adopted with no vote in
+    /// it yet. Returns whether this node was leading.
+    fn leave_role(&mut self, term: Term, reason: StepDownReason) -> bool {
         debug_assert!(term >= self.current_term);
         let was_leader = matches!(self.role, Role::Leader(_));
         if let Role::Leader(state) = &mut self.role {
@@ -949,14 +987,7 @@ impl Raft {
             self.voted_for = None;
             self.hard_state_changed = true;
         }
-        // Figure 2 resets a follower's election timer only when it hears
-        // from the current leader or grants a vote; merely seeing a newer
-        // term (say, from a candidate it refuses) does not. A former leader
-        // starts a fresh timer, since it kept none while leading.
-        if was_leader || leader.is_some() {
-            self.reset_election_timer();
-        }
-        self.role = Role::Follower { leader };
+        was_leader
     }
 
     fn reset_election_timer(&mut self) {

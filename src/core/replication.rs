@@ -267,11 +267,7 @@ impl Raft {
         );
         // §5.2: a candidate that hears from the leader of its term steps
         // back; any follower remembers who leads and resets its timer.
-        self.become_follower(
-            self.current_term,
-            Some(leader.clone()),
-            super::StepDownReason::HigherTerm,
-        );
+        self.follow(leader.clone());
         let AppendRequest {
             prev_log_index,
             prev_log_term,

@@ -154,11 +154,7 @@ impl Raft {
     /// (reply if term < currentTerm) is applied in `step`. Like
     /// AppendEntries, a chunk comes from the current leader.
     pub(super) fn on_install_snapshot(&mut self, leader: NodeId, chunk: Chunk) {
-        self.become_follower(
-            self.current_term,
-            Some(leader.clone()),
-            super::StepDownReason::HigherTerm,
-        );
+        self.follow(leader.clone());
         let index = chunk.last_included_index;
         let (next_offset, done) = self.receive_chunk(chunk);
         // Sent after the snapshot is durable: the driver persists a Ready
