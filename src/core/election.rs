@@ -149,7 +149,7 @@ impl Raft {
     }
 
     /// Figure 2, RequestVote RPC, receiver implementation. Rule 1 (reply
-    /// false if term < currentTerm) is applied in `step` before we get here.
+    /// false if term < currentTerm) is applied in `check_term` before we get here.
     pub(super) fn on_request_vote(
         &mut self,
         candidate: NodeId,

@@ -574,19 +574,55 @@ impl Raft {
         if self.ignore_vote_request(&msg) {
             return;
         }
-        if let Some(msg) = self.step_pre_vote(msg) {
-            self.step_with_term(msg);
-        }
-    }
-
-    /// Every message but a PreVote and a granted PreVoteResponse, which
-    /// never change anybody's term.
-    fn step_with_term(&mut self, msg: Message) {
-        if !self.observe_term(&msg) {
-            self.reject_stale(msg);
+        if !self.check_term(&msg) {
             return;
         }
         let before = self.invariant_snapshot();
+        self.dispatch(msg);
+        self.check_invariants(before);
+    }
+
+    /// The term rules of Figure 2, for every message, in one place. Returns
+    /// whether the message goes on to its handler.
+    ///
+    /// - All Servers, rule 2: "If RPC request or response contains term T >
+    ///   currentTerm: set currentTerm = T, convert to follower."
+    /// - Receiver rule 1 of AppendEntries, RequestVote (and InstallSnapshot,
+    ///   Figure 13): "Reply false if term < currentTerm"; the refusal
+    ///   carries our term, so the stale sender learns it. A stale response
+    ///   is dropped.
+    ///
+    /// A PreVote's term, and a granted PreVoteResponse's, is the term the
+    /// sender would campaign in, not its own: neither rule applies to them
+    /// (dissertation §9.6), and nobody changes term because of them.
+    fn check_term(&mut self, msg: &Message) -> bool {
+        let proposed_term = match msg.body {
+            MessageBody::PreVote { .. } => true,
+            MessageBody::PreVoteResponse { vote_granted, .. } => vote_granted,
+            _ => false,
+        };
+        if proposed_term {
+            return true;
+        }
+        if msg.term > self.current_term {
+            match msg.body {
+                // The sender leads the newer term: follow it at once.
+                MessageBody::AppendEntries { .. } => {
+                    self.leave_role(msg.term, StepDownReason::HigherTerm);
+                    self.follow(msg.from.clone());
+                }
+                _ => self.step_down(msg.term, StepDownReason::HigherTerm),
+            }
+        }
+        if msg.term < self.current_term {
+            self.reject_stale(msg);
+            return false;
+        }
+        true
+    }
+
+    /// Hands a message of the current term to the handler of its RPC.
+    fn dispatch(&mut self, msg: Message) {
         match msg.body {
             MessageBody::RequestVote {
                 last_log_index,
@@ -664,11 +700,21 @@ impl Raft {
                     incarnation,
                 },
             ),
-            MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { .. } => {
-                debug_assert!(false, "pre-votes are handled in step_pre_vote")
+            MessageBody::PreVote {
+                last_log_index,
+                last_log_term,
+            } => self.on_pre_vote(msg.from, msg.term, last_log_index, last_log_term),
+            MessageBody::PreVoteResponse {
+                vote_granted,
+                incarnation,
+            } => {
+                // A refusal carries the refuser's own term, already
+                // observed in `check_term`: nothing more to learn.
+                if vote_granted {
+                    self.on_pre_vote_response(msg.from, msg.term, incarnation);
+                }
             }
         }
-        self.check_invariants(before);
     }
 
     /// Dissertation §4.2.3: while a leader is known to be alive, requests to
@@ -687,35 +733,6 @@ impl Raft {
             _ => false,
         };
         disruptive && msg.term > self.current_term && self.in_leader_lease()
-    }
-
-    /// Handles the PreVote messages, whose term is a proposal rather than
-    /// the sender's term, so Figure 2's term rules do not apply to them.
-    /// Returns every other message untouched.
-    fn step_pre_vote(&mut self, msg: Message) -> Option<Message> {
-        match msg.body {
-            MessageBody::PreVote {
-                last_log_index,
-                last_log_term,
-            } => {
-                self.on_pre_vote(msg.from, msg.term, last_log_index, last_log_term);
-                None
-            }
-            MessageBody::PreVoteResponse {
-                vote_granted,
-                incarnation,
-            } if vote_granted => {
-                self.on_pre_vote_response(msg.from, msg.term, incarnation);
-                None
-            }
-            // A refusal carries the refuser's real term: if it is newer we
-            // adopt it like any other; otherwise there is nothing to learn.
-            MessageBody::PreVoteResponse { .. } => {
-                self.observe_term(&msg);
-                None
-            }
-            _ => Some(msg),
-        }
     }
 
     /// Figure 2, Rules for Servers, Leaders: "If command received from
@@ -880,27 +897,10 @@ impl Raft {
 
     // ----- shared helpers -----------------------------------------------
 
-    /// Figure 2, Rules for Servers, All Servers, rule 2: "If RPC request or
-    /// response contains term T > currentTerm: set currentTerm = T, convert
-    /// to follower." Returns false if the message is from an older term.
-    fn observe_term(&mut self, msg: &Message) -> bool {
-        if msg.term > self.current_term {
-            match msg.body {
-                // The sender leads the newer term: follow it at once.
-                MessageBody::AppendEntries { .. } => {
-                    self.leave_role(msg.term, StepDownReason::HigherTerm);
-                    self.follow(msg.from.clone());
-                }
-                _ => self.step_down(msg.term, StepDownReason::HigherTerm),
-            }
-        }
-        msg.term >= self.current_term
-    }
-
     /// A request from an older term is answered with a refusal that carries
     /// our term, so the stale sender learns of it and steps down (Figure 2,
     /// receiver rule 1 of both RPCs). Stale responses are dropped.
-    fn reject_stale(&mut self, msg: Message) {
+    fn reject_stale(&mut self, msg: &Message) {
         let body = match msg.body {
             MessageBody::RequestVote { .. } => MessageBody::RequestVoteResponse {
                 vote_granted: false,
@@ -935,7 +935,7 @@ impl Raft {
                 incarnation: self.config.incarnation,
             },
         };
-        self.send(msg.from, body);
+        self.send(msg.from.clone(), body);
     }
 
     /// Becomes a follower that knows no leader yet: in a newer `term`

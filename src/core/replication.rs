@@ -259,7 +259,7 @@ impl Raft {
     }
 
     /// Figure 2, AppendEntries RPC, receiver implementation. Rule 1 (reply
-    /// false if term < currentTerm) is applied in `step` before we get here.
+    /// false if term < currentTerm) is applied in `check_term` before we get here.
     pub(super) fn on_append_entries(&mut self, leader: NodeId, request: AppendRequest) {
         debug_assert!(
             !matches!(self.role, Role::Leader(_)),

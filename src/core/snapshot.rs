@@ -151,7 +151,7 @@ impl Raft {
     }
 
     /// Figure 13, InstallSnapshot RPC, receiver implementation. Rule 1
-    /// (reply if term < currentTerm) is applied in `step`. Like
+    /// (reply if term < currentTerm) is applied in `check_term`. Like
     /// AppendEntries, a chunk comes from the current leader.
     pub(super) fn on_install_snapshot(&mut self, leader: NodeId, chunk: Chunk) {
         self.follow(leader.clone());
