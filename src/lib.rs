@@ -98,8 +98,11 @@
 //! 1. [`message`]: the vocabulary. Terms, indexes, entries, and the RPCs of
 //!    Figure 2 as one-way messages.
 //! 2. [`core::log`]: the log, and the "at least as up-to-date" test.
-//! 3. [`core`] (`core/mod.rs`): the `Raft` struct, shaped like Figure 2, its
-//!    roles, and the `Ready` contract with the driver.
+//! 3. [`core`] (`core/mod.rs`): the `Raft` struct first, shaped like
+//!    Figure 2, then its roles and how a message reaches its rule
+//!    ([`core::Raft::step`], [`core::Raft::check_term`]); [`core::ready`],
+//!    the `Ready` contract with the driver; [`core::config`], the settings
+//!    and limits.
 //! 4. [`core::election`]: timeouts, RequestVote, becoming leader; then
 //!    PreVote, CheckQuorum and leadership transfer.
 //! 5. [`core::replication`]: AppendEntries, the consistency check, conflict

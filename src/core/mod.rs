@@ -21,7 +21,9 @@
 //! The rules live in the submodules, each citing the paper:
 //! [`election`] (RequestVote, timers, PreVote, CheckQuorum, leadership
 //! transfer), [`replication`] (AppendEntries, the
-//! commit rule), [`read`] (ReadIndex reads), [`log`] (the log itself).
+//! commit rule), [`read`] (ReadIndex reads), [`log`] (the log itself),
+//! [`snapshot`] (compaction, InstallSnapshot), [`membership`]; what the core
+//! hands out is in [`ready`], how it is configured in [`config`].
 
 // The deliberate bugs of `BugSwitches` stay out of the lines that state a
 // rule. A rule's condition is written as the paper says it, inside
@@ -50,10 +52,12 @@ macro_rules! bug {
     }};
 }
 
+pub mod config;
 pub mod election;
 pub mod log;
 pub mod membership;
 pub mod read;
+pub mod ready;
 pub mod replication;
 pub mod snapshot;
 
@@ -65,117 +69,65 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 
+pub use self::config::{
+    BugSwitches, Config, MAX_APPEND_BYTES, MAX_COMMAND_BYTES, MAX_ENTRIES_PER_APPEND,
+    MAX_INFLIGHT_BYTES, MAX_INFLIGHT_ENTRIES, MAX_RETIRED_INCARNATIONS,
+};
 pub use self::election::TransferError;
 pub use self::log::Log;
 pub use self::membership::MembershipError;
 pub use self::read::ReadOutcome;
 use self::read::ReadQueue;
+pub use self::ready::{Event, NotLeader, Ready, StepDownReason};
 use self::replication::Progress;
 pub use self::snapshot::CompactError;
 
-/// Most entries one AppendEntries message carries.
-pub const MAX_ENTRIES_PER_APPEND: usize = 512;
-/// About the most bytes of entries one AppendEntries message carries (one
-/// entry more if a single entry is larger), well below the wire's line
-/// limit (`transport::MAX_LINE_BYTES`).
-pub const MAX_APPEND_BYTES: usize = 1024 * 1024;
-/// The largest command a leader accepts: one entry must fit in one
-/// AppendEntries line and one storage record with room to spare.
-pub const MAX_COMMAND_BYTES: usize = 1024 * 1024;
-/// Most entries the leader lets be in flight (sent, not yet acknowledged) to
-/// one follower before it waits for answers.
-pub const MAX_INFLIGHT_ENTRIES: u64 = 4096;
-/// About the most bytes of entries in flight to one follower (one more
-/// AppendEntries is sent while below it). With large values the entry count
-/// alone would let gigabytes pile up in queues and socket buffers for a
-/// slow follower; this keeps the leader's memory for it near 8 MiB.
-pub const MAX_INFLIGHT_BYTES: usize = 8 * 1024 * 1024;
-/// Most replaced incarnations a leader remembers, so that late answers from
-/// a data directory that has since been replaced are recognised and
-/// ignored. Only a leader's own term needs them (older answers carry an
-/// older term), and each entry is a member that lost its disk in that term.
-pub const MAX_RETIRED_INCARNATIONS: usize = 64;
+/// One Raft node's protocol state.
+#[derive(Debug)]
+pub struct Raft {
+    config: Config,
 
-/// How a node is configured. Times are in ticks; the driver decides how long
-/// a tick is.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// This node.
-    pub id: NodeId,
-    /// The incarnation of this node's data directory (drawn when the
-    /// directory was created; `0`: unknown). Sent with every answer, so a
-    /// leader notices a member that came back with an empty directory.
-    pub incarnation: Incarnation,
-    /// The voting members the cluster started with, this node included
-    /// (empty for a node that joins an existing cluster). Membership changes
-    /// in the log or a snapshot replace it (dissertation ch. 4).
-    pub voters: Vec<NodeId>,
-    /// Where the starting voters listen, if known: carried into membership
-    /// entries so every node learns every address.
-    pub addresses: BTreeMap<NodeId, String>,
-    /// The election timeout is drawn uniformly from this inclusive range
-    /// each time the timer is reset (§5.2: randomised timeouts make split
-    /// votes rare).
-    pub election_timeout_ticks: (u64, u64),
-    /// How often a leader sends AppendEntries when it has nothing else to
-    /// say; must be well below the election timeout.
-    pub heartbeat_ticks: u64,
-    /// Ask "could I win?" before starting an election (dissertation §9.6).
-    pub pre_vote: bool,
-    /// Leaders step down when they stop hearing from a majority, and
-    /// followers that hear from a leader ignore vote requests (§4.2.3, §6.2).
-    pub check_quorum: bool,
-    /// Switches that each break one rule on purpose, so the simulator can
-    /// show that its checks catch the bug. Test builds only.
-    #[cfg(feature = "bug-switches")]
-    pub bugs: BugSwitches,
-}
+    // Figure 2, "Persistent state on all servers".
+    current_term: Term,
+    voted_for: Option<NodeId>,
+    log: Log,
 
-impl Config {
-    /// A configuration with the defaults: with a 10 ms tick, an election
-    /// timeout of 150–300 ms and a heartbeat every 50 ms.
-    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
-        Config {
-            id,
-            incarnation: 0,
-            voters,
-            addresses: BTreeMap::new(),
-            election_timeout_ticks: (15, 30),
-            heartbeat_ticks: 5,
-            pre_vote: true,
-            check_quorum: true,
-            #[cfg(feature = "bug-switches")]
-            bugs: BugSwitches::default(),
-        }
-    }
-}
+    // Figure 2, "Volatile state on all servers".
+    commit_index: Index,
+    last_applied: Index,
 
-/// Deliberate bugs, one per rule, for tests that prove the checks can fail.
-/// They can only be turned on through `Config::bugs`, which exists only
-/// with the `bug-switches` feature; in a release build every switch reads
-/// as off.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct BugSwitches {
-    /// Break §5.4.2: commit entries of earlier terms by counting replicas.
-    pub commit_earlier_term: bool,
-    /// Break §5.4.1: grant votes without the up-to-date check.
-    pub vote_without_log_check: bool,
-    /// Break Figure 2, AppendEntries receiver, rule 3: overwrite a
-    /// conflicting entry but keep the entries after it.
-    pub keep_conflicting_suffix: bool,
-    /// Break §6.4: answer reads from local state without confirming
-    /// leadership with a round of heartbeats.
-    pub read_without_quorum: bool,
-    /// Break Figure 13, InstallSnapshot receiver rule 7: keep the log after
-    /// a snapshot even when it conflicts with the snapshot's last entry.
-    pub keep_log_conflicting_with_snapshot: bool,
-    /// Break §4.1 and the raft-dev 2015 fix: start a membership change while
-    /// another is uncommitted, or before the leader has committed an entry
-    /// of its term.
-    pub overlapping_membership_changes: bool,
-    /// Count a vote whatever the incarnation of the directory it came
-    /// from: a member that lost its disk may then vote twice in a term.
-    pub count_votes_from_any_incarnation: bool,
+    role: Role,
+    /// Ticks since the election timer was last reset.
+    election_elapsed: u64,
+    /// The current randomised election timeout, in ticks.
+    election_timeout: u64,
+    rng: StdRng,
+
+    /// The highest log index known to be durable on this node. A leader
+    /// counts its own copy of an entry towards a majority only up to here.
+    stable_index: Index,
+
+    /// The membership in force: the latest in the log (committed or not),
+    /// else the snapshot's, else the one the node started with (§4.1).
+    membership: Membership,
+    /// The index of the entry `membership` came from (0: not from the log).
+    membership_index: Index,
+    /// The latest snapshot, which a leader sends to followers that need
+    /// entries it no longer holds, with its JSON form.
+    snapshot: Option<snapshot::HeldSnapshot>,
+    /// A snapshot arriving from the leader in chunks.
+    incoming_snapshot: Option<snapshot::IncomingSnapshot>,
+
+    // Output collected since the last `ready()`.
+    hard_state_changed: bool,
+    /// Lowest log index changed since the last `ready()`.
+    unstable_from: Option<Index>,
+    messages: Vec<Message>,
+    reads_done: Vec<(u64, ReadOutcome)>,
+    events: Vec<Event>,
+    snapshot_to_install: Option<Snapshot>,
+    /// The leader appended entries not yet offered to the followers.
+    replicate_pending: bool,
 }
 
 /// What a node currently is, with the state that only that role has.
@@ -241,155 +193,6 @@ impl std::fmt::Display for RoleKind {
     }
 }
 
-/// Something a person watching the node would want to know; the driver
-/// prints these as the user-facing lines.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// "Node 8000 starting election for term 1".
-    ElectionStarted { term: Term },
-    /// "Node 8000 elected as leader for term 1".
-    BecameLeader { term: Term },
-    /// A leader became a follower.
-    SteppedDown { term: Term, reason: StepDownReason },
-    /// "Leader 8000 transferring leadership to 8001".
-    TransferStarted { term: Term, target: NodeId },
-    /// The target did not take over within an election timeout; the leader
-    /// takes writes again.
-    TransferAborted { term: Term, target: NodeId },
-    /// "Leader 8000 adding node 8003 as learner".
-    LearnerAdded { id: NodeId },
-    /// "Leader 8000 promoting node 8003 to voter": the learner caught up.
-    LearnerPromoted { id: NodeId },
-    /// "Leader 8000 removing node 8002".
-    MemberRemoved { id: NodeId },
-    /// A follower's answer shows it has fewer entries than it acknowledged
-    /// to this leader, or comes from a new data directory: it lost its disk
-    /// (or part of it). `acknowledged` is the `match_index` the leader held,
-    /// `last_index` what the follower says it holds now; `incarnations` is
-    /// `(recorded, now)` when the directory itself was replaced.
-    LostEntries {
-        id: NodeId,
-        acknowledged: Index,
-        last_index: Index,
-        incarnations: Option<(Incarnation, Incarnation)>,
-    },
-    /// "Leader 8000 making node 8001 a learner until it catches up": a
-    /// voter that lost its disk may have lost its votes too.
-    MemberDemoted { id: NodeId },
-}
-
-/// Why a leader stopped leading.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StepDownReason {
-    /// It saw a message from a newer term (Figure 2, All Servers, rule 2).
-    HigherTerm,
-    /// CheckQuorum: it heard from no majority for an election timeout.
-    LostQuorum,
-    /// A membership without it committed (dissertation §4.2.2).
-    Removed,
-}
-
-impl std::fmt::Display for Event {
-    /// In the words a person watching would use: `became leader in term 2`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Event::ElectionStarted { term } => write!(f, "started an election for term {term}"),
-            Event::BecameLeader { term } => write!(f, "became leader in term {term}"),
-            Event::SteppedDown { term, reason } => {
-                write!(f, "stepped down in term {term} ({reason})")
-            }
-            Event::TransferStarted { term, target } => {
-                write!(f, "transferring leadership to {target} in term {term}")
-            }
-            Event::TransferAborted { term, target } => {
-                write!(
-                    f,
-                    "gave up transferring leadership to {target} in term {term}"
-                )
-            }
-            Event::LearnerAdded { id } => write!(f, "added {id} as a learner"),
-            Event::LearnerPromoted { id } => write!(f, "promoted learner {id} to voter"),
-            Event::MemberRemoved { id } => write!(f, "removed {id}"),
-            Event::LostEntries {
-                id,
-                acknowledged,
-                last_index,
-                incarnations,
-            } => {
-                write!(
-                    f,
-                    "learned that {id} lost entries: it had acknowledged {acknowledged}, now holds up to {last_index}"
-                )?;
-                match incarnations {
-                    Some((recorded, now)) => {
-                        write!(f, " (new data directory: incarnation {recorded} → {now})")
-                    }
-                    None => Ok(()),
-                }
-            }
-            Event::MemberDemoted { id } => {
-                write!(f, "made {id} a learner until it catches up")
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for StepDownReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            StepDownReason::HigherTerm => "saw a higher term",
-            StepDownReason::LostQuorum => "heard from no majority",
-            StepDownReason::Removed => "removed from the cluster",
-        })
-    }
-}
-
-/// Why a request cannot be served here.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NotLeader {
-    /// The leader this node knows of, if any: try there.
-    pub leader: Option<NodeId>,
-}
-
-/// The work the core hands to its driver. See the module docs for the order
-/// in which it must be done.
-#[derive(Clone, Debug, Default)]
-pub struct Ready {
-    /// Term and vote to make durable, if they changed.
-    pub hard_state: Option<HardState>,
-    /// Entries to make durable. If the first one's index is at or below the
-    /// last stored index, the stored entries from that index on must be
-    /// dropped first (a conflicting suffix, §5.3).
-    pub entries: Vec<Entry>,
-    /// Messages to send, after persisting; except that those for which
-    /// [`MessageBody::may_precede_persist`] is true may be sent before.
-    pub messages: Vec<Message>,
-    /// Newly committed entries to apply, in order.
-    pub committed: Vec<Entry>,
-    /// Reads whose index is now known (or that failed), to answer after
-    /// applying `committed`.
-    pub reads: Vec<(u64, ReadOutcome)>,
-    /// Things worth telling a person.
-    pub events: Vec<Event>,
-    /// A snapshot from the leader to make durable (compacting the stored log
-    /// as `Storage::save_snapshot` does) and then to restore the state
-    /// machine from, before applying `committed`.
-    pub snapshot: Option<Snapshot>,
-}
-
-impl Ready {
-    /// True if there is nothing to do.
-    pub fn is_empty(&self) -> bool {
-        self.hard_state.is_none()
-            && self.entries.is_empty()
-            && self.messages.is_empty()
-            && self.committed.is_empty()
-            && self.reads.is_empty()
-            && self.events.is_empty()
-            && self.snapshot.is_none()
-    }
-}
-
 /// Checks what the rules take on trust: the entries of an AppendEntries
 /// follow `prev_log_index` one by one, with terms that never go down and
 /// never exceed the sender's term. A message that breaks this can only come
@@ -417,54 +220,6 @@ fn well_formed(msg: &Message) -> bool {
         expected = (entry.index, entry.term);
     }
     *prev_log_term <= msg.term
-}
-
-/// One Raft node's protocol state.
-#[derive(Debug)]
-pub struct Raft {
-    config: Config,
-
-    // Figure 2, "Persistent state on all servers".
-    current_term: Term,
-    voted_for: Option<NodeId>,
-    log: Log,
-
-    // Figure 2, "Volatile state on all servers".
-    commit_index: Index,
-    last_applied: Index,
-
-    role: Role,
-    /// Ticks since the election timer was last reset.
-    election_elapsed: u64,
-    /// The current randomised election timeout, in ticks.
-    election_timeout: u64,
-    rng: StdRng,
-
-    /// The highest log index known to be durable on this node. A leader
-    /// counts its own copy of an entry towards a majority only up to here.
-    stable_index: Index,
-
-    /// The membership in force: the latest in the log (committed or not),
-    /// else the snapshot's, else the one the node started with (§4.1).
-    membership: Membership,
-    /// The index of the entry `membership` came from (0: not from the log).
-    membership_index: Index,
-    /// The latest snapshot, which a leader sends to followers that need
-    /// entries it no longer holds, with its JSON form.
-    snapshot: Option<snapshot::HeldSnapshot>,
-    /// A snapshot arriving from the leader in chunks.
-    incoming_snapshot: Option<snapshot::IncomingSnapshot>,
-
-    // Output collected since the last `ready()`.
-    hard_state_changed: bool,
-    /// Lowest log index changed since the last `ready()`.
-    unstable_from: Option<Index>,
-    messages: Vec<Message>,
-    reads_done: Vec<(u64, ReadOutcome)>,
-    events: Vec<Event>,
-    snapshot_to_install: Option<Snapshot>,
-    /// The leader appended entries not yet offered to the followers.
-    replicate_pending: bool,
 }
 
 impl Raft {
