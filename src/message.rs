@@ -6,6 +6,7 @@
 //! Messages between peers are one-way: a response is a message too, sent on
 //! the responder's own connection. So the core never waits on a socket.
 
+use crate::metrics::Metrics;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -401,6 +402,9 @@ pub enum ClientCommand {
     /// The last `count` entries of this node's log, as it holds them now;
     /// answered at once, like `Status`.
     Log { count: usize },
+    /// This node's counters (fsyncs, bytes and messages sent), for
+    /// measuring it: see [`crate::metrics`]. Answered at once.
+    Metrics,
 }
 
 /// A node's answer to a `ClientRequest`.
@@ -428,6 +432,8 @@ pub enum ClientResult {
     Error { message: String },
     /// The answer to `Log`: entries in index order.
     Log { entries: Vec<LogRow> },
+    /// The answer to `Metrics`.
+    Metrics(Metrics),
 }
 
 /// One log entry as `log` shows it.
@@ -465,21 +471,6 @@ pub struct Status {
     /// The index the latest snapshot covers.
     #[serde(default)]
     pub snapshot_index: Index,
-    /// fsyncs this node's storage has done since it started: with
-    /// `commit_index`, what `raft bench` turns into fsyncs per entry.
-    /// Optional on the wire (`0` from a node that does not report it).
-    #[serde(default)]
-    pub fsyncs: u64,
-    /// Bytes written to peer connections since the node started.
-    #[serde(default)]
-    pub bytes_sent: u64,
-    /// Messages written to peer connections since the node started.
-    #[serde(default)]
-    pub messages_sent: u64,
-    /// The longest the node's disk held up its state-machine thread in one
-    /// sync (writes and fsync), in microseconds, since it started.
-    #[serde(default)]
-    pub longest_sync_us: u64,
 }
 
 /// One line on the wire.

@@ -28,6 +28,7 @@ use crate::message::{
     ClientCommand, ClientRequest, ClientResponse, ClientResult, EntryData, Incarnation, Index,
     LogRow, Membership, Message, MessageBody, NodeId, Status, Term,
 };
+use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::prompt::{
     log_table, parse_prompt, print_result, spawn_stdin_reader, ForwardQueue, PromptCommand, HELP,
@@ -788,6 +789,7 @@ impl Node {
                     },
                 )
             }
+            ClientCommand::Metrics => answer(waiter, ClientResult::Metrics(self.metrics())),
         }
     }
 
@@ -1154,6 +1156,12 @@ impl Node {
             members: self.raft.membership().voters.keys().cloned().collect(),
             learners: self.raft.membership().learners.keys().cloned().collect(),
             snapshot_index: self.raft.snapshot_index(),
+        }
+    }
+
+    /// This node's counters, for `metrics` (see [`crate::metrics`]).
+    fn metrics(&self) -> Metrics {
+        Metrics {
             fsyncs: self.storage.fsync_count(),
             bytes_sent: self.peers.bytes_sent(),
             messages_sent: self.peers.messages_sent(),
