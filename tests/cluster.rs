@@ -1,4 +1,5 @@
-//! Process-level tests (DESIGN.md §6, layer 3): real `raft` processes on
+//! Process-level tests, the outermost layer of the tests (the core and the
+//! simulator come first): real `raft` processes on
 //! loopback ports, driven through their prompt (stdin), their port and
 //! `raft client`, killed with signals and restarted on the same data
 //! directory.
@@ -404,7 +405,7 @@ impl Recovered {
     }
 }
 
-/// Issue 3: four clients write concurrently (`raft client set` processes);
+/// Crash safety: four clients write concurrently (`raft client set` processes);
 /// all three nodes are killed with kill -9 at the same moment, while writes
 /// are still in flight.
 /// - At the crash, every acknowledged write is on the disk of a majority,
@@ -646,7 +647,7 @@ fn ctrl_c_stops_a_follower_cleanly() {
     c.set(&rest, "two-of-three", CLIENT);
 }
 
-/// Issue 5: Ctrl+C on the leader hands leadership to an up-to-date follower
+/// Graceful shutdown: Ctrl+C on the leader hands leadership to an up-to-date follower
 /// before exiting: it prints the shutdown line and `transferring leadership
 /// to X`, exits 0 within about a second having seen X's election begin
 /// (`stepping down: term T has begun`), X wins term T, and the two
@@ -723,7 +724,7 @@ fn ctrl_c_on_the_leader_hands_over_leadership() {
 
 // ------------------------------------------------------------ partitions
 
-/// Issue 5: a leader frozen with SIGSTOP while the other two elect a new
+/// Linearizable reads: a leader frozen with SIGSTOP while the other two elect a new
 /// leader and commit a new value must not answer a read with the old value
 /// when it resumes. Reads are queued at the frozen leader (a `get` on its
 /// stdin, `get` requests on fresh connections), so it sees them as soon as
@@ -1012,7 +1013,7 @@ fn expect_refused(args: &[&str], code: i32, mentions: &str) {
 /// to elect its first leader, and how long the cluster cannot commit when
 /// its leader is stopped with kill -9 versus Ctrl+C (which hands
 /// leadership over first). Prints a table; asserts nothing about timings
-/// (DESIGN.md §6: tests never assert on timings).
+/// (tests never assert on timings: on a shared machine they say nothing).
 ///
 /// "Write committed" is measured from the signal to the end of the first
 /// `raft client --timeout 1 set` (polled in a loop) that succeeds against

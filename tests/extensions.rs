@@ -19,7 +19,7 @@
 //!   follower's timeout; it ticks until the timer fires (`time_out`). Leaders
 //!   keep no random timer, so counting their ticks is exact.
 //!
-//! The sections follow the brief of issue 5: PreVote; the same node with
+//! The sections: PreVote; the same node with
 //! PreVote off (the "PreVote off" switch: term inflation becomes visible);
 //! CheckQuorum, and the leader that believes it leads forever without it;
 //! leader stickiness; leadership transfer.

@@ -1,5 +1,5 @@
-//! Process-level tests of issue 6 (DESIGN.md §6, layer 3): log compaction
-//! and membership changes with real `raft` processes on loopback ports.
+//! Process-level tests of log compaction and membership changes, with real
+//! `raft` processes on loopback ports.
 //!
 //! - A cluster grows from 3 to 4 with `--join`, shrinks back with
 //!   `raft client remove` (the removed node learns that it was), then

@@ -8,7 +8,7 @@
 //! `simulation/history_checks.rs` tests of the linearizability check;
 //! `simulation/partitions.rs` PreVote, CheckQuorum, leadership transfer and
 //! ReadIndex under the partitions they exist for.
-//! Issue 6: `simulation/compaction.rs` holds the snapshot scenarios and
+//! `simulation/compaction.rs` holds the snapshot scenarios and
 //! `simulation/membership.rs` the membership changes under faults, each
 //! with its bug switch (and, for membership, the core bugs found).
 //! `simulation/disk_loss.rs`: machines that lose their disks, with random
@@ -30,7 +30,7 @@ mod partitions;
 mod regressions;
 #[path = "simulation/scenarios.rs"]
 mod scenarios;
-// Issue 6: log compaction and membership changes.
+// Log compaction and membership changes.
 #[path = "simulation/compaction.rs"]
 mod compaction;
 #[path = "simulation/disk_loss.rs"]

@@ -1,4 +1,4 @@
-//! Partitions and leadership (issue 5): PreVote, CheckQuorum with leader
+//! Partitions and leadership: PreVote, CheckQuorum with leader
 //! stickiness, leadership transfer and ReadIndex reads, each put through the
 //! partitions it exists for.
 //!

@@ -1,7 +1,7 @@
 //! A harness for process-level tests: real `raft` processes on loopback
 //! ports, driven through their stdin, their port and `raft client`.
 //!
-//! Rules it keeps (DESIGN.md §6, "Real processes"):
+//! Rules it keeps:
 //! - Every child is owned by a [`Cluster`] that kills it when dropped, so a
 //!   failed assertion never leaves nodes running.
 //! - Every wait is a poll with a deadline; a failed wait panics with what it
