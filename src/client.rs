@@ -422,13 +422,7 @@ pub struct ClientInvocation {
 /// Checks `raft client` arguments; the error is a one-line usage message.
 pub fn parse_args(args: &ClientArgs) -> Result<ClientInvocation, config::ConfigError> {
     let timeout = parse_timeout(&args.timeout)?;
-    let mut addrs = Vec::new();
-    for item in args.addrs.split(',') {
-        let (_, addr) = config::parse_address(item)?;
-        if !addrs.contains(&addr) {
-            addrs.push(addr);
-        }
-    }
+    let addrs = config::parse_address_list(&args.addrs)?;
     let command = parse_command(&args.command)?;
     Ok(ClientInvocation {
         addrs,

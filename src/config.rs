@@ -385,6 +385,20 @@ pub fn address(host: &str, port: u16) -> String {
     format!("{host}:{port}")
 }
 
+/// A comma-separated list of addresses, as `raft client` and
+/// `raft bench --cluster` take it: each normalized (see [`parse_address`]),
+/// in the order given, without repeats.
+pub fn parse_address_list(list: &str) -> Result<Vec<String>, ConfigError> {
+    let mut addrs = Vec::new();
+    for item in list.split(',') {
+        let (_, addr) = parse_address(item)?;
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
+    }
+    Ok(addrs)
+}
+
 /// One address as a person types it: `PORT` (on 127.0.0.1) or
 /// `HOST:PORT`. Returns the node's id and its normalized `host:port`.
 pub fn parse_address(s: &str) -> Result<(NodeId, String), ConfigError> {

@@ -340,6 +340,17 @@ impl Message {
 }
 
 impl MessageBody {
+    /// True for the messages by which a leader sends its log: AppendEntries
+    /// (Figure 2) and InstallSnapshot (§7). Only a leader sends them, so
+    /// one of the current term names the leader, even a leader this node
+    /// does not know as a member yet (dissertation §4.1).
+    pub fn is_from_leader(&self) -> bool {
+        matches!(
+            self,
+            MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
+        )
+    }
+
     /// True for messages that promise nothing about the sender's stable
     /// storage, so a driver may send them before persisting the Ready they
     /// came in: a leader's AppendEntries and InstallSnapshot (the leader

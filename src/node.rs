@@ -655,22 +655,13 @@ impl Node {
     }
 
     fn most_up_to_date_follower(&self) -> Option<NodeId> {
-        let mut matches = self.raft.match_indexes()?;
         // Only a voter that answered within the shortest election timeout:
         // one stopped a moment ago would take leadership and then never
         // use it, and the cluster would wait for an election.
         let window = self.election_timeout.0 * self.clock_factor();
-        matches.retain(|id, _| {
-            self.raft.membership().voters.contains_key(id)
-                && self.watch.heard_within(id, window)
-                && !self.partition.drops(id)
-        });
-        // Highest match index; among equals, the first in id order.
-        let best = matches.values().copied().max()?;
-        matches
-            .into_iter()
-            .find(|(_, index)| *index == best)
-            .map(|(id, _)| id)
+        self.raft.most_up_to_date_voter(|id| {
+            self.watch.heard_within(id, window) && !self.partition.drops(id)
+        })
     }
 
     /// Starts a leadership transfer (dissertation §3.10).
@@ -724,11 +715,7 @@ impl Node {
     /// A stale message (of an older term) is from no leader to follow, so it
     /// gets no writer: the core's answer to it is dropped.
     fn reach_leader(&mut self, msg: &Message) {
-        let from_leader = matches!(
-            msg.body,
-            MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
-        );
-        if from_leader && msg.term >= self.raft.current_term() {
+        if msg.body.is_from_leader() && msg.term >= self.raft.current_term() {
             self.reach_stranger(&msg.from);
         }
     }

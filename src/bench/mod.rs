@@ -255,15 +255,7 @@ fn parse_fraction(s: &str) -> Result<f64, ConfigError> {
 
 /// `--cluster ADDRS`, normalized and without repeats.
 fn parse_cluster(list: &str) -> Result<Vec<String>, ConfigError> {
-    let mut addrs = Vec::new();
-    for item in list.split(',') {
-        let (_, addr) =
-            config::parse_address(item).map_err(|e| ConfigError(format!("--cluster: {e}")))?;
-        if !addrs.contains(&addr) {
-            addrs.push(addr);
-        }
-    }
-    Ok(addrs)
+    config::parse_address_list(list).map_err(|e| ConfigError(format!("--cluster: {e}")))
 }
 
 /// Runs `raft bench`: 0 on success, 1 if the run failed, 2 on a usage error,
