@@ -20,7 +20,7 @@
 //!          timer ──► [tick] ──────────────────────┤
 //!         Ctrl+C ──► [ctrlc handler] ─────────────┘
 //!                                                  ▼
-//!                      [state-machine thread: node.rs]
+//!                      [state-machine thread: node/]
 //!                       select! → core.step / tick / propose
 //!                       Ready → fsync → send → apply → answer
 //!                                                  ▼

@@ -27,7 +27,7 @@ pub(super) struct PendingWrites {
     bytes: usize,
 }
 
-pub(super) struct PendingWrite {
+struct PendingWrite {
     /// The term the entry was proposed in: if an entry of another term
     /// commits at its index, the write was lost.
     term: Term,
