@@ -13,7 +13,7 @@
 //! ```
 //!
 //! [`run`] (here) opens the storage, restores the core and starts the
-//! threads; then the state-machine thread owns a [`Node`] and nothing else
+//! threads; then the state-machine thread owns a `Node` and nothing else
 //! touches it. Its jobs, one file each:
 //!
 //! - `event_loop.rs`: the loop, where **persist, then send, then apply**
