@@ -6,7 +6,7 @@
 //!
 //! The simulator covers breadth; these cover the real threads, sockets,
 //! signals and files once each. Every wait polls with a deadline (see
-//! `support`); a failing test prints every node's output.
+//! `process_harness`); a failing test prints every node's output.
 //!
 //! `measure_election_and_failover` is ignored by default; it measures
 //! rather than tests:
@@ -15,8 +15,9 @@
 //! cargo test --release --test cluster -- --ignored --nocapture measure
 //! ```
 
-mod support;
+mod process_harness;
 
+use process_harness::{committed_index, free_ports, raft_client, run_raft, text, Cluster};
 use raft::message::{
     ClientCommand, ClientRequest, ClientResult, EntryData, Frame, Message, MessageBody, NodeId,
 };
@@ -29,7 +30,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use support::{committed_index, free_ports, raft_client, run_raft, text, Cluster};
 
 /// For anything that needs an election or a commit: generous, because CI
 /// is two cores running several clusters at once. A passing test takes a
@@ -447,7 +447,7 @@ fn acknowledged_writes_survive_kill_9_of_the_whole_cluster() {
                 stop.store(true, Ordering::SeqCst);
                 panic!("the clients had fewer than 12 writes acknowledged within {LONG:?}");
             }
-            std::thread::sleep(support::POLL);
+            std::thread::sleep(process_harness::POLL);
         }
         // The terms the nodes report just before the crash: none may be
         // lower after it.

@@ -10,9 +10,9 @@
 //! votes count until it has caught up, since it may have lost the record of
 //! its votes too. These tests pin each of those down.
 
-mod common;
+mod core_harness;
 
-use common::*;
+use core_harness::*;
 use raft::core::{BugSwitches, Event, Raft, Ready, RoleKind};
 use raft::message::{
     Conflict, Entry, EntryData, HardState, Incarnation, Index, Membership, Message, MessageBody,

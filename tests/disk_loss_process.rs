@@ -9,10 +9,10 @@
 //! states (no storm of refusals), and the cluster must end with three
 //! voters.
 
-mod support;
+mod process_harness;
 
+use process_harness::Cluster;
 use std::time::{Duration, Instant};
-use support::Cluster;
 
 /// How long anything in this test may take, on a loaded machine.
 const LONG: Duration = Duration::from_secs(20);

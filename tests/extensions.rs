@@ -27,9 +27,9 @@
 //! Quotations are from Ongaro's dissertation, "Consensus: Bridging Theory
 //! and Practice" (2014).
 
-mod common;
+mod core_harness;
 
-use common::{
+use core_harness::{
     acknowledge, append, append_ok, append_refused, entries, heartbeat, id, message, noop, persist,
     request_vote, ticks, vote, with_read_seq, HEARTBEAT_TICKS, SEED,
 };

@@ -18,9 +18,9 @@
 //! (Extended Version)" by Ongaro and Ousterhout, and from Ongaro's
 //! dissertation, "Consensus: Bridging Theory and Practice".
 
-mod common;
+mod core_harness;
 
-use common::*;
+use core_harness::*;
 use raft::core::{
     BugSwitches, Event, NotLeader, Raft, ReadOutcome, Ready, RoleKind, StepDownReason,
 };
