@@ -44,13 +44,18 @@
 //! 8. [`core::membership`]: adding and removing servers, one at a time.
 //! 9. [`state_machine`]: what committed commands are applied to.
 //! 10. [`storage`]: how term, vote, log and snapshot survive a crash.
-//! 11. [`node`]: the driver, where "persist before you answer" happens;
+//! 11. [`node`]: the driver, one file per job: the loop where "persist
+//!     before you answer" happens (`node/event_loop.rs`), client requests
+//!     waiting for their commit (`node/requests.rs`), connections kept in
+//!     step with the membership, joining, what it says;
 //!     [`prompt`], what a person types at it; [`console`], how every line
 //!     reaches the screen; [`partition`], cutting a node off for a demo.
 //! 12. [`transport`] (framing, the cluster key and the authentication of
 //!     every connection and frame, the listener, answers to clients, sending
-//!     to peers), [`client`], [`config`]: sockets, `raft client`, and the
-//!     command line.
+//!     to peers: a queue and a writer thread per peer that connects and
+//!     retries, `transport/peers/writer.rs`, with one optimisation in front,
+//!     `peers/direct_write.rs`), [`client`], [`config`]: sockets,
+//!     `raft client`, and the command line.
 //! 13. [`demo`]: `raft demo`, a whole cluster of this binary in one terminal.
 //!
 //! Measuring is kept off that path: [`metrics`] holds the counters a node
