@@ -85,7 +85,7 @@
 //!          timer ──► [tick] ──────────────────────┤
 //!         Ctrl+C ──► [ctrlc handler] ─────────────┘
 //!                                                  ▼
-//!                      [state-machine thread: node.rs]
+//!                      [state-machine thread: node/]
 //!                       select! → core.step / tick / propose
 //!                       Ready → fsync → send → apply → answer
 //!                                                  ▼
@@ -114,15 +114,23 @@
 //! 10. [`storage`]: how term, vote, log and snapshot survive a crash.
 //! 11. [`driver`]: the driver step, the one order (persist, send, apply) in
 //!     which every embedder carries out a `Ready`; [`node`]: the driver
-//!     thread of a running node, where "persist before you answer" happens;
+//!     thread of a running node, one file per job: the loop where "persist
+//!     before you answer" happens (`node/event_loop.rs`), client requests
+//!     waiting for their commit (`node/requests.rs`), connections kept in
+//!     step with the membership, joining, what it says;
 //!     [`prompt`], what a person types at it; [`console`], how every line
 //!     reaches the screen; [`partition`], cutting a node off for a demo.
 //! 12. [`transport`] (framing, the cluster key and the authentication of
 //!     every connection and frame, the listener, answers to clients, sending
-//!     to peers), [`client`], [`config`]: sockets, `raft client`, and the
-//!     command line.
-//! 13. [`bench`](mod@bench): `raft bench`, which measures all of the above at work.
-//! 14. [`demo`]: `raft demo`, a whole cluster of this binary in one terminal.
+//!     to peers: a queue and a writer thread per peer that connects and
+//!     retries, `transport/peers/writer.rs`, with one optimisation in front,
+//!     `peers/direct_write.rs`), [`client`], [`config`]: sockets,
+//!     `raft client`, and the command line.
+//! 13. [`demo`]: `raft demo`, a whole cluster of this binary in one terminal.
+//!
+//! Measuring is kept off that path: [`metrics`] holds the counters a node
+//! reports to `raft client ADDRS metrics`, and `raft bench`, which reads
+//! them, is part of the `raft` binary (`src/bench/`), not of this library.
 //!
 //! Then the tests: `tests/traces/` (walkthroughs: each step of a scenario
 //! and every message and state change it causes), `tests/paper.rs` (one
@@ -175,16 +183,15 @@
 //! | diss. §9.6 | PreVote: ask "could I win?" before raising the term | [`Raft::start_pre_vote`](core::Raft::start_pre_vote), [`Raft::on_pre_vote`](core::Raft::on_pre_vote) | `tests/extensions.rs`: `with_pre_vote_an_isolated_node_keeps_its_term_however_often_it_times_out` | 05 |
 //! | diss. §6.2, §4.2.3 | CheckQuorum: a leader that hears from no majority steps down; followers ignore votes while they hear from a leader | [`Raft::check_quorum`](core::Raft::check_quorum), [`Raft::ignore_vote_request`](core::Raft::ignore_vote_request) | `tests/extensions.rs`: `a_leader_that_hears_from_no_majority_for_an_election_timeout_steps_down` | 06, 05 |
 //! | diss. §3.10 | Leadership transfer: catch the target up, then TimeoutNow | [`Raft::transfer_leadership`](core::Raft::transfer_leadership), [`Raft::on_timeout_now`](core::Raft::on_timeout_now) | `tests/extensions.rs`: `a_transfer_to_an_up_to_date_follower_sends_timeout_now_at_once` | 08 |
-//! | §7 | Log compaction: the state machine's state replaces the applied log | [`Raft::compact`](core::Raft::compact) | `tests/simulation/compaction.rs`: `snapshot_basic` | 09 |
-//! | §7, Figure 13 | InstallSnapshot: chunks at offsets; keep the log after a matching last entry, else discard it; reset the state machine | [`Raft::send_snapshot_chunk`](core::Raft::send_snapshot_chunk), [`Raft::on_install_snapshot`](core::Raft::on_install_snapshot) | `tests/simulation/compaction.rs`: `snapshot_install`, `bug_keep_log_conflicting_with_snapshot_is_caught` | 09 |
-//! | diss. ch. 4 | Membership, one server at a time: a learner catches up, is promoted; one uncommitted change at most | [`Raft::add_learner`](core::Raft::add_learner), [`Raft::maybe_promote`](core::Raft::maybe_promote), [`Raft::remove_member`](core::Raft::remove_member) | `tests/simulation/membership.rs`: `grow_3_to_5`, `bug_overlapping_membership_changes_is_caught` | 10 |
-//! | Persist before answering | State reaches the disk before any message relying on it leaves | [`driver::handle_ready`] | `state_to_persist_comes_in_the_same_ready_as_the_answer_relying_on_it`; `tests/simulation/bug_switches.rs`: `bug_reply_before_persist_is_caught` | all (`persists` before the answer) |
+//! | §7 | Log compaction: the state machine's state replaces the applied log | [`Raft::compact`](core::Raft::compact) | `tests/simulator_scenarios/compaction.rs`: `snapshot_basic` | 09 |
+//! | §7, Figure 13 | InstallSnapshot: chunks at offsets; keep the log after a matching last entry, else discard it; reset the state machine | [`Raft::send_snapshot_chunk`](core::Raft::send_snapshot_chunk), [`Raft::on_install_snapshot`](core::Raft::on_install_snapshot) | `tests/simulator_scenarios/compaction.rs`: `snapshot_install`, `bug_keep_log_conflicting_with_snapshot_is_caught` | 09 |
+//! | diss. ch. 4 | Membership, one server at a time: a learner catches up, is promoted; one uncommitted change at most | [`Raft::add_learner`](core::Raft::add_learner), [`Raft::maybe_promote`](core::Raft::maybe_promote), [`Raft::remove_member`](core::Raft::remove_member) | `tests/simulator_scenarios/membership.rs`: `grow_3_to_5`, `bug_overlapping_membership_changes_is_caught` | 10 |
+//! | Persist before answering | State reaches the disk before any message relying on it leaves | [`driver::handle_ready`] | `state_to_persist_comes_in_the_same_ready_as_the_answer_relying_on_it`; `tests/simulator_scenarios/bug_switches.rs`: `bug_reply_before_persist_is_caught` | all (`persists` before the answer) |
 
 // The map above links to the private rule handlers, which
 // `cargo doc --document-private-items` shows.
 #![allow(rustdoc::private_intra_doc_links)]
 
-pub mod bench;
 pub mod client;
 pub mod config;
 pub mod console;
@@ -192,6 +199,7 @@ pub mod core;
 pub mod demo;
 pub mod driver;
 pub mod message;
+pub mod metrics;
 pub mod node;
 pub mod partition;
 pub mod prompt;

@@ -6,6 +6,7 @@
 //! Messages between peers are one-way: a response is a message too, sent on
 //! the responder's own connection. So the core never waits on a socket.
 
+use crate::metrics::Metrics;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -339,6 +340,17 @@ impl Message {
 }
 
 impl MessageBody {
+    /// True for the messages by which a leader sends its log: AppendEntries
+    /// (Figure 2) and InstallSnapshot (§7). Only a leader sends them, so
+    /// one of the current term names the leader, even a leader this node
+    /// does not know as a member yet (dissertation §4.1).
+    pub fn is_from_leader(&self) -> bool {
+        matches!(
+            self,
+            MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
+        )
+    }
+
     /// True for messages that promise nothing about the sender's stable
     /// storage, so a driver may send them before persisting the Ready they
     /// came in: a leader's AppendEntries and InstallSnapshot (the leader
@@ -622,6 +634,9 @@ pub enum ClientCommand {
     /// The last `count` entries of this node's log, as it holds them now;
     /// answered at once, like `Status`.
     Log { count: usize },
+    /// This node's counters (fsyncs, bytes and messages sent), for
+    /// measuring it: see [`crate::metrics`]. Answered at once.
+    Metrics,
 }
 
 /// A node's answer to a `ClientRequest`.
@@ -649,6 +664,8 @@ pub enum ClientResult {
     Error { message: String },
     /// The answer to `Log`: entries in index order.
     Log { entries: Vec<LogRow> },
+    /// The answer to `Metrics`.
+    Metrics(Metrics),
 }
 
 /// One log entry as `log` shows it.
@@ -686,21 +703,6 @@ pub struct Status {
     /// The index the latest snapshot covers.
     #[serde(default)]
     pub snapshot_index: Index,
-    /// fsyncs this node's storage has done since it started: with
-    /// `commit_index`, what `raft bench` turns into fsyncs per entry.
-    /// Optional on the wire (`0` from a node that does not report it).
-    #[serde(default)]
-    pub fsyncs: u64,
-    /// Bytes written to peer connections since the node started.
-    #[serde(default)]
-    pub bytes_sent: u64,
-    /// Messages written to peer connections since the node started.
-    #[serde(default)]
-    pub messages_sent: u64,
-    /// The longest the node's disk held up its state-machine thread in one
-    /// sync (writes and fsync), in microseconds, since it started.
-    #[serde(default)]
-    pub longest_sync_us: u64,
 }
 
 /// One line on the wire.

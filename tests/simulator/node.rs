@@ -2,7 +2,7 @@
 //! driver that connects them.
 //!
 //! The driver is the real one: each `Ready` goes through
-//! [`raft::driver::handle_one_ready`], the step `node.rs` runs too, so the
+//! [`raft::driver::handle_one_ready`], the step the node (`src/node/event_loop.rs`) runs too, so the
 //! simulator checks the order a running node uses:
 //!
 //! 1. send what may go before the write (a leader's AppendEntries);
