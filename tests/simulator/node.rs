@@ -2,8 +2,9 @@
 //! driver that connects them.
 //!
 //! The driver is the real one: each `Ready` goes through
-//! [`raft::driver::handle_one_ready`], the step the node (`src/node/event_loop.rs`) runs too, so the
-//! simulator checks the order a running node uses:
+//! [`raft::driver::handle_one_ready`], the step a running node
+//! (`src/node/event_loop.rs`) takes too, so the simulator checks the order
+//! a running node uses:
 //!
 //! 1. send what may go before the write (a leader's AppendEntries);
 //! 2. persist the snapshot from the leader, if any, then the hard state and
