@@ -8,9 +8,43 @@
 //! With log compaction (§7) a snapshot of the state machine stands in for
 //! the committed start of the log, and must be just as durable.
 //!
+//! These docs are the one description of the on-disk format; `cargo doc
+//! --open` renders them.
+//!
+//! # Persist before you answer
+//!
+//! In each turn of the driver's loop (the [`node`](crate::node) module,
+//! `handle_ready`), new entries and a changed term or vote are buffered here
+//! and made durable by one [`Storage::sync`] before any message that depends
+//! on them is sent: a granted vote, an AppendEntries acknowledgement, and, on
+//! the leader, before it counts its own copy of an entry towards a majority
+//! ([`Raft::advance`](crate::core::Raft::advance)). One fsync covers every
+//! entry and state change of a turn (group commit), never one per entry. A
+//! failed write or fsync stops the node: it can no longer know what is on
+//! disk (see [Failures](#failures)).
+//!
+//! # Where the code is
+//!
+//! | file | what it holds |
+//! | --- | --- |
+//! | `mod.rs` | The API: [`Storage`], [`Storage::open`] as four named steps (lock, load the snapshot, replay, reconcile), the limits. |
+//! | `record.rs` | The log's header and records: framing, the operations, encoding them in `sync`'s buffer, reading one back. |
+//! | `replay.rs` | Replay and repair: the log read back, a torn tail cut off, the log reconciled with the snapshot. |
+//! | `snapshot.rs` | The snapshot file, and compaction's two durable steps. |
+//! | `meta.rs` | `meta.json`: whose directory this is. |
+//! | `files.rs` | Creating the directory durably, fsyncing a directory, locking the log, reserving space. |
+//! | `error.rs` | [`StorageError`] and the message a person reads for each. |
+//! | `crash.rs` | The crash tests' hooks: [`DiskStep`], [`StorageBugSwitches`]. |
+//!
 //! # On-disk format
 //!
-//! A node keeps everything it must not forget in one directory, `DIR`:
+//! A node keeps everything it must not forget in one directory, `DIR`
+//! (`--data-dir`, by default `raft-data/<id>`), and says what it recovered
+//! from it when it starts:
+//!
+//! ```text
+//! Node 8000 recovered term 7, vote 8001, 1234 entries (last index 1234) from raft-data/8000
+//! ```
 //!
 //! ```text
 //! DIR/meta.json   which node this directory belongs to (written once)
@@ -20,7 +54,7 @@
 //! ```
 //!
 //! `DIR/snapshot.tmp` and `DIR/log.tmp` exist only while a snapshot is
-//! being saved; see "Snapshots and compaction".
+//! being saved; see [Snapshots and compaction](#snapshots-and-compaction).
 //!
 //! ## `DIR/meta.json`
 //!
@@ -46,7 +80,7 @@
 //!
 //! A 12-byte header, then records back to back, then zeros up to the end of
 //! the file (space reserved for the next records, see "Space ahead of the
-//! log"). All integers are little-endian.
+//! log" below). All integers are little-endian.
 //!
 //! ```text
 //! header   0..8    magic: the ASCII bytes "RAFT-LOG"
@@ -77,8 +111,8 @@
 //! in a version 1 log, is corruption.
 //!
 //! The log of a new node 8000 that has voted for 8001 in term 1, and done
-//! nothing else yet (`xxd DIR/log`): the header, then one record of 54
-//! (0x36) bytes.
+//! nothing else yet (`xxd DIR/log | head -5`): the header, then one record
+//! of 54 (0x36) bytes, then zeros.
 //!
 //! ```text
 //! 00000000: 5241 4654 2d4c 4f47 0100 0000 3600 0000  RAFT-LOG....6...
@@ -89,24 +123,25 @@
 //! ```
 //!
 //! **One record per sync.** Operations are buffered in memory and written by
-//! `sync` as one record with one `fsync` (group commit). So a record is only
-//! ever started after every record before it was fsynced, and a crash can
-//! damage only the last record, however the file system orders the blocks of
-//! an unfinished write. (A batch larger than `MAX_RECORD_BYTES` is split into
-//! several records, each fsynced before the next is written, which keeps this
-//! true.)
+//! `sync` as one record with one `fsync` (group commit: one fsync per turn
+//! of the driver's loop, not per entry). So a record is only ever started
+//! after every record before it was fsynced, and a crash can damage only the
+//! last record, however the file system orders the blocks of an unfinished
+//! write. (A batch larger than `MAX_RECORD_BYTES` is split into several
+//! records, each fsynced before the next is written, which keeps this true.)
 //!
 //! **Space ahead of the log.** When a record would not fit in the file,
 //! `sync` first extends the file with `set_len` to [`PREALLOCATE_BYTES`]
 //! (1 MiB) past that record's end, and then writes records into that zeroed
 //! space, at the end of the last record rather than at the end of the file.
 //! So most syncs overwrite bytes inside the file instead of growing it, and
-//! `sync_data` has no new file size to make durable: on this project's test
-//! machine that took an fsync from about 130 to about 90 µs, and the fsync
-//! of a follower is on the path of every write (README, Performance). Reading
-//! the log back, eight zero bytes where a record header should be, with only
-//! zeros after them, are the end of the log. (A header of all zeros is never
-//! a record: a length of 0 is invalid.)
+//! `sync_data` has no new file size to make durable: on the development
+//! machine that took a small record's fsync from about 130 to about 90 µs,
+//! and the fsync of a follower is on the path of every write (see the
+//! measurements in [`bench`](mod@crate::bench)). Reading the log back, eight
+//! zero bytes where a record header should be, with only zeros after them,
+//! are the end of the log. (A header of all zeros is never a record: a
+//! length of 0 is invalid.)
 //!
 //! **Truncation is a record, not a rewrite.** When a leader overwrites a
 //! conflicting suffix, the log gets a `truncate_from` operation; the file is
@@ -148,7 +183,8 @@
 //!
 //! `Storage::save_snapshot` first syncs whatever is buffered (so the log on
 //! disk is the whole truth, and what the caller buffered before is durable
-//! when it returns). Then, each step durable before the next:
+//! when it returns). A snapshot at or below the stored one's index is then
+//! ignored. Otherwise, each step durable before the next:
 //!
 //! ```text
 //! 1. write DIR/snapshot.tmp, fsync it, rename it to DIR/snapshot, fsync DIR
@@ -179,6 +215,13 @@
 //! - The new log is locked before it is renamed into place, so `DIR/log` is
 //!   locked at every moment.
 //!
+//! `tests/storage.rs` checks this by stopping `save_snapshot` after each
+//! step ([`DiskStep`]) and opening every directory a power loss could leave
+//! at that point (each rename not yet followed by a directory fsync undone
+//! or not, each unsynced file whole, halved or empty). The four
+//! [`StorageBugSwitches`] each break one of the rules above, and the check
+//! catches every one.
+//!
 //! ## Recovery (what `Storage::open` does)
 //!
 //! With the log locked, `open` deletes a leftover `DIR/snapshot.tmp` or
@@ -192,45 +235,49 @@
 //! Replay then reads the log's records in order and rebuilds the hard state
 //! and the log.
 //!
-//! - Zeros from the end of the last record to the end of the file are the
-//!   space reserved ahead of the log: no damage, nothing to report.
-//! - A damaged **last** record (a short header, a short payload, a length of
+//! - **Zeros after the last record**, up to the end of the file, are the
+//!   space reserved ahead of the log: nothing to repair or report. Zeros
+//!   followed by an intact record are damage (see below).
+//! - **A damaged last record** (a short header, a short payload, a length of
 //!   0 or above the limit, a bad CRC) with no valid record after it is taken
 //!   for a torn write: the node stopped while writing it, before `sync`
 //!   returned, so it was never acknowledged. The file is cut back to the end
 //!   of the last good record and fsynced, a warning names the file and
 //!   offset, and the node starts.
-//! - Damage **before** the end refuses to start, with an error naming the file
-//!   and offset. "Before the end" means: scanning forward byte by byte from
-//!   the damage finds a position where a whole record starts, with a length
-//!   in range, a matching CRC and a payload that decodes. Such a record was
-//!   written after the damaged one was fsynced, so the damaged one held
-//!   durable, possibly acknowledged data; dropping it silently would break
-//!   the promise Raft makes. (A payload is JSON text and never contains a
-//!   zero byte, while every valid length has a zero high byte, so no fake
-//!   record can be found inside a torn payload.)
-//! - A record with a correct CRC that does not make sense (an entry whose
-//!   index is not last index + 1, a `truncate_from` outside the log, an
+//! - **Damage before the end** refuses to start, with an error naming the
+//!   file and offset. "Before the end" means: scanning forward byte by byte
+//!   from the damage finds a position where a whole record starts, with a
+//!   length in range, a matching CRC and a payload that decodes. Such a
+//!   record was written after the damaged one was fsynced, so the damaged one
+//!   held durable, possibly acknowledged data; dropping it silently would
+//!   break the promise Raft makes. The error says what to do: restore the
+//!   directory from a backup of this node, or remove the node from the
+//!   cluster, delete the directory and add the node back empty. (A payload
+//!   is JSON text and never contains a zero byte, while every valid length
+//!   has a zero high byte, so no fake record can be found inside a torn
+//!   payload.)
+//! - **A record with a correct CRC that does not make sense** (an entry
+//!   whose index is not last index + 1, a `truncate_from` outside the log, an
 //!   undecodable payload) is corruption too, wherever it is.
-//! - An empty file (0 bytes), or a file shorter than the header whose bytes
-//!   are the start of the header, is a crash while creating the file: it is
-//!   treated as new (with a warning if it was not empty).
-//! - A full header with another magic: "not a raft log". Another version:
-//!   "unsupported format version".
+//! - **An empty file (0 bytes), or a file shorter than the header whose
+//!   bytes are the start of the header,** is a crash while creating the
+//!   file: it is treated as new (with a warning if it was not empty).
+//! - **A full header with another magic**: "not a raft log". **Another
+//!   version**: "unsupported format version".
 //!
-//! Last, the log is checked against the snapshot:
+//! Last, the log is reconciled with the snapshot:
 //!
-//! - The log starts where the snapshot ends (`compacted` names the same index
-//!   and term, or neither exists): the usual case.
-//! - The log starts before the snapshot ends: the node stopped between the
-//!   two renames. `open` finishes the compaction: it drops the entries up to
-//!   the snapshot's index, and applies rules 6 and 7 to the rest (if the
+//! - **The log starts where the snapshot ends** (`compacted` names the same
+//!   index and term, or neither exists): the usual case.
+//! - **The log starts before the snapshot ends**: the node stopped between
+//!   the two renames. `open` finishes the compaction: it drops the entries up
+//!   to the snapshot's index, and applies rules 6 and 7 to the rest (if the
 //!   log's entry at that index has another term, the entries after it go
 //!   too), rewrites the log as step 2 would, and warns.
-//! - The log starts after the snapshot ends (or there is no snapshot), or
-//!   at the same index with another term: entries that no file holds, so an
-//!   error. So is an empty log, or a torn header, beside a snapshot: the log
-//!   was complete once, and the hard state is lost.
+//! - **The log starts after the snapshot ends** (or there is no snapshot),
+//!   or at the same index with another term: entries that no file holds, so
+//!   an error. So is an empty log, or a torn header, beside a snapshot: the
+//!   log was complete once, and the hard state is lost.
 //!
 //! Limits worth knowing:
 //!
@@ -240,9 +287,10 @@
 //! - Replay reads the whole file into memory, and so does `save_snapshot`
 //!   to copy the entries it keeps. Compaction bounds the file to the
 //!   entries since the last snapshot (plus any overwritten or truncated
-//!   since), so this is one snapshot interval of log.
+//!   since), so this is one snapshot interval of log (how long recovery
+//!   takes is measured in [`bench`](mod@crate::bench)).
 //! - A snapshot is held in memory whole, and limited to
-//!   `MAX_SNAPSHOT_BYTES`; `save_snapshot` refuses a larger one.
+//!   [`MAX_SNAPSHOT_BYTES`]; `save_snapshot` refuses a larger one.
 //!
 //! While a `Storage` has the log open, the file is locked (an advisory lock,
 //! `flock` on Unix, released when the process dies), so a second node started
@@ -266,6 +314,11 @@
 //! rename on returns [`StorageError::CompactionFailed`] and poisons the
 //! `Storage` the same way; restarting recovers the state before or after the
 //! snapshot, as after a crash.
+//!
+//! Every other problem is an error naming the file, never a panic: an
+//! unreadable or unwritable directory, a full disk, a file that is not ours,
+//! a directory belonging to another node. Each [`StorageError`] says what to
+//! do about it.
 
 mod crash;
 mod error;
