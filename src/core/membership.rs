@@ -17,6 +17,17 @@
 //!   adding it does not stall commits while it copies the log;
 //! - a leader that removes itself keeps leading until the change commits,
 //!   not counting itself, and then steps down (§4.2.2).
+//!
+//! A leader that removes itself, as it goes, tells its most up-to-date voter to
+//! stand at once (TimeoutNow), so the cluster is without a leader for about a
+//! millisecond, not an election timeout. A removed node misses the entry that
+//! removes it (once the leader has appended the change it sends that node
+//! nothing more, §4.2.3), so it times out and asks for votes (PreVote keeps
+//! that harmless); the leader answers with the entries it lacks, and the node
+//! prints `Node 8003 was removed from the cluster; it can be stopped` and
+//! stands for election no more. Each remaining node says once on stderr that a
+//! removed node still runs. The membership is in the log and the snapshot, so
+//! it survives restarts.
 
 use super::replication::Progress;
 use super::{Event, Raft, Role, StepDownReason, MAX_APPEND_BYTES, MAX_ENTRIES_PER_APPEND};

@@ -6,6 +6,14 @@
 //! consistency check); otherwise it refuses with a hint, and the leader
 //! backs `next_index` up and tries again. Once a majority holds an entry of
 //! the leader's current term, that entry and all before it are committed.
+//!
+//! Up to `MAX_ENTRIES_PER_APPEND` entries go in one message, and up to
+//! `MAX_INFLIGHT_ENTRIES` may be in flight to one follower (streaming); after a
+//! refusal the leader falls back to one probe at a time until the logs match
+//! again. A follower deletes a conflicting suffix only, never entries that
+//! match. A refusal carries a conflict hint (the follower's term at
+//! `prev_log_index` and the first index of that term), so a lagging follower
+//! catches up a term per round trip, not an entry per round trip.
 
 use super::log::entry_size;
 use super::{

@@ -7,7 +7,7 @@
 //! and without blocking: handing it to the writer would cost a thread
 //! wake-up, and on a small machine a wake-up costs more than the write (tens
 //! of microseconds; a 1-client write crosses this path twice, see the
-//! README's Performance section).
+//! measurements in [`bench`](mod@crate::bench)).
 //!
 //! Messages to one peer stay in order: the state-machine thread writes
 //! directly only when nothing is queued for the writer, the writer holds the
