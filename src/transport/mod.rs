@@ -76,35 +76,35 @@
 //!
 //! | limit | value | where |
 //! | --- | --- | --- |
-//! | a line on the wire | 16 MiB | `transport::MAX_LINE_BYTES` |
-//! | a value (`set`) | 1 MiB | `core::MAX_COMMAND_BYTES` |
-//! | one AppendEntries | 512 entries, about 1 MiB | `core::MAX_ENTRIES_PER_APPEND`, `core::MAX_APPEND_BYTES` |
-//! | entries in flight to one follower | 4,096, and about 8 MiB | `core::MAX_INFLIGHT_ENTRIES`, `core::MAX_INFLIGHT_BYTES` |
-//! | a snapshot chunk / a snapshot | 256 KiB / 64 MiB | `core::snapshot::MAX_SNAPSHOT_CHUNK_BYTES`, `MAX_SNAPSHOT_BYTES` |
-//! | the log in memory and on disk | `--snapshot-entries` (10,000) past the last snapshot | `config::DEFAULT_SNAPSHOT_ENTRIES` |
-//! | messages queued for one peer | 1,024 | `transport::PEER_QUEUE_LEN` |
+//! | a line on the wire | 16 MiB | [`transport::MAX_LINE_BYTES`](crate::transport::MAX_LINE_BYTES) |
+//! | a value (`set`) | 1 MiB | [`core::MAX_COMMAND_BYTES`](crate::core::MAX_COMMAND_BYTES) |
+//! | one AppendEntries | 512 entries, about 1 MiB | [`core::MAX_ENTRIES_PER_APPEND`](crate::core::MAX_ENTRIES_PER_APPEND), [`core::MAX_APPEND_BYTES`](crate::core::MAX_APPEND_BYTES) |
+//! | entries in flight to one follower | 4,096, and about 8 MiB | [`core::MAX_INFLIGHT_ENTRIES`](crate::core::MAX_INFLIGHT_ENTRIES), [`core::MAX_INFLIGHT_BYTES`](crate::core::MAX_INFLIGHT_BYTES) |
+//! | a snapshot chunk / a snapshot | 256 KiB / 64 MiB | [`core::snapshot::MAX_SNAPSHOT_CHUNK_BYTES`](crate::core::snapshot::MAX_SNAPSHOT_CHUNK_BYTES), [`storage::MAX_SNAPSHOT_BYTES`](crate::storage::MAX_SNAPSHOT_BYTES) |
+//! | the log in memory and on disk | `--snapshot-entries` (10,000) past the last snapshot | [`config::DEFAULT_SNAPSHOT_ENTRIES`](crate::config::DEFAULT_SNAPSHOT_ENTRIES) |
+//! | messages queued for one peer | 1,024 | [`transport::PEER_QUEUE_LEN`](crate::transport::PEER_QUEUE_LEN) |
 //! | inputs queued for the state-machine thread | 4,096 | `node::INBOUND_QUEUE_LEN` |
 //! | inputs handled per turn (one fsync) | 1,024 | `node::MAX_BATCH` |
 //! | client requests waiting at once | 16,384 | `node::MAX_PENDING_REQUESTS` |
 //! | bytes of values proposed at a leader and not yet committed | 64 MiB | `node::MAX_PENDING_WRITE_BYTES` |
-//! | client connections served at once | 4,096 (`--max-clients`) | `transport::MAX_CLIENT_CONNECTIONS` |
-//! | connection slots kept for peers, apart from the clients' | 128 | `transport::PEER_CONNECTION_SLOTS` |
-//! | a line from a client (or a connection not yet shown to be a peer's) | 6 MiB + 64 KiB (a 1 MiB value, escaped) | `transport::MAX_CLIENT_LINE_BYTES` |
-//! | bytes of partial lines and unread answers, all client connections together | 64 MiB | `transport::CLIENT_BUFFER_BUDGET_BYTES` |
-//! | bytes of partial lines, all peer connections together | 64 MiB | `transport::PEER_BUFFER_BUDGET_BYTES` |
-//! | a connection's fixed read buffer; longer lines are held in pieces of | 8 KiB; 64 KiB | `transport::LINE_BUFFER_BYTES`, `LINE_PIECE_BYTES` |
-//! | a connection without a useful frame | closed after 60 s (`--idle-timeout-ms`) | `transport::IDLE_TIMEOUT` |
-//! | an answer a client does not read | closed after 10 s | `transport::CLIENT_WRITE_TIMEOUT` |
-//! | a connection on a peer slot that has not shown it is a member's | closed after 2 s | `transport::PEER_PROOF_TIMEOUT` |
+//! | client connections served at once | 4,096 (`--max-clients`) | [`transport::MAX_CLIENT_CONNECTIONS`](crate::transport::MAX_CLIENT_CONNECTIONS) |
+//! | connection slots kept for peers, apart from the clients' | 128 | [`transport::PEER_CONNECTION_SLOTS`](crate::transport::PEER_CONNECTION_SLOTS) |
+//! | a line from a client (or a connection not yet shown to be a peer's) | 6 MiB + 64 KiB (a 1 MiB value, escaped) | [`transport::MAX_CLIENT_LINE_BYTES`](crate::transport::MAX_CLIENT_LINE_BYTES) |
+//! | bytes of partial lines and unread answers, all client connections together | 64 MiB | [`transport::CLIENT_BUFFER_BUDGET_BYTES`](crate::transport::CLIENT_BUFFER_BUDGET_BYTES) |
+//! | bytes of partial lines, all peer connections together | 64 MiB | [`transport::PEER_BUFFER_BUDGET_BYTES`](crate::transport::PEER_BUFFER_BUDGET_BYTES) |
+//! | a connection's fixed read buffer; longer lines are held in pieces of | 8 KiB; 64 KiB | [`transport::LINE_BUFFER_BYTES`](crate::transport::LINE_BUFFER_BYTES), [`transport::LINE_PIECE_BYTES`](crate::transport::LINE_PIECE_BYTES) |
+//! | a connection without a useful frame | closed after 60 s (`--idle-timeout-ms`) | [`transport::IDLE_TIMEOUT`](crate::transport::IDLE_TIMEOUT) |
+//! | an answer a client does not read | closed after 10 s | [`transport::CLIENT_WRITE_TIMEOUT`](crate::transport::CLIENT_WRITE_TIMEOUT) |
+//! | a connection on a peer slot that has not shown it is a member's | closed after 2 s | [`transport::PEER_PROOF_TIMEOUT`](crate::transport::PEER_PROOF_TIMEOUT) |
 //! | writer threads to nodes outside the membership | 4 | `node::MAX_STRANGER_WRITERS` |
-//! | a warning a remote party can cause | one line a second per kind, with a count of those left out | `throttle::THROTTLE_INTERVAL` |
-//! | a line typed at the prompt | 64 KiB | `prompt::MAX_STDIN_LINE_BYTES` |
-//! | a record in the log file | 8 MiB | `storage::MAX_RECORD_BYTES` |
-//! | cluster size | 64 | `config::MAX_CLUSTER_SIZE` |
-//! | a term, from the wire or the disk | 2^62 | `message::MAX_TERM` |
-//! | an index, offset or count, from the wire or the disk | 2^62 | `message::MAX_INDEX` |
-//! | `--snapshot-entries` | 1,000,000,000 | `config::MAX_SNAPSHOT_ENTRIES` |
-//! | a handshake | 5 s, a line of 4 KiB | `transport::auth::HANDSHAKE_TIMEOUT` |
+//! | a warning a remote party can cause | one line a second per kind, with a count of those left out | [`throttle::THROTTLE_INTERVAL`](crate::throttle::THROTTLE_INTERVAL) |
+//! | a line typed at the prompt | 64 KiB | [`prompt::MAX_STDIN_LINE_BYTES`](crate::prompt::MAX_STDIN_LINE_BYTES) |
+//! | a record in the log file | 8 MiB | [`storage::MAX_RECORD_BYTES`](crate::storage::MAX_RECORD_BYTES) |
+//! | cluster size | 64 | [`config::MAX_CLUSTER_SIZE`](crate::config::MAX_CLUSTER_SIZE) |
+//! | a term, from the wire or the disk | 2^62 | [`message::MAX_TERM`](crate::message::MAX_TERM) |
+//! | an index, offset or count, from the wire or the disk | 2^62 | [`message::MAX_INDEX`](crate::message::MAX_INDEX) |
+//! | `--snapshot-entries` | 1,000,000,000 | [`config::MAX_SNAPSHOT_ENTRIES`](crate::config::MAX_SNAPSHOT_ENTRIES) |
+//! | a handshake | 5 s, a line of 4 KiB | [`transport::auth::HANDSHAKE_TIMEOUT`](crate::transport::auth::HANDSHAKE_TIMEOUT) |
 
 pub mod auth;
 mod frame;
