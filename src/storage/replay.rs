@@ -303,7 +303,7 @@ pub(super) fn check_position(index: Index, term: Term) -> Result<(), String> {
 
 /// The term of entry `index` of a log that starts after `start`: the
 /// snapshot's term for its last entry, `None` outside the log.
-pub(super) fn term_of(start: Compacted, entries: &[Entry], index: Index) -> Option<Term> {
+fn term_of(start: Compacted, entries: &[Entry], index: Index) -> Option<Term> {
     if index == start.last_included_index {
         return Some(start.last_included_term);
     }
