@@ -57,6 +57,7 @@
 //! Then the tests: `tests/paper.rs` (one test per rule of Figure 2),
 //! `tests/extensions.rs` (PreVote, CheckQuorum, leadership transfer),
 //! `tests/simulation.rs` (whole clusters under faults, deterministic),
+//! `tests/disk_loss.rs` (a member that lost its disk),
 //! `tests/storage.rs`, and `tests/cluster.rs` and `tests/membership.rs`
 //! (real processes).
 

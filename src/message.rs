@@ -13,28 +13,30 @@
 //!
 //! ```text
 //! {"peer":{"from":"8000","to":"8001","term":2,"body":{"type":"pre_vote","last_log_index":4,"last_log_term":1}}}
-//! {"peer":{"from":"8001","to":"8000","term":2,"body":{"type":"pre_vote_response","vote_granted":true}}}
+//! {"peer":{"from":"8001","to":"8000","term":2,"body":{"type":"pre_vote_response","vote_granted":true,"incarnation":1964309452876514530}}}
 //! {"peer":{"from":"8000","to":"8001","term":2,"body":{"type":"request_vote","last_log_index":4,"last_log_term":1}}}
-//! {"peer":{"from":"8001","to":"8000","term":2,"body":{"type":"request_vote_response","vote_granted":true}}}
-//! {"peer":{"from":"8000","to":"8001","term":2,"body":{"type":"append_entries","prev_log_index":4,"prev_log_term":1,"entries":[{"term":2,"index":5,"data":"noop"},{"term":2,"index":6,"data":{"command":"foo"}}],"leader_commit":4,"read_seq":0}}}
-//! {"peer":{"from":"8001","to":"8000","term":2,"body":{"type":"append_entries_response","success":true,"match_index":6,"read_seq":0}}}
-//! {"peer":{"from":"8002","to":"8000","term":2,"body":{"type":"append_entries_response","success":false,"match_index":0,"conflict":{"term":1,"index":3},"read_seq":0}}}
+//! {"peer":{"from":"8001","to":"8000","term":2,"body":{"type":"request_vote_response","vote_granted":true,"incarnation":1964309452876514530}}}
+//! {"peer":{"from":"8000","to":"8001","term":2,"body":{"type":"append_entries","prev_log_index":4,"prev_log_term":1,"entries":[{"term":2,"index":5,"data":"noop"},{"term":2,"index":6,"data":{"command":"foo"}}],"leader_commit":4,"read_seq":0,"seq":7}}}
+//! {"peer":{"from":"8001","to":"8000","term":2,"body":{"type":"append_entries_response","success":true,"match_index":6,"read_seq":0,"seq":7,"incarnation":1964309452876514530}}}
+//! {"peer":{"from":"8002","to":"8000","term":2,"body":{"type":"append_entries_response","success":false,"match_index":0,"conflict":{"term":1,"index":3},"read_seq":0,"seq":8,"incarnation":4398046511104}}}
 //! {"peer":{"from":"8000","to":"8001","term":2,"body":{"type":"timeout_now"}}}
 //! {"peer":{"from":"8000","to":"8003","term":2,"body":{"type":"install_snapshot","last_included_index":10000,"last_included_term":2,"offset":0,"data":"{\"last_included_index\":10000,...","done":true}}}
-//! {"peer":{"from":"8003","to":"8000","term":2,"body":{"type":"install_snapshot_response","last_included_index":10000,"next_offset":180,"done":true}}}
+//! {"peer":{"from":"8003","to":"8000","term":2,"body":{"type":"install_snapshot_response","last_included_index":10000,"next_offset":180,"done":true,"incarnation":77}}}
 //! ```
 //!
 //! A membership change is a log entry like any other:
-//! `{"term":2,"index":7,"data":{"config":{"voters":{"8000":"127.0.0.1:8000","8001":"127.0.0.1:8001","8002":"127.0.0.1:8002"},"learners":{"8003":"127.0.0.1:8003"}}}}`.
+//! `{"term":2,"index":7,"data":{"config":{"voters":{"8000":"127.0.0.1:8000","8001":"127.0.0.1:8001","8002":"127.0.0.1:8002"},"learners":{"8003":"127.0.0.1:8003"},"incarnations":{"8000":41,"8001":1964309452876514530,"8002":4398046511104}}}}`.
+//! `incarnations` records the data directory of each member whose incarnation a
+//! leader has learned (see [`core::membership`](crate::core::membership)).
 //!
 //! | type | meaning |
 //! | --- | --- |
 //! | `pre_vote` | "Would you vote for me in term `term`?" (§9.6). Changes nobody's term or vote. |
 //! | `pre_vote_response` | The answer; if granted, `term` is the term asked about, otherwise the responder's own term. |
 //! | `request_vote` | Figure 2's RequestVote. `leadership_transfer: true` (only when set) marks an election the old leader asked for, which voters must not ignore. |
-//! | `request_vote_response` | `vote_granted`. Sent only after the vote is on disk. |
-//! | `append_entries` | Figure 2's AppendEntries; with no entries, a heartbeat. `read_seq` numbers the leader's heartbeat rounds for ReadIndex reads. |
-//! | `append_entries_response` | `success` and, if so, `match_index` (the last index known to match the leader). On failure, `conflict`: the follower's term at `prev_log_index` and the first index of that term, or no term and one past its last index, so the leader can skip a whole term. Echoes `read_seq`. |
+//! | `request_vote_response` | `vote_granted`, and the voter's `incarnation`: the vote counts only if that is the one the membership records. Sent only after the vote is on disk. |
+//! | `append_entries` | Figure 2's AppendEntries; with no entries, a heartbeat. `read_seq` numbers the leader's heartbeat rounds for ReadIndex reads; `seq` numbers the leader's AppendEntries in its term. |
+//! | `append_entries_response` | `success` and, if so, `match_index` (the last index known to match the leader). On failure, `conflict`: the follower's term at `prev_log_index` and the first index of that term, or no term and one past its last index, so the leader can skip a whole term. Echoes `read_seq` and `seq`, and carries the follower's `incarnation`. |
 //! | `timeout_now` | Leadership transfer: "start an election now" (§3.10). |
 //! | `install_snapshot` | Figure 13's InstallSnapshot: a chunk (at most 256 KiB) of the snapshot's JSON, starting at byte `offset`; `done` on the last. |
 //! | `install_snapshot_response` | The byte offset the follower expects next (0 to start over), or `done` once installed. |
@@ -144,6 +146,12 @@ pub struct Membership {
     /// catches up as a learner before it can affect majorities (§4.2.1).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub learners: BTreeMap<NodeId, String>,
+    /// The incarnation of each member's data directory, once a leader has
+    /// learned it (see [`Incarnation`]). A vote counts only from the
+    /// incarnation recorded here, so a member that lost its disk (and with
+    /// it the record of its votes) cannot vote twice in a term.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub incarnations: BTreeMap<NodeId, Incarnation>,
 }
 
 impl Membership {
@@ -160,6 +168,13 @@ impl Membership {
             .map(String::as_str)
     }
 }
+
+/// A random number drawn when a node's data directory is created and kept
+/// in it for good. A node that lost its directory comes back with another
+/// one, which is how the others can tell that it forgot its votes and its
+/// log. `0` means "not known" (a message or a directory from before
+/// incarnations existed) and is never recorded.
+pub type Incarnation = u64;
 
 /// A snapshot of the state machine, replacing the log up to and including
 /// `last_included_index` (§7).
@@ -211,8 +226,13 @@ pub enum MessageBody {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         leadership_transfer: bool,
     },
-    /// The answer to `RequestVote`.
-    RequestVoteResponse { vote_granted: bool },
+    /// The answer to `RequestVote`, with the voter's incarnation: the
+    /// candidate counts the vote only if it is the recorded one.
+    RequestVoteResponse {
+        vote_granted: bool,
+        #[serde(default)]
+        incarnation: Incarnation,
+    },
     /// PreVote (dissertation §9.6): "could I win an election?" `term` is
     /// the term the sender would campaign in; nobody changes term or vote
     /// because of it.
@@ -222,7 +242,11 @@ pub enum MessageBody {
     },
     /// The answer to `PreVote`. If granted, `term` is the term asked about;
     /// if not, the responder's own term.
-    PreVoteResponse { vote_granted: bool },
+    PreVoteResponse {
+        vote_granted: bool,
+        #[serde(default)]
+        incarnation: Incarnation,
+    },
     /// Leadership transfer (dissertation §3.10): the leader tells an
     /// up-to-date follower to start an election now.
     TimeoutNow,
@@ -242,6 +266,9 @@ pub enum MessageBody {
         last_included_index: Index,
         next_offset: u64,
         done: bool,
+        /// The responder's incarnation.
+        #[serde(default)]
+        incarnation: Incarnation,
     },
     /// Figure 2, AppendEntries RPC: sent by the leader to replicate entries
     /// and, with no entries, as a heartbeat.
@@ -254,6 +281,11 @@ pub enum MessageBody {
         /// still leads before serving reads (ReadIndex, dissertation §6.4).
         #[serde(default)]
         read_seq: u64,
+        /// Numbers the leader's AppendEntries in its term, echoed in the
+        /// answer: a refusal of a request sent after the leader learned a
+        /// `match_index` can be told from a late answer to an older one.
+        #[serde(default)]
+        seq: u64,
     },
     /// The answer to `AppendEntries`.
     AppendEntriesResponse {
@@ -267,6 +299,12 @@ pub enum MessageBody {
         /// The `read_seq` of the request this answers.
         #[serde(default)]
         read_seq: u64,
+        /// The `seq` of the request this answers.
+        #[serde(default)]
+        seq: u64,
+        /// The responder's incarnation.
+        #[serde(default)]
+        incarnation: Incarnation,
     },
 }
 
@@ -535,6 +573,7 @@ mod tests {
                 }],
                 leader_commit: 0,
                 read_seq: 0,
+                seq: 0,
             },
         }
     }
@@ -572,6 +611,8 @@ mod tests {
                     index: 3,
                 }),
                 read_seq: 0,
+                seq: 0,
+                incarnation: 0,
             },
         };
         assert!(response.check_numbers().is_err());

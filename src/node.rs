@@ -25,8 +25,8 @@ use crate::core::{
     StepDownReason, TransferError, MAX_COMMAND_BYTES,
 };
 use crate::message::{
-    ClientCommand, ClientRequest, ClientResponse, ClientResult, EntryData, Index, LogRow,
-    Membership, Message, MessageBody, NodeId, Status, Term,
+    ClientCommand, ClientRequest, ClientResponse, ClientResult, EntryData, Incarnation, Index,
+    LogRow, Membership, Message, MessageBody, NodeId, Status, Term,
 };
 use crate::partition::Partition;
 use crate::prompt::{
@@ -153,7 +153,8 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
     print_recovered(&opts, &recovered);
 
     let tick_ms = opts.heartbeat_ms.clamp(1, MAX_TICK_MS);
-    let config = core_config(&opts, &addresses, tick_ms)?;
+    let mut config = core_config(&opts, &addresses, tick_ms)?;
+    config.incarnation = recovered.incarnation;
     let mut state_machine = Value::default();
     if let Some(snapshot) = &recovered.snapshot {
         state_machine.restore(&snapshot.data).map_err(|e| {
@@ -958,7 +959,10 @@ impl Node {
         self.watch
             .heard
             .retain(|peer, _| addresses.contains_key(peer));
-        if self.membership != Membership::default() {
+        // An entry that only records incarnations changes no member.
+        let members_changed = self.membership.voters != membership.voters
+            || self.membership.learners != membership.learners;
+        if self.membership != Membership::default() && members_changed {
             say!(
                 "Node {id} membership now: voters {}; learners {}",
                 list(membership.voters.keys()),
@@ -1070,6 +1074,18 @@ impl Node {
                 say!("Leader {id} promoting node {learner} to voter: it has caught up")
             }
             Event::MemberRemoved { id: member } => say!("Leader {id} removing node {member}"),
+            Event::LostEntries {
+                id: member,
+                acknowledged,
+                last_index,
+                incarnations,
+            } => say!(
+                "{}",
+                lost_entries_line(&id, member, *acknowledged, *last_index, *incarnations)
+            ),
+            Event::MemberDemoted { id: member } => say!(
+                "Leader {id} making node {member} a learner until it catches up: its votes from before the disk loss do not count"
+            ),
             Event::TransferStarted { target, .. } => {
                 say!("Leader {id} transferring leadership to {target}")
             }
@@ -1433,9 +1449,62 @@ fn overloaded() -> ClientResult {
     error("too many requests are waiting on this node; retry shortly")
 }
 
+/// The one line a leader prints when a follower lost entries it had
+/// acknowledged: who, what it acknowledged, what it has now, and what to do.
+fn lost_entries_line(
+    leader: &NodeId,
+    member: &NodeId,
+    acknowledged: Index,
+    last_index: Index,
+    incarnations: Option<(Incarnation, Incarnation)>,
+) -> String {
+    let cause = match incarnations {
+        Some((old, new)) => {
+            format!("its data directory was replaced: incarnation {old:016x}, now {new:016x}")
+        }
+        None => "its disk lost the end of its log".to_string(),
+    };
+    // A leader elected after the loss never saw what the old directory
+    // acknowledged (it acknowledged to an earlier leader).
+    let acknowledged = match acknowledged {
+        0 => "it had acknowledged entries to an earlier leader".to_string(),
+        index => format!("it acknowledged up to index {index}"),
+    };
+    format!(
+        "Leader {leader}: node {member} lost entries it had acknowledged: {acknowledged} and \
+         now has up to {last_index} ({cause}). It catches up as a learner and becomes a voter \
+         again by itself: nothing to do, unless nobody deleted or restored its data directory; \
+         then check the disk of {member}"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lost_line_says_who_what_and_what_to_do() {
+        let line = lost_entries_line(
+            &NodeId::new("8000"),
+            &NodeId::new("8001"),
+            57,
+            0,
+            Some((1, 2)),
+        );
+        for part in [
+            "Leader 8000",
+            "node 8001 lost",
+            "up to index 57",
+            "has up to 0",
+            "replaced",
+            "learner",
+            "nothing to do",
+        ] {
+            assert!(line.contains(part), "{part:?} not in {line:?}");
+        }
+        let line = lost_entries_line(&NodeId::new("8000"), &NodeId::new("8001"), 57, 40, None);
+        assert!(line.contains("lost the end of its log"), "{line}");
+    }
 
     #[test]
     fn pending_writes_count_the_bytes_they_hold() {

@@ -139,6 +139,7 @@ fn heartbeat(from: &str, to: &str, term: u64) -> Frame {
             entries: Vec::new(),
             leader_commit: 0,
             read_seq: 0,
+            seq: 0,
         },
     })
 }

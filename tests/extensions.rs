@@ -227,7 +227,10 @@ fn pre_vote_response(from: u8, to: u8, term: Term, vote_granted: bool) -> Messag
         from,
         to,
         term,
-        MessageBody::PreVoteResponse { vote_granted },
+        MessageBody::PreVoteResponse {
+            vote_granted,
+            incarnation: 0,
+        },
     )
 }
 

@@ -249,7 +249,13 @@ fn ask_for_vote(bugs: BugSwitches, last_log_index: Index, last_log_term: Term) -
     let mut messages = persist(&mut r).messages;
     assert_eq!(messages.len(), 1);
     let answer = messages.remove(0);
-    let granted = answer.body == MessageBody::RequestVoteResponse { vote_granted: true };
+    let granted = matches!(
+        answer.body,
+        MessageBody::RequestVoteResponse {
+            vote_granted: true,
+            ..
+        }
+    );
     assert_eq!(r.voted_for() == Some(&id(2)), granted);
     answer
 }

@@ -122,6 +122,7 @@ fn append(prev: (u64, u64), entries: Vec<Entry>, leader_commit: u64) -> MessageB
         entries,
         leader_commit,
         read_seq: 0,
+        seq: 0,
     }
 }
 
@@ -278,6 +279,7 @@ fn forged_snapshot_splits_the_cluster(secure: bool) {
         membership: Membership {
             voters: BTreeMap::from([(victim_id.clone(), c.nodes[victim].addr())]),
             learners: BTreeMap::new(),
+            incarnations: BTreeMap::new(),
         },
         data: "EVIL-SNAPSHOT".into(),
     };
@@ -373,6 +375,8 @@ fn forged_acks_lose_a_write(secure: bool) {
             match_index: s.index + 1,
             conflict: None,
             read_seq: 0,
+            seq: 0,
+            incarnation: 0,
         };
         let answer = forge(&c, s.leader, message(&c, &from, s.leader, s.term, body));
         if secure {

@@ -11,6 +11,8 @@
 //! Issue 6: `simulation/compaction.rs` holds the snapshot scenarios and
 //! `simulation/membership.rs` the membership changes under faults, each
 //! with its bug switch (and, for membership, the core bugs found).
+//! `simulation/disk_loss.rs`: machines that lose their disks, with random
+//! runs, scripted scenarios, the storm regression and its bug switch.
 //!
 //! Environment variables (see `tests/sim/mod.rs`):
 //! - `RAFT_SIM_SEED=N` runs only seed N, `RAFT_SIM_TRACE=1` prints its trace;
@@ -31,6 +33,8 @@ mod scenarios;
 // Issue 6: log compaction and membership changes.
 #[path = "simulation/compaction.rs"]
 mod compaction;
+#[path = "simulation/disk_loss.rs"]
+mod disk_loss;
 #[path = "simulation/membership.rs"]
 mod membership;
 

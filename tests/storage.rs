@@ -46,6 +46,19 @@ fn hard_state(current_term: Term, voted_for: Option<&str>) -> HardState {
     }
 }
 
+/// What opening a new directory recovers: nothing, but the incarnation it
+/// was given (a random number, never 0).
+fn nothing_recovered(recovered: &Recovered) -> Recovered {
+    assert_ne!(
+        recovered.incarnation, 0,
+        "a new directory has an incarnation"
+    );
+    Recovered {
+        incarnation: recovered.incarnation,
+        ..Recovered::default()
+    }
+}
+
 fn log_path(dir: &Path) -> PathBuf {
     dir.join(LOG_FILE)
 }
@@ -61,6 +74,7 @@ fn membership() -> Membership {
             .map(|id| (node(id), format!("127.0.0.1:{id}")))
             .collect(),
         learners: BTreeMap::new(),
+        incarnations: BTreeMap::new(),
     }
 }
 
@@ -262,7 +276,7 @@ fn flip_bit(dir: &Path, full: &[u8], offset: usize) {
 fn round_trip_of_appends_truncations_and_hard_states() {
     let tmp = TempDir::new().unwrap();
     let (mut storage, recovered) = open(tmp.path());
-    assert_eq!(recovered, Recovered::default());
+    assert_eq!(recovered, nothing_recovered(&recovered));
     let mut model = Model::default();
 
     let batch: Vec<Entry> = (1..=10).map(|i| entry(i, 1, &format!("v{i}"))).collect();
@@ -324,7 +338,7 @@ fn a_new_directory_is_created_with_its_parents() {
     let tmp = TempDir::new().unwrap();
     let dir = tmp.path().join("a").join("b").join("node-8000");
     let (storage, recovered) = open(&dir);
-    assert_eq!(recovered, Recovered::default());
+    assert_eq!(recovered, nothing_recovered(&recovered));
     assert_eq!(storage.last_index(), 0);
     assert!(dir.join(META_FILE).is_file());
     assert!(log_path(&dir).is_file());
@@ -691,7 +705,7 @@ fn an_empty_log_file_is_a_new_log() {
     let (_, lens) = three_records(tmp.path());
     fs::write(log_path(tmp.path()), b"").unwrap();
     let (mut storage, recovered) = open(tmp.path());
-    assert_eq!(recovered, Recovered::default());
+    assert_eq!(recovered, nothing_recovered(&recovered));
     assert_eq!(log_len(tmp.path()), lens[0], "the header was written");
     storage.append(&[entry(1, 1, "new")]).unwrap();
     storage.sync().unwrap();
@@ -856,6 +870,48 @@ fn members_must_include_the_node_itself() {
     };
     let err = Storage::open(tmp.path(), &lonely).unwrap_err();
     assert!(matches!(err, StorageError::InvalidRequest { .. }), "{err}");
+}
+
+/// Each data directory gets an incarnation when it is created, kept across
+/// restarts; a directory created anew gets another one; a directory written
+/// by a build without incarnations still opens and gets one, kept from then
+/// on (and the file stays readable by such a build, which ignores it).
+#[test]
+fn a_directory_keeps_its_incarnation_and_a_new_one_gets_another() {
+    let tmp = TempDir::new().unwrap();
+    let first = Storage::open(tmp.path(), &meta("8000"))
+        .unwrap()
+        .1
+        .incarnation;
+    assert_ne!(first, 0);
+    let again = Storage::open(tmp.path(), &meta("8000"))
+        .unwrap()
+        .1
+        .incarnation;
+    assert_eq!(again, first);
+
+    fs::remove_dir_all(tmp.path()).unwrap();
+    let replaced = Storage::open(tmp.path(), &meta("8000"))
+        .unwrap()
+        .1
+        .incarnation;
+    assert_ne!(replaced, first);
+
+    let old_format = r#"{"id": "8000", "members": ["8000", "8001", "8002"]}"#;
+    fs::write(tmp.path().join(META_FILE), old_format).unwrap();
+    let given = Storage::open(tmp.path(), &meta("8000"))
+        .unwrap()
+        .1
+        .incarnation;
+    assert_ne!(given, 0);
+    let kept = Storage::open(tmp.path(), &meta("8000"))
+        .unwrap()
+        .1
+        .incarnation;
+    assert_eq!(kept, given);
+    let text = fs::read_to_string(tmp.path().join(META_FILE)).unwrap();
+    let as_old: Metadata = serde_json::from_str(&text).unwrap();
+    assert_eq!(as_old, meta("8000"));
 }
 
 #[test]

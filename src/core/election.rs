@@ -20,7 +20,7 @@
 use super::read::ReadQueue;
 use super::replication::Progress;
 use super::{Event, LeaderState, Raft, Role, StepDownReason};
-use crate::message::{EntryData, Index, Message, MessageBody, NodeId, Term, MAX_TERM};
+use crate::message::{EntryData, Incarnation, Index, Message, MessageBody, NodeId, Term, MAX_TERM};
 use std::collections::BTreeSet;
 
 /// The term after `term`, or `None` past [`MAX_TERM`]: a node never
@@ -83,7 +83,7 @@ impl Raft {
     /// grown and it cannot force a healthy leader to step down.
     fn start_pre_vote(&mut self) {
         self.role = Role::PreCandidate {
-            votes: BTreeSet::from([self.config.id.clone()]),
+            votes: self.own_vote(),
         };
         self.reset_election_timer();
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
@@ -115,7 +115,7 @@ impl Raft {
         self.voted_for = Some(self.config.id.clone());
         self.hard_state_changed = true;
         self.role = Role::Candidate {
-            votes: BTreeSet::from([self.config.id.clone()]),
+            votes: self.own_vote(),
         };
         self.reset_election_timer();
         self.events.push(Event::ElectionStarted {
@@ -178,7 +178,14 @@ impl Raft {
         }
         // This answer is only sent after the vote is on stable storage: the
         // driver persists a Ready before sending its messages.
-        self.send(candidate, MessageBody::RequestVoteResponse { vote_granted });
+        let incarnation = self.config.incarnation;
+        self.send(
+            candidate,
+            MessageBody::RequestVoteResponse {
+                vote_granted,
+                incarnation,
+            },
+        );
     }
 
     /// Figure 2, RequestVote RPC, receiver rule 2: "If votedFor is null or
@@ -218,14 +225,24 @@ impl Raft {
             from: self.config.id.clone(),
             to: candidate,
             term,
-            body: MessageBody::PreVoteResponse { vote_granted },
+            body: MessageBody::PreVoteResponse {
+                vote_granted,
+                incarnation: self.config.incarnation,
+            },
         });
     }
 
-    /// Counts a pre-vote for the term after ours.
-    pub(super) fn on_pre_vote_response(&mut self, voter: NodeId, term: Term, vote_granted: bool) {
+    /// Counts a granted pre-vote for the term after ours, if it comes from
+    /// the voter's recorded incarnation.
+    pub(super) fn on_pre_vote_response(
+        &mut self,
+        voter: NodeId,
+        term: Term,
+        incarnation: Incarnation,
+    ) {
+        let counts = self.vote_counts(&voter, incarnation);
         if let Role::PreCandidate { votes } = &mut self.role {
-            if vote_granted && Some(term) == next_term(self.current_term) {
+            if counts && Some(term) == next_term(self.current_term) {
                 votes.insert(voter);
                 self.maybe_win_pre_vote();
             }
@@ -241,13 +258,48 @@ impl Raft {
 
     /// Counts a vote; "If votes received from majority of servers: become
     /// leader" (Figure 2, Rules for Servers, Candidates).
-    pub(super) fn on_vote_response(&mut self, voter: NodeId, vote_granted: bool) {
+    pub(super) fn on_vote_response(
+        &mut self,
+        voter: NodeId,
+        vote_granted: bool,
+        incarnation: Incarnation,
+    ) {
+        let counts = self.vote_counts(&voter, incarnation);
         if let Role::Candidate { votes } = &mut self.role {
-            if vote_granted {
+            if vote_granted && counts {
                 votes.insert(voter);
             }
             self.maybe_win_election();
         }
+    }
+
+    /// A vote counts only if it comes from the data directory the
+    /// membership records for that voter, or if none is recorded yet. A
+    /// voter that lost its directory lost the record of the votes it gave
+    /// (Figure 2 keeps `votedFor` on stable storage for this reason: §5.2
+    /// "each server will vote for at most one candidate in a given term");
+    /// its new directory may grant a second vote in a term in which the old
+    /// one already voted, and, having no log, it may vote for a candidate
+    /// that misses committed entries (§5.4.1 assumes every voter still holds
+    /// what it acknowledged). Such a vote is not counted until the leader
+    /// records the new incarnation, which it does only after the member
+    /// caught up as a learner (dissertation §4.2.1).
+    pub(super) fn vote_counts(&self, voter: &NodeId, incarnation: Incarnation) -> bool {
+        match self.membership.incarnations.get(voter) {
+            None => true,
+            Some(recorded) => {
+                *recorded == incarnation || self.bugs().count_votes_from_any_incarnation
+            }
+        }
+    }
+
+    /// A candidate's vote for itself, if it counts (see `vote_counts`).
+    fn own_vote(&self) -> BTreeSet<NodeId> {
+        let mut votes = BTreeSet::new();
+        if self.vote_counts(&self.config.id, self.config.incarnation) {
+            votes.insert(self.config.id.clone());
+        }
+        votes
     }
 
     fn maybe_win_election(&mut self) {
@@ -276,6 +328,8 @@ impl Raft {
             heartbeat_elapsed: 0,
             quorum_check_elapsed: 0,
             transfer: None,
+            append_seq: 0,
+            retired: BTreeSet::new(),
         }));
         self.events.push(Event::BecameLeader {
             term: self.current_term,

@@ -28,6 +28,71 @@
 //! stands for election no more. Each remaining node says once on stderr that a
 //! removed node still runs. The membership is in the log and the snapshot, so
 //! it survives restarts.
+//!
+//! # A member that lost its disk
+//!
+//! A node whose data directory was deleted, restored from an old backup, or
+//! kept by a disk that lied about fsync comes back with fewer entries than it
+//! acknowledged and, if its directory is new, without its term and its votes.
+//! How the leader notices and catches it up is in
+//! [`replication`](super::replication); this is how it rejoins safely.
+//!
+//! The danger is the vote. A node that lost its directory
+//! lost `voted_for` too, and §5.2's "each server will vote for at most one
+//! candidate in a given term" no longer holds: B votes for A in term 5, loses
+//! its directory, and a delayed term-5 RequestVote from C reaches the new B,
+//! which grants it; A and C both lead term 5. And the election restriction
+//! (§5.4.1) only keeps committed entries because every majority contains a
+//! voter that holds them (§5.4.3): if B was one of a bare majority holding an
+//! entry, the new B, holding nothing, can vote with a lagging C for a leader
+//! that lacks it, and a committed entry is lost. No rule local to B can help: a
+//! node started for the first time and a node whose directory was deleted look
+//! the same on their own disks. Records kept by each peer do not help either (C
+//! may never have heard from B). So the cluster keeps the record, in the log:
+//!
+//! - every data directory draws a random **incarnation** when it is created
+//!   (`meta.json`), and every answer (votes, pre-votes, AppendEntries and
+//!   InstallSnapshot answers) carries it;
+//! - the **membership** (the configuration entry in the log and in snapshots,
+//!   dissertation §4.1) records each member's incarnation: a leader that learns
+//!   an incarnation not yet recorded appends a configuration entry that records
+//!   it, with the same voters (so the same majorities);
+//! - a candidate **counts a vote only from the recorded incarnation** (or if
+//!   none is recorded), its own included (`election.rs`, `vote_counts`);
+//! - a voter that answers from another incarnation, or that lost entries it
+//!   acknowledged, is **made a learner** with a single-server change that
+//!   records its new incarnation, and once caught up it is **promoted** again
+//!   by the automatic promotion of learners (dissertation §4.2.1), which is a
+//!   second single-server change. Replacing the old directory by the new one as
+//!   a voter in one step would be two changes at once: the majorities {A, B-old}
+//!   and {C, B-new} do not overlap, which §4.1 forbids without joint consensus
+//!   (§4.3).
+//!
+//! So "I deleted one node's directory and restarted it" ends, with no hand
+//! work, in a three-voter cluster again; `tests/disk_loss_process.rs` does
+//! exactly that with real processes while writes go on.
+//!
+//! **What it costs.** While the node catches up the cluster has one voter fewer
+//! (and, until it is demoted, a voter whose vote does not count): a three-node
+//! cluster then tolerates no further failure. If a second node loses its disk
+//! in that window, or the leader fails before the demotion commits and the
+//! remaining voters cannot form a counted majority, the cluster waits until the
+//! failed nodes come back, rather than risk a second vote. Each incarnation
+//! learned costs one configuration entry, and each message a few bytes.
+//!
+//! **What is not covered.** A directory lost before its incarnation reached the
+//! log of every node that could stand for election (the first moments of a new
+//! cluster, or a node that has been down since then) looks like a fresh start
+//! to that node: its vote still counts there. A disk that lost the end of its
+//! log but kept its directory (fsync that lied, a directory restored from a
+//! backup) keeps its incarnation: the leader detects the loss (the line shown in
+//! [`replication`](super::replication), with "its disk lost the end of its
+//! log"), makes the node a learner and
+//! catches it up, but votes it gave in the meantime are not protected; the
+//! simulator shows such a node helping elect a leader that lacks a committed
+//! entry (`a_cut_log_keeps_its_vote_and_can_lose_a_committed_entry`). To
+//! restore a directory from a backup safely, delete the `incarnation` field of
+//! its `meta.json` first: the node then draws a new one and rejoins as above.
 
 use super::replication::Progress;
 use super::{Event, Raft, Role, StepDownReason, MAX_APPEND_BYTES, MAX_ENTRIES_PER_APPEND};
@@ -185,6 +250,7 @@ impl Raft {
         Membership {
             voters,
             learners: Default::default(),
+            incarnations: Default::default(),
         }
     }
 
@@ -271,11 +337,27 @@ impl Raft {
             return Err(MembershipError::NotLeader(self.not_leader()));
         }
         let committed_in_term = self.log.term_at(self.commit_index) == Some(self.current_term);
-        let busy = self.membership_index > self.commit_index || !committed_in_term;
+        let busy = self.members_change_pending() || !committed_in_term;
         if busy && !self.bugs().overlapping_membership_changes {
             return Err(MembershipError::ChangeInProgress);
         }
         Ok(())
+    }
+
+    /// True if a membership entry that changes who votes or learns is not
+    /// committed yet. An entry that only records incarnations keeps the
+    /// same voters, hence the same majorities, so another change may follow
+    /// it at once: every two memberships in use still differ by at most one
+    /// server (dissertation §4.1).
+    fn members_change_pending(&self) -> bool {
+        if self.membership_index <= self.commit_index {
+            return false;
+        }
+        self.known_membership_at(self.commit_index)
+            .is_none_or(|committed| {
+                committed.voters != self.membership.voters
+                    || committed.learners != self.membership.learners
+            })
     }
 
     /// Promotes a learner that has caught up with the leader's commit index
@@ -294,12 +376,108 @@ impl Raft {
         if self.check_can_change().is_err() {
             return;
         }
+        let incarnation = match &self.role {
+            Role::Leader(leader) => leader.progress.get(id).and_then(|p| p.incarnation),
+            Role::Follower { .. } | Role::PreCandidate { .. } | Role::Candidate { .. } => None,
+        };
         let mut next = self.membership.clone();
         if let Some(address) = next.learners.remove(id) {
             next.voters.insert(id.clone(), address);
         }
+        // The new voter's votes count from the directory that caught up.
+        if let Some(incarnation) = incarnation.filter(|i| *i != 0) {
+            next.incarnations.insert(id.clone(), incarnation);
+        }
         self.events.push(Event::LearnerPromoted { id: id.clone() });
         self.append_as_leader(EntryData::Config(next));
+    }
+
+    /// Writes what this leader learned about its members' data directories
+    /// into the membership, one entry at a time (like any membership change,
+    /// only once the previous one committed):
+    ///
+    /// - a member whose incarnation is not recorded yet gets it recorded
+    ///   (the leader's own too); the voters stay the same, so majorities do
+    ///   not change;
+    /// - a voter that lost entries it acknowledged, or that answers from a
+    ///   new directory, becomes a learner, with the new incarnation recorded.
+    ///   One voter at a time: that is a single-server change (dissertation
+    ///   §4.1, §4.2.1). It becomes a voter again by the usual promotion once
+    ///   caught up (`maybe_promote`). Replacing the old directory by the new
+    ///   one as a voter in one step would be two changes at once: the
+    ///   majorities with the old directory and with the new one need not
+    ///   overlap;
+    /// - a learner that answers from a new directory gets it recorded.
+    pub(super) fn maybe_record_incarnations(&mut self) {
+        let Role::Leader(leader) = &self.role else {
+            return;
+        };
+        if !self.incarnations_to_record(leader) {
+            return; // the usual case, on every answer: nothing to write
+        }
+        let mut next = self.membership.clone();
+        let me = &self.config.id;
+        if self.config.incarnation != 0 && next.contains(me) && !next.incarnations.contains_key(me)
+        {
+            next.incarnations
+                .insert(me.clone(), self.config.incarnation);
+        }
+        let mut demoted = None;
+        for (id, progress) in &leader.progress {
+            if !next.contains(id) {
+                continue;
+            }
+            let incarnation = progress.incarnation.filter(|i| *i != 0);
+            let recorded = next.incarnations.get(id).copied();
+            let replaced = incarnation.is_some_and(|i| recorded.is_some_and(|r| r != i));
+            let demote = (replaced || progress.lost_entries) && next.voters.contains_key(id);
+            if demote && demoted.is_some() {
+                continue; // one voter at a time
+            }
+            if demote {
+                if let Some(address) = next.voters.remove(id) {
+                    next.learners.insert(id.clone(), address);
+                }
+                demoted = Some(id.clone());
+            }
+            if let Some(incarnation) = incarnation {
+                next.incarnations.insert(id.clone(), incarnation);
+            }
+        }
+        if next == self.membership || self.check_can_change().is_err() {
+            return;
+        }
+        if let Role::Leader(leader) = &mut self.role {
+            // A voter that lost entries but waits for its turn keeps the flag.
+            for (id, progress) in leader.progress.iter_mut() {
+                if !next.voters.contains_key(id) {
+                    progress.lost_entries = false;
+                }
+            }
+        }
+        if let Some(id) = demoted {
+            self.events.push(Event::MemberDemoted { id });
+        }
+        self.append_as_leader(EntryData::Config(next));
+    }
+
+    /// Whether `maybe_record_incarnations` has anything to write: an
+    /// incarnation known but not recorded (the leader's own included), or a
+    /// voter that lost entries.
+    fn incarnations_to_record(&self, leader: &super::LeaderState) -> bool {
+        let recorded = &self.membership.incarnations;
+        let me = &self.config.id;
+        let own_missing = self.config.incarnation != 0
+            && self.membership.contains(me)
+            && !recorded.contains_key(me);
+        own_missing
+            || leader.progress.iter().any(|(id, progress)| {
+                let known = progress.incarnation.filter(|i| *i != 0);
+                let unrecorded = known.is_some() && recorded.get(id) != known.as_ref();
+                self.membership.contains(id)
+                    && (unrecorded
+                        || (progress.lost_entries && self.membership.voters.contains_key(id)))
+            })
     }
 
     /// Dissertation §4.2.2: once a membership without the leader commits,
@@ -363,6 +541,7 @@ impl Raft {
             entries,
             leader_commit: self.commit_index,
             read_seq: 0,
+            seq: 0,
         };
         self.send(msg.from.clone(), body);
     }

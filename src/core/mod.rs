@@ -31,7 +31,8 @@ pub mod replication;
 pub mod snapshot;
 
 use crate::message::{
-    Entry, EntryData, HardState, Index, Membership, Message, MessageBody, NodeId, Snapshot, Term,
+    Entry, EntryData, HardState, Incarnation, Index, Membership, Message, MessageBody, NodeId,
+    Snapshot, Term,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -62,6 +63,11 @@ pub const MAX_INFLIGHT_ENTRIES: u64 = 4096;
 /// alone would let gigabytes pile up in queues and socket buffers for a
 /// slow follower; this keeps the leader's memory for it near 8 MiB.
 pub const MAX_INFLIGHT_BYTES: usize = 8 * 1024 * 1024;
+/// Most replaced incarnations a leader remembers, so that late answers from
+/// a data directory that has since been replaced are recognised and
+/// ignored. Only a leader's own term needs them (older answers carry an
+/// older term), and each entry is a member that lost its disk in that term.
+pub const MAX_RETIRED_INCARNATIONS: usize = 64;
 
 /// How a node is configured. Times are in ticks; the driver decides how long
 /// a tick is.
@@ -69,6 +75,10 @@ pub const MAX_INFLIGHT_BYTES: usize = 8 * 1024 * 1024;
 pub struct Config {
     /// This node.
     pub id: NodeId,
+    /// The incarnation of this node's data directory (drawn when the
+    /// directory was created; `0`: unknown). Sent with every answer, so a
+    /// leader notices a member that came back with an empty directory.
+    pub incarnation: Incarnation,
     /// The voting members the cluster started with, this node included
     /// (empty for a node that joins an existing cluster). Membership changes
     /// in the log or a snapshot replace it (dissertation ch. 4).
@@ -100,6 +110,7 @@ impl Config {
     pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
         Config {
             id,
+            incarnation: 0,
             voters,
             addresses: BTreeMap::new(),
             election_timeout_ticks: (15, 30),
@@ -135,6 +146,9 @@ pub struct BugSwitches {
     /// another is uncommitted, or before the leader has committed an entry
     /// of its term.
     pub overlapping_membership_changes: bool,
+    /// Count a vote whatever the incarnation of the directory it came
+    /// from: a member that lost its disk may then vote twice in a term.
+    pub count_votes_from_any_incarnation: bool,
 }
 
 /// What a node currently is, with the state that only that role has.
@@ -173,6 +187,11 @@ pub struct LeaderState {
     quorum_check_elapsed: u64,
     /// A leadership transfer in progress, if any.
     transfer: Option<election::Transfer>,
+    /// Numbers each AppendEntries this leader sends (`seq`).
+    append_seq: u64,
+    /// Incarnations of members seen replaced in this term: late answers
+    /// from them are ignored (at most `MAX_RETIRED_INCARNATIONS`).
+    retired: BTreeSet<(NodeId, Incarnation)>,
 }
 
 /// The name of a role, for status lines and tests.
@@ -216,6 +235,20 @@ pub enum Event {
     LearnerPromoted { id: NodeId },
     /// "Leader 8000 removing node 8002".
     MemberRemoved { id: NodeId },
+    /// A follower's answer shows it has fewer entries than it acknowledged
+    /// to this leader, or comes from a new data directory: it lost its disk
+    /// (or part of it). `acknowledged` is the `match_index` the leader held,
+    /// `last_index` what the follower says it holds now; `incarnations` is
+    /// `(recorded, now)` when the directory itself was replaced.
+    LostEntries {
+        id: NodeId,
+        acknowledged: Index,
+        last_index: Index,
+        incarnations: Option<(Incarnation, Incarnation)>,
+    },
+    /// "Leader 8000 making node 8001 a learner until it catches up": a
+    /// voter that lost its disk may have lost its votes too.
+    MemberDemoted { id: NodeId },
 }
 
 /// Why a leader stopped leading.
@@ -478,15 +511,17 @@ impl Raft {
                 last_log_term,
                 leadership_transfer: _,
             } => self.on_request_vote(msg.from, last_log_index, last_log_term),
-            MessageBody::RequestVoteResponse { vote_granted } => {
-                self.on_vote_response(msg.from, vote_granted)
-            }
+            MessageBody::RequestVoteResponse {
+                vote_granted,
+                incarnation,
+            } => self.on_vote_response(msg.from, vote_granted, incarnation),
             MessageBody::AppendEntries {
                 prev_log_index,
                 prev_log_term,
                 entries,
                 leader_commit,
                 read_seq,
+                seq,
             } => self.on_append_entries(
                 msg.from,
                 replication::AppendRequest {
@@ -495,6 +530,7 @@ impl Raft {
                     entries,
                     leader_commit,
                     read_seq,
+                    seq,
                 },
             ),
             MessageBody::AppendEntriesResponse {
@@ -502,7 +538,19 @@ impl Raft {
                 match_index,
                 conflict,
                 read_seq,
-            } => self.on_append_response(msg.from, success, match_index, conflict, read_seq),
+                seq,
+                incarnation,
+            } => self.on_append_response(
+                msg.from,
+                replication::AppendAnswer {
+                    success,
+                    match_index,
+                    conflict,
+                    read_seq,
+                    seq,
+                    incarnation,
+                },
+            ),
             MessageBody::TimeoutNow => self.on_timeout_now(),
             MessageBody::InstallSnapshot {
                 last_included_index,
@@ -524,9 +572,16 @@ impl Raft {
                 last_included_index,
                 next_offset,
                 done,
-            } => {
-                self.on_install_snapshot_response(msg.from, last_included_index, next_offset, done)
-            }
+                incarnation,
+            } => self.on_install_snapshot_response(
+                msg.from,
+                snapshot::ChunkAnswer {
+                    last_included_index,
+                    next_offset,
+                    done,
+                    incarnation,
+                },
+            ),
             MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { .. } => {
                 debug_assert!(false, "pre-votes are handled in step_pre_vote")
             }
@@ -564,8 +619,11 @@ impl Raft {
                 self.on_pre_vote(msg.from, msg.term, last_log_index, last_log_term);
                 None
             }
-            MessageBody::PreVoteResponse { vote_granted } if vote_granted => {
-                self.on_pre_vote_response(msg.from, msg.term, true);
+            MessageBody::PreVoteResponse {
+                vote_granted,
+                incarnation,
+            } if vote_granted => {
+                self.on_pre_vote_response(msg.from, msg.term, incarnation);
                 None
             }
             // A refusal carries the refuser's real term: if it is newer we
@@ -677,6 +735,11 @@ impl Raft {
         self.current_term
     }
 
+    /// The incarnation of this node's data directory.
+    pub fn incarnation(&self) -> Incarnation {
+        self.config.incarnation
+    }
+
     pub fn voted_for(&self) -> Option<&NodeId> {
         self.voted_for.as_ref()
     }
@@ -754,15 +817,21 @@ impl Raft {
         let body = match msg.body {
             MessageBody::RequestVote { .. } => MessageBody::RequestVoteResponse {
                 vote_granted: false,
+                incarnation: self.config.incarnation,
             },
-            MessageBody::AppendEntries { read_seq, .. } => MessageBody::AppendEntriesResponse {
-                success: false,
-                match_index: 0,
-                conflict: None,
-                read_seq,
-            },
+            MessageBody::AppendEntries { read_seq, seq, .. } => {
+                MessageBody::AppendEntriesResponse {
+                    success: false,
+                    match_index: 0,
+                    conflict: None,
+                    read_seq,
+                    seq,
+                    incarnation: self.config.incarnation,
+                }
+            }
             MessageBody::PreVote { .. } => MessageBody::PreVoteResponse {
                 vote_granted: false,
+                incarnation: self.config.incarnation,
             },
             MessageBody::RequestVoteResponse { .. }
             | MessageBody::PreVoteResponse { .. }
@@ -776,6 +845,7 @@ impl Raft {
                 last_included_index,
                 next_offset: 0,
                 done: false,
+                incarnation: self.config.incarnation,
             },
         };
         self.send(msg.from, body);

@@ -13,7 +13,7 @@
 //! receiver rules 6 and 7).
 
 use super::{Raft, Role};
-use crate::message::{Index, MessageBody, NodeId, Snapshot, Term};
+use crate::message::{Incarnation, Index, MessageBody, NodeId, Snapshot, Term};
 
 /// Most bytes of snapshot in one InstallSnapshot message.
 pub const MAX_SNAPSHOT_CHUNK_BYTES: usize = 256 * 1024;
@@ -176,6 +176,7 @@ impl Raft {
                 last_included_index: index,
                 next_offset,
                 done,
+                incarnation: self.config.incarnation,
             },
         );
     }
@@ -259,37 +260,56 @@ impl Raft {
     }
 
     /// The leader's side of an InstallSnapshot answer.
-    pub(super) fn on_install_snapshot_response(
-        &mut self,
-        follower: NodeId,
-        last_included_index: Index,
-        next_offset: u64,
-        done: bool,
-    ) {
+    pub(super) fn on_install_snapshot_response(&mut self, follower: NodeId, answer: ChunkAnswer) {
+        let reported = if answer.done {
+            answer.last_included_index
+        } else {
+            0
+        };
+        if !self.check_incarnation(&follower, answer.incarnation, reported) {
+            return;
+        }
         let snapshot_index = self.log.snapshot_index();
         let Role::Leader(leader) = &mut self.role else {
             return;
         };
+        let append_seq = leader.append_seq;
         let Some(progress) = leader.progress.get_mut(&follower) else {
             return;
         };
         progress.recent_active = true;
-        if done {
-            progress.match_index = progress.match_index.max(last_included_index);
-            progress.next_index = progress.next_index.max(last_included_index + 1);
+        if answer.done {
+            if answer.last_included_index > progress.match_index {
+                progress.match_index = answer.last_included_index;
+                progress.match_seq = append_seq;
+            }
+            progress.next_index = progress.next_index.max(answer.last_included_index + 1);
             progress.snapshot_offset = None;
             progress.probing = true;
             self.maybe_commit();
+            self.maybe_record_incarnations();
             self.send_heartbeat_to(&follower);
-        } else if last_included_index == snapshot_index {
-            progress.snapshot_offset = Some(next_offset);
-            self.send_snapshot_chunk(&follower, next_offset);
-        } else {
-            // An answer about an older snapshot: start the current one.
-            progress.snapshot_offset = Some(0);
-            self.send_snapshot_chunk(&follower, 0);
+            return;
+        }
+        // No storm: the next chunk goes at once only if the follower took
+        // this one (its offset moved on); a chunk it refused, or an answer
+        // about an older snapshot, waits for the next heartbeat.
+        let current = answer.last_included_index == snapshot_index;
+        let moved_on = current && answer.next_offset > progress.snapshot_offset.unwrap_or(0);
+        progress.snapshot_offset = Some(if current { answer.next_offset } else { 0 });
+        self.maybe_record_incarnations();
+        if moved_on {
+            self.send_snapshot_chunk(&follower, answer.next_offset);
         }
     }
+}
+
+/// The fields of an InstallSnapshot answer, gathered for the handler.
+pub(super) struct ChunkAnswer {
+    pub last_included_index: Index,
+    pub next_offset: u64,
+    pub done: bool,
+    pub incarnation: Incarnation,
 }
 
 /// The largest char boundary of `text` at or below `at`.

@@ -1,5 +1,7 @@
-//! `DIR/meta.json`: which node a data directory belongs to, checked on
-//! every start and written once (see "`DIR/meta.json`" in the module docs).
+//! `DIR/meta.json`: which node a data directory belongs to, and its
+//! incarnation; checked on every start, written when the directory is created
+//! (or, for a directory older than incarnations, the first time it is
+//! opened). See "`DIR/meta.json`" in the module docs.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -10,7 +12,7 @@ use std::path::Path;
 use super::error::io_error;
 use super::files::sync_dir;
 use super::{StorageError, META_FILE};
-use crate::message::NodeId;
+use crate::message::{Incarnation, NodeId};
 
 /// Where `meta.json` is written before it is renamed into place.
 const META_TEMP_FILE: &str = "meta.json.tmp";
@@ -39,6 +41,23 @@ impl Metadata {
     }
 }
 
+/// `meta.json` as written: the metadata and the directory's incarnation, a
+/// random number drawn when the directory is created (a directory from a
+/// build without incarnations gets one the first time it is opened). Builds
+/// that do not know the field ignore it.
+#[derive(Serialize, Deserialize)]
+struct StoredMetadata {
+    #[serde(flatten)]
+    meta: Metadata,
+    #[serde(default)]
+    incarnation: Incarnation,
+}
+
+/// A new incarnation: random, never 0 (which means "unknown").
+fn new_incarnation() -> Incarnation {
+    rand::random_range(1..=Incarnation::MAX)
+}
+
 impl fmt::Display for Metadata {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let members: Vec<&str> = self.members.iter().map(NodeId::as_str).collect();
@@ -46,17 +65,18 @@ impl fmt::Display for Metadata {
     }
 }
 
-/// Checks that `dir/meta.json` describes this node, or writes it if absent.
+/// Checks that `dir/meta.json` describes this node, or writes it if absent;
+/// returns the directory's incarnation.
 pub(super) fn check_or_create_metadata(
     dir: &Path,
     meta: &Metadata,
     log_path: &Path,
     fsyncs: &mut u64,
-) -> Result<(), StorageError> {
+) -> Result<Incarnation, StorageError> {
     let path = dir.join(META_FILE);
     match fs::read(&path) {
         Ok(bytes) => {
-            let stored = parse_metadata(&path, &bytes)?;
+            let (stored, incarnation) = parse_metadata(&path, &bytes)?;
             if stored != *meta {
                 return Err(StorageError::MetadataMismatch {
                     path,
@@ -64,7 +84,14 @@ pub(super) fn check_or_create_metadata(
                     given: meta.clone(),
                 });
             }
-            Ok(())
+            if incarnation != 0 {
+                return Ok(incarnation);
+            }
+            // Written by a build without incarnations: this directory was
+            // never recorded under one, so any new one is as good.
+            let incarnation = new_incarnation();
+            write_metadata(dir, &path, meta, incarnation, fsyncs)?;
+            Ok(incarnation)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             // meta.json is made durable before the log is created, so a
@@ -74,23 +101,27 @@ pub(super) fn check_or_create_metadata(
                     path: log_path.to_path_buf(),
                 });
             }
-            write_metadata(dir, &path, meta, fsyncs)
+            let incarnation = new_incarnation();
+            write_metadata(dir, &path, meta, incarnation, fsyncs)?;
+            Ok(incarnation)
         }
         Err(source) => Err(io_error(&path, "reading", source)),
     }
 }
 
-fn parse_metadata(path: &Path, bytes: &[u8]) -> Result<Metadata, StorageError> {
+fn parse_metadata(path: &Path, bytes: &[u8]) -> Result<(Metadata, Incarnation), StorageError> {
     let bad = |reason: String| StorageError::BadMetadata {
         path: path.to_path_buf(),
         reason,
     };
-    let stored: Metadata = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-    stored.normalized().ok_or_else(|| {
+    let stored: StoredMetadata = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    let meta = stored.meta.normalized().ok_or_else(|| {
         bad(format!(
-            "{stored} does not list the node itself as a member"
+            "{} does not list the node itself as a member",
+            stored.meta
         ))
-    })
+    })?;
+    Ok((meta, stored.incarnation))
 }
 
 /// Temp file, fsync, rename, fsync of the directory: `meta.json` is either
@@ -99,10 +130,15 @@ fn write_metadata(
     dir: &Path,
     path: &Path,
     meta: &Metadata,
+    incarnation: Incarnation,
     fsyncs: &mut u64,
 ) -> Result<(), StorageError> {
     let temp = dir.join(META_TEMP_FILE);
-    let mut text = serde_json::to_vec_pretty(meta).map_err(|e| StorageError::BadMetadata {
+    let stored = StoredMetadata {
+        meta: meta.clone(),
+        incarnation,
+    };
+    let mut text = serde_json::to_vec_pretty(&stored).map_err(|e| StorageError::BadMetadata {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;

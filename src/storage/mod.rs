@@ -47,7 +47,7 @@
 //! ```
 //!
 //! ```text
-//! DIR/meta.json   which node this directory belongs to (written once)
+//! DIR/meta.json   which node this directory belongs to, and its incarnation
 //! DIR/log         current_term, voted_for and the log entries after the
 //!                 snapshot (append-only; replaced whole by compaction)
 //! DIR/snapshot    the latest snapshot, if the node has taken one
@@ -65,11 +65,18 @@
 //!     "8000",
 //!     "8001",
 //!     "8002"
-//!   ]
+//!   ],
+//!   "incarnation": 7245385937722213871
 //! }
 //! ```
 //!
-//! The node id and the sorted member list (which includes the node itself).
+//! The node id and the sorted member list (which includes the node itself),
+//! and the directory's incarnation: a random number drawn when the directory
+//! is created, so that the cluster can tell a node that came back with a new
+//! directory (and so without its votes) from the one it knew (see
+//! [`core::membership`](crate::core::membership)). A directory written
+//! before incarnations existed gets one the first time it is opened; builds
+//! that do not know the field ignore it.
 //! Starting a node with a different id or member list than the directory was
 //! created with is refused: it usually means the wrong `DIR` or the wrong
 //! peers were given, and mixing one node's log with another's identity breaks
@@ -334,7 +341,7 @@ use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::message::{Entry, HardState, Index, Snapshot};
+use crate::message::{Entry, HardState, Incarnation, Index, Snapshot};
 
 #[cfg(feature = "bug-switches")]
 use crash::CrashHook;
@@ -405,6 +412,8 @@ pub struct Recovered {
     /// The latest snapshot saved, which replaces the log up to its
     /// `last_included_index`; `None` if there is none.
     pub snapshot: Option<Snapshot>,
+    /// This data directory's incarnation (see `message::Incarnation`).
+    pub incarnation: Incarnation,
 }
 
 /// The durable state of one node: its hard state and its log.
@@ -497,7 +506,7 @@ impl Storage {
     /// directory created with another id or member list is refused.
     pub fn open(dir: &Path, meta: &Metadata) -> Result<(Storage, Recovered), StorageError> {
         let mut opening = Opening::new(dir);
-        let (file, created) = opening.lock(meta)?;
+        let (file, created, incarnation) = opening.lock(meta)?;
         let snapshot = opening.load_snapshot()?;
         let snapshot_bytes = snapshot.as_ref().map_or(0, |(_, len)| *len);
         let snapshot = snapshot.map(|(snapshot, _)| snapshot);
@@ -548,6 +557,7 @@ impl Storage {
             entries: replayed.entries,
             warnings,
             snapshot,
+            incarnation,
         };
         Ok((storage, recovered))
     }
@@ -849,9 +859,10 @@ impl<'a> Opening<'a> {
     }
 
     /// Step 1 of `open`: makes sure the directory exists and belongs to this
-    /// node, then opens and locks the log; `true` if the log was just
-    /// created. Everything after this runs with the lock held.
-    fn lock(&mut self, meta: &Metadata) -> Result<(File, bool), StorageError> {
+    /// node, then opens and locks the log. Returns the log, `true` if it was
+    /// just created, and the directory's incarnation. Everything after this
+    /// runs with the lock held.
+    fn lock(&mut self, meta: &Metadata) -> Result<(File, bool, Incarnation), StorageError> {
         let meta = meta
             .normalized()
             .ok_or_else(|| StorageError::InvalidRequest {
@@ -862,7 +873,9 @@ impl<'a> Opening<'a> {
                 ),
             })?;
         create_dir_durably(self.dir, &mut self.fsyncs)?;
-        check_or_create_metadata(self.dir, &meta, &self.log_path, &mut self.fsyncs)?;
-        open_log_file(&self.log_path)
+        let incarnation =
+            check_or_create_metadata(self.dir, &meta, &self.log_path, &mut self.fsyncs)?;
+        let (file, created) = open_log_file(&self.log_path)?;
+        Ok((file, created, incarnation))
     }
 }

@@ -811,6 +811,7 @@ mod tests {
             body: MessageBody::AppendEntries {
                 prev_log_index: seq,
                 prev_log_term: 1,
+                seq: 0,
                 entries: vec![Entry {
                     term: 1,
                     index: seq + 1,

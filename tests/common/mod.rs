@@ -99,7 +99,22 @@ pub fn ticks(r: &mut Raft, n: u64) {
 
 /// Does what a driver does with a `Ready`: makes it durable, tells the core
 /// so, and (here) returns it for the test to look at.
+///
+/// The `seq` numbering of AppendEntries is cleared, so that tests can
+/// compare messages with `append(...)`; the tests about it use
+/// [`persist_numbered`].
 pub fn persist(r: &mut Raft) -> Ready {
+    let mut ready = persist_numbered(r);
+    for msg in &mut ready.messages {
+        if let MessageBody::AppendEntries { seq, .. } = &mut msg.body {
+            *seq = 0;
+        }
+    }
+    ready
+}
+
+/// Like [`persist`], keeping each AppendEntries' `seq`.
+pub fn persist_numbered(r: &mut Raft) -> Ready {
     let ready = r.ready();
     r.advance(&ready);
     ready
@@ -171,7 +186,10 @@ pub fn vote(from: u8, to: u8, term: Term, vote_granted: bool) -> Message {
         from,
         to,
         term,
-        MessageBody::RequestVoteResponse { vote_granted },
+        MessageBody::RequestVoteResponse {
+            vote_granted,
+            incarnation: 0,
+        },
     )
 }
 
@@ -190,6 +208,7 @@ pub fn append(
         entries,
         leader_commit,
         read_seq: 0,
+        seq: 0,
     };
     message(from, to, term, body)
 }
@@ -211,6 +230,8 @@ pub fn append_ok(from: u8, to: u8, term: Term, match_index: Index) -> Message {
         match_index,
         conflict: None,
         read_seq: 0,
+        seq: 0,
+        incarnation: 0,
     };
     message(from, to, term, body)
 }
@@ -221,6 +242,8 @@ pub fn append_refused(from: u8, to: u8, term: Term, conflict: Option<Conflict>) 
         match_index: 0,
         conflict,
         read_seq: 0,
+        seq: 0,
+        incarnation: 0,
     };
     message(from, to, term, body)
 }

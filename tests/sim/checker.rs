@@ -5,7 +5,8 @@
 //! and State Machine Safety. We add the facts they rest on: terms never go
 //! down (not even across a crash, since `current_term` is persistent), a
 //! running node's commit index never goes down, a node grants at most one
-//! vote per term (across crashes, checked on the votes actually *sent*), and
+//! vote per term and data directory (across crashes, checked on the votes
+//! actually *sent*), and
 //! a read is never answered before the state machine has reached its index.
 //!
 //! Only one node changes in a step, so each check looks at that node and at
@@ -27,7 +28,7 @@
 use super::{Failure, FailureKind};
 use raft::core::{Raft, RoleKind};
 use raft::message::{
-    Entry, EntryData, Index, Membership, Message, MessageBody, NodeId, Snapshot, Term,
+    Entry, EntryData, Incarnation, Index, Membership, Message, MessageBody, NodeId, Snapshot, Term,
 };
 use std::collections::btree_map::Entry as MapEntry;
 use std::collections::BTreeMap;
@@ -115,7 +116,7 @@ pub struct Checker {
     /// Election Safety: the leader of each term, once seen.
     leader_of_term: BTreeMap<Term, NodeId>,
     /// Every vote granted on the wire: `(voter, term) -> candidate`.
-    votes: BTreeMap<(NodeId, Term), NodeId>,
+    votes: BTreeMap<(NodeId, Incarnation, Term), NodeId>,
     /// Log Matching: every `(index, term)` ever seen in a log.
     seen: BTreeMap<(Index, Term), SeenEntry>,
     /// The committed log as far as any node has known it; entry `i` is at
@@ -158,6 +159,7 @@ impl Checker {
             initial_membership: Membership {
                 voters: ids.iter().map(|id| (id.clone(), String::new())).collect(),
                 learners: Default::default(),
+                incarnations: Default::default(),
             },
             nodes: ids.iter().cloned().map(NodeRecord::new).collect(),
             check_term_across_restarts: true,
@@ -189,6 +191,17 @@ impl Checker {
     /// A node crashed: it leads nothing any more.
     pub fn on_crash(&mut self, node: usize) {
         self.nodes[node].leading = None;
+    }
+
+    /// A node lost its disk (or the end of its log): what the checker knew
+    /// of its term, log and commit index is forgotten, since the node
+    /// starts again from what is left. The properties that do not rest on
+    /// that node's disk keep being checked: Election Safety, Leader
+    /// Completeness, State Machine Safety, Log Matching, and one vote per
+    /// term per data directory.
+    pub fn on_disk_lost(&mut self, node: usize) {
+        let id = self.nodes[node].id.clone();
+        self.nodes[node] = NodeRecord::new(id);
     }
 
     /// A node restarted from its disk. Its volatile state starts over; its
@@ -223,10 +236,17 @@ impl Checker {
     /// to one candidate only, even if it crashes and restarts in between.
     pub fn on_messages_sent(&mut self, messages: &[Message], now: u64) -> Result<(), Failure> {
         for msg in messages {
-            let MessageBody::RequestVoteResponse { vote_granted: true } = msg.body else {
+            let MessageBody::RequestVoteResponse {
+                vote_granted: true,
+                incarnation,
+            } = msg.body
+            else {
                 continue;
             };
-            match self.votes.entry((msg.from.clone(), msg.term)) {
+            // Per data directory: a node that lost its disk lost the record
+            // of its votes, and may grant another in the same term. That
+            // second vote must not count (see the election-safety check).
+            match self.votes.entry((msg.from.clone(), incarnation, msg.term)) {
                 MapEntry::Vacant(slot) => {
                     slot.insert(msg.to.clone());
                 }
@@ -235,8 +255,8 @@ impl Checker {
                         FailureKind::DoubleVote,
                         now,
                         format!(
-                            "{} granted its vote in term {} to {} and then to {} \
-                             (a vote must be on disk before it is sent)",
+                            "{} (incarnation {incarnation}) granted its vote in term {} to {} \
+                             and then to {} (a vote must be on disk before it is sent)",
                             msg.from,
                             msg.term,
                             slot.get(),

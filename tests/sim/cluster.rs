@@ -19,7 +19,7 @@ use super::{node_id, Failure, FailureKind, TICK};
 use raft::core::{
     BugSwitches, Config, Event as CoreEvent, MembershipError, NotLeader, Raft, TransferError,
 };
-use raft::message::{Index, Message, MessageBody, NodeId, Snapshot};
+use raft::message::{EntryData, Incarnation, Index, Message, MessageBody, NodeId, Snapshot};
 use raft::state_machine::StateMachine;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -44,6 +44,10 @@ pub struct ClusterConfig {
     pub check_quorum: bool,
     /// Deliberate bugs in the core.
     pub bugs: BugSwitches,
+    /// Whether data directories have incarnations (on by default, as in
+    /// the binary). Off, the cluster runs as a program embedding the core
+    /// without them would: no membership entries recording them.
+    pub incarnations: bool,
     /// A deliberate bug in the simulated driver: send messages before
     /// persisting (the write happens at the node's next step instead).
     pub reply_before_persist: bool,
@@ -78,6 +82,7 @@ impl ClusterConfig {
             pre_vote: defaults.pre_vote,
             check_quorum: defaults.check_quorum,
             bugs: BugSwitches::default(),
+            incarnations: true,
             reply_before_persist: false,
             ignore_snapshot_state: false,
             crash_after_step_rate: 0.0,
@@ -161,7 +166,7 @@ impl Ord for Scheduled {
 }
 
 /// Counts of messages sent between nodes.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Stats {
     pub request_vote: u64,
     pub vote_response: u64,
@@ -179,6 +184,13 @@ pub struct Stats {
     /// Steps taken (events handled by a running node).
     pub steps: u64,
     pub crashes: u64,
+    /// Data directories created, and disks lost (emptied or cut back).
+    pub directories: u64,
+    pub disks_lost: u64,
+    /// Losses leaders reported (`Event::LostEntries`).
+    pub losses_reported: u64,
+    /// Messages sent on each directed link `(from, to)`.
+    pub link_messages: std::collections::BTreeMap<(usize, usize), u64>,
 }
 
 impl Stats {
@@ -258,6 +270,7 @@ impl Cluster {
                 .collect::<Vec<_>>()
         );
         for node in 0..cluster.config.size {
+            cluster.nodes[node].disk.incarnation = cluster.new_incarnation();
             cluster.start_node(node)?;
         }
         let actions = cluster.clients.start(0, &mut cluster.rng);
@@ -557,6 +570,11 @@ impl Cluster {
     }
 
     fn trace_ready(&mut self, node: usize, ready: &raft::core::Ready) {
+        self.stats.losses_reported += ready
+            .events
+            .iter()
+            .filter(|e| matches!(e, CoreEvent::LostEntries { .. }))
+            .count() as u64;
         if !self.trace.is_on() {
             return;
         }
@@ -645,6 +663,7 @@ impl Cluster {
         let Some(to) = self.ids.iter().position(|id| *id == msg.to) else {
             return;
         };
+        *self.stats.link_messages.entry((from, to)).or_default() += 1;
         if !self.network.connected(from, to) {
             trace!(
                 self.trace,
@@ -702,6 +721,91 @@ impl Cluster {
     pub fn crash_for(&mut self, node: usize, ticks: u64) {
         self.crash(node);
         self.schedule(self.now + ticks * TICK, Event::Restart(node));
+    }
+
+    /// A new data directory's incarnation. Counted rather than drawn, so
+    /// the run's RNG draws what it drew before incarnations existed.
+    fn new_incarnation(&mut self) -> Incarnation {
+        self.stats.directories += 1;
+        if !self.config.incarnations {
+            return 0;
+        }
+        1000 + self.stats.directories
+    }
+
+    /// The node goes down and loses its disk; it comes back `ticks` later
+    /// with an empty data directory of a new incarnation, as after `rm -rf`
+    /// of its directory and a restart.
+    pub fn lose_disk_for(&mut self, node: usize, ticks: u64) {
+        self.crash(node);
+        let incarnation = self.new_incarnation();
+        trace!(
+            self.trace,
+            self.now,
+            "{} loses its disk (new directory, incarnation {incarnation})",
+            self.ids[node]
+        );
+        self.stats.disks_lost += 1;
+        self.nodes[node].lose_disk(incarnation);
+        self.checker.on_disk_lost(node);
+        self.schedule(self.now + ticks * TICK, Event::Restart(node));
+    }
+
+    /// The node goes down and its disk loses the end of its log: only
+    /// entries up to `keep` remain (a disk that lied about fsync, or a
+    /// directory restored from a backup). It comes back `ticks` later.
+    pub fn cut_log_for(&mut self, node: usize, keep: Index, ticks: u64) {
+        self.crash(node);
+        trace!(
+            self.trace,
+            self.now,
+            "{}'s disk loses its log after index {keep}",
+            self.ids[node]
+        );
+        self.stats.disks_lost += 1;
+        self.nodes[node].cut_log(keep);
+        self.checker.on_disk_lost(node);
+        self.schedule(self.now + ticks * TICK, Event::Restart(node));
+    }
+
+    /// Whether `node` may lose its disk now without falling into a case no
+    /// protection covers. Every machine's disk must hold a membership in
+    /// which every machine in service is a voter with its current
+    /// incarnation recorded:
+    ///
+    /// - the lost directory's own incarnation must be known to every
+    ///   possible candidate, or a candidate that never heard of the old
+    ///   directory counts the new one's vote (a disk lost in the first
+    ///   moments of a cluster looks like a fresh start to everyone);
+    /// - and no other machine may still be catching up after a loss of its
+    ///   own: that would be two machines lost at once, more than a cluster
+    ///   of three tolerates (with three voters of which two lost their
+    ///   disks, no vote count reaches a majority until a leader has
+    ///   re-recorded them, and no leader can be elected to do it).
+    pub fn disk_loss_is_covered(&self, node: usize) -> bool {
+        let in_service: Vec<usize> = (0..self.nodes.len())
+            .filter(|&n| !self.nodes[n].retired)
+            .collect();
+        !self.nodes[node].retired
+            && in_service.iter().all(|&holder| {
+                let disk = &self.nodes[holder].disk;
+                let latest = disk
+                    .log
+                    .iter()
+                    .rev()
+                    .find_map(|e| match &e.data {
+                        EntryData::Config(m) => Some(m),
+                        EntryData::Noop | EntryData::Command(_) => None,
+                    })
+                    .or(disk.snapshot.as_ref().map(|s| &s.membership));
+                latest.is_some_and(|m| {
+                    in_service.iter().all(|&n| {
+                        let id = &self.ids[n];
+                        m.voters.contains_key(id)
+                            && m.incarnations.get(id) == Some(&self.nodes[n].disk.incarnation)
+                    })
+                })
+            })
     }
 
     /// Boots a crashed node from its disk (a retired one stays down).
@@ -854,6 +958,7 @@ impl Cluster {
         self.ids.push(node_id(node));
         self.network.add_node();
         self.checker.add_node(node_id(node));
+        self.nodes[node].disk.incarnation = self.new_incarnation();
         self.update_client_targets();
         trace!(self.trace, self.now, "{} is a new machine", self.ids[node]);
         self.start_node(node)?;

@@ -139,7 +139,7 @@ impl Progress {
         let limit = cluster.now + 4 * ticks * TICK;
         while cluster.now < end || (!self.done() && cluster.now < limit) {
             // One fault (the faulty phase's loop does one per 5-40 ticks).
-            random::faults(cluster, 1, kinds, None)?;
+            random::faults(cluster, 1, kinds, None, false)?;
             self.turn(cluster)?;
             if cluster.clients.all_done() && cluster.now < limit {
                 let actions = cluster.clients.add_ops(2, cluster.now);
@@ -406,6 +406,7 @@ pub fn committed_membership(cluster: &Cluster) -> Membership {
                 .map(|id| (id.clone(), String::new()))
                 .collect(),
             learners: Default::default(),
+            incarnations: Default::default(),
         },
     }
 }

@@ -24,7 +24,7 @@
 
 use super::clients::{Op, Reply, Tag};
 use raft::core::{CompactError, Config, Event as CoreEvent, Raft, ReadOutcome, Ready};
-use raft::message::{Entry, EntryData, HardState, Index, Snapshot, Term};
+use raft::message::{Entry, EntryData, HardState, Incarnation, Index, Snapshot, Term};
 use raft::state_machine::{StateMachine, Value};
 use std::collections::BTreeMap;
 
@@ -38,6 +38,9 @@ pub struct Disk {
     pub snapshot: Option<Snapshot>,
     /// The entries after the snapshot (from index 1 if there is none).
     pub log: Vec<Entry>,
+    /// The data directory's incarnation, drawn when it was created (as
+    /// `meta.json` keeps it); a disk lost and replaced gets a new one.
+    pub incarnation: Incarnation,
 }
 
 impl Disk {
@@ -197,8 +200,9 @@ impl SimNode {
     /// starts empty), the core is rebuilt with `Raft::restore` from the
     /// snapshot and the log after it, and the entries after the snapshot are
     /// applied again as the core hands them out.
-    pub fn start(&mut self, config: Config, seed: u64) -> Result<(), String> {
+    pub fn start(&mut self, mut config: Config, seed: u64) -> Result<(), String> {
         debug_assert!(self.raft.is_none());
+        config.incarnation = self.disk.incarnation;
         self.incarnation += 1;
         let disk = &self.disk;
         self.state = Value::default();
@@ -230,6 +234,26 @@ impl SimNode {
         self.unwritten.clear();
         self.writes.clear();
         self.reads.clear();
+    }
+
+    /// The disk is lost: the machine will start with an empty data
+    /// directory, of incarnation `incarnation`.
+    pub fn lose_disk(&mut self, incarnation: Incarnation) {
+        debug_assert!(self.raft.is_none(), "lose the disk of a stopped machine");
+        self.disk = Disk {
+            incarnation,
+            ..Disk::default()
+        };
+    }
+
+    /// The disk loses the end of its log (it lied about fsync, or an older
+    /// copy was restored): only entries up to `keep` remain; the hard state,
+    /// the snapshot and the incarnation are kept.
+    pub fn cut_log(&mut self, keep: Index) {
+        debug_assert!(self.raft.is_none(), "cut the log of a stopped machine");
+        let base = self.disk.snapshot_index();
+        let kept = keep.saturating_sub(base) as usize;
+        self.disk.log.truncate(kept);
     }
 
     /// With `reply_before_persist`, the writes postponed from the previous

@@ -42,6 +42,10 @@ pub const LEADER_BOUND_TICKS: u64 = 100;
 /// this many ticks (clients give up on an attempt after 40 ticks).
 pub const CLIENTS_BOUND_TICKS: u64 = 150;
 
+/// With disk loss on, the chance that a fault is followed by a machine
+/// losing its disk (if that is a loss the protections cover).
+pub const DISK_LOSS_RATE: f64 = 0.15;
+
 /// How long the faulty phase lasts.
 pub const FAULT_TICKS: u64 = 400;
 
@@ -121,6 +125,9 @@ pub struct RandomRun {
     pub snapshots: Snapshots,
     /// Membership changes to carry out during the faults, if any.
     pub membership: Option<Plan>,
+    /// Machines also lose their disks during the faults: they come back
+    /// with an empty data directory (see `maybe_lose_a_disk`).
+    pub disk_loss: bool,
 }
 
 impl Default for RandomRun {
@@ -138,6 +145,7 @@ impl Default for RandomRun {
             extra_fault: None,
             snapshots: Snapshots::Off,
             membership: None,
+            disk_loss: false,
         }
     }
 }
@@ -164,6 +172,9 @@ pub struct Report {
     /// removing itself.
     pub membership_changes: usize,
     pub leaders_removed_themselves: usize,
+    /// Disks lost, and losses the leaders reported.
+    pub disks_lost: u64,
+    pub losses_reported: u64,
 }
 
 /// Runs one seed.
@@ -204,6 +215,7 @@ pub fn run(options: &RandomRun, seed: u64) -> Result<Report, Failure> {
             options.fault_ticks,
             options.faults,
             options.extra_fault,
+            options.disk_loss,
         )?,
         Some(plan) => plan.run_under_faults(&mut cluster, options.fault_ticks, options.faults)?,
     }
@@ -226,6 +238,8 @@ pub fn run(options: &RandomRun, seed: u64) -> Result<Report, Failure> {
         snapshots_installed: cluster.stats.snapshots_installed,
         membership_changes: plan.as_ref().map_or(0, |p| p.committed_changes()),
         leaders_removed_themselves: plan.as_ref().map_or(0, |p| p.leaders_removed_themselves),
+        disks_lost: cluster.stats.disks_lost,
+        losses_reported: cluster.stats.losses_reported,
     })
 }
 
@@ -238,6 +252,7 @@ pub fn faults(
     ticks: u64,
     kinds: Faults,
     extra: Option<ExtraFault>,
+    disk_loss: bool,
 ) -> Result<(), Failure> {
     let end = cluster.now + ticks * TICK;
     let size = cluster.nodes.len();
@@ -307,8 +322,29 @@ pub fn faults(
         if let Some(extra) = extra {
             extra(cluster)?;
         }
+        if disk_loss {
+            maybe_lose_a_disk(cluster);
+        }
     }
     Ok(())
+}
+
+/// Now and then a machine loses its disk and comes back with an empty data
+/// directory, as after `rm -rf` of its directory. Only once every other
+/// machine's disk records the incarnation of its directory: before that a
+/// loss looks like a fresh start to everyone, the case no protection covers
+/// (see `Cluster::disk_loss_is_covered`). Draws from the RNG only when on,
+/// so runs without disk loss are unchanged.
+fn maybe_lose_a_disk(cluster: &mut Cluster) {
+    if !cluster.rng.random_bool(DISK_LOSS_RATE) {
+        return;
+    }
+    let node = cluster.rng.random_range(0..cluster.nodes.len());
+    let downtime = cluster.rng.random_range(5..=60);
+    if cluster.nodes[node].retired || !cluster.disk_loss_is_covered(node) {
+        return;
+    }
+    cluster.lose_disk_for(node, downtime);
 }
 
 /// Two or three groups, each node in one of them.

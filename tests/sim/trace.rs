@@ -118,7 +118,7 @@ pub fn message(msg: &Message) -> String {
             last_log_index,
             last_log_term,
         } => format!("{head} PreVote(last log {last_log_index}@t{last_log_term})"),
-        MessageBody::PreVoteResponse { vote_granted } => {
+        MessageBody::PreVoteResponse { vote_granted, .. } => {
             let answer = if *vote_granted { "granted" } else { "refused" };
             format!("{head} pre-vote {answer}")
         }
@@ -138,11 +138,12 @@ pub fn message(msg: &Message) -> String {
             last_included_index,
             next_offset,
             done,
+            ..
         } => format!(
             "{head} snapshot {last_included_index} {}",
             if *done { "installed".to_string() } else { format!("wants byte {next_offset}") }
         ),
-        MessageBody::RequestVoteResponse { vote_granted } => {
+        MessageBody::RequestVoteResponse { vote_granted, .. } => {
             let answer = if *vote_granted { "granted" } else { "refused" };
             format!("{head} vote {answer}")
         }
@@ -152,6 +153,7 @@ pub fn message(msg: &Message) -> String {
             entries: list,
             leader_commit,
             read_seq,
+            ..
         } => format!(
             "{head} AppendEntries(prev {prev_log_index}@t{prev_log_term}, {}, commit {leader_commit}, read_seq {read_seq})",
             entries(list)
@@ -161,6 +163,7 @@ pub fn message(msg: &Message) -> String {
             match_index,
             conflict,
             read_seq,
+            ..
         } => match (success, conflict) {
             (true, _) => format!("{head} append ok (match {match_index}, read_seq {read_seq})"),
             (false, Some(c)) => format!(
