@@ -4,6 +4,7 @@
 //! raft client 8000,8001,8002 set hello world   # returns once committed
 //! raft client 8000,8001,8002 get               # prints the value
 //! raft client 8001 status                      # one JSON object
+//! raft client 8001 metrics                     # its counters, one JSON object
 //! ```
 //!
 //! Only the leader serves `set` and `get`; any other node answers
@@ -39,7 +40,7 @@
 //! was sent is not retried (it could be applied twice); the client says the
 //! outcome is unknown.
 
-use crate::config;
+use crate::config::{self, Exit};
 use crate::message::{ClientCommand, ClientRequest, ClientResponse, ClientResult, Frame};
 use crate::transport::auth::{self, Opener, Role, Sealer};
 use crate::transport::{self, ClusterKey, Credentials, FrameError};
@@ -91,7 +92,8 @@ pub struct ClientArgs {
     pub addrs: String,
 
     /// One of: `set <VALUE...>` (the words joined by single spaces), `get`,
-    /// `status` (one JSON object), `log [N]` (the last N entries, default
+    /// `status` (one JSON object), `metrics` (the node's counters, one JSON
+    /// object), `log [N]` (the last N entries, default
     /// 10, as JSON lines), `transfer <ID>`, `add <HOST:PORT>`,
     /// `remove <ID>`.
     #[arg(
@@ -174,7 +176,10 @@ pub fn request(
     // Only reads are safe to send twice.
     let may_retry_after_send = matches!(
         request.command,
-        ClientCommand::Get | ClientCommand::Status | ClientCommand::Log { .. }
+        ClientCommand::Get
+            | ClientCommand::Status
+            | ClientCommand::Log { .. }
+            | ClientCommand::Metrics
     );
     let mut last_error = String::from("no attempt was made");
     let mut hint: Option<String> = None;
@@ -434,13 +439,7 @@ pub struct ClientInvocation {
 /// Checks `raft client` arguments; the error is a one-line usage message.
 pub fn parse_args(args: &ClientArgs) -> Result<ClientInvocation, config::ConfigError> {
     let timeout = parse_timeout(&args.timeout)?;
-    let mut addrs = Vec::new();
-    for item in args.addrs.split(',') {
-        let (_, addr) = config::parse_address(item)?;
-        if !addrs.contains(&addr) {
-            addrs.push(addr);
-        }
-    }
+    let addrs = config::parse_address_list(&args.addrs)?;
     let command = parse_command(&args.command)?;
     Ok(ClientInvocation {
         addrs,
@@ -470,7 +469,7 @@ pub fn parse_command(words: &[String]) -> Result<ClientCommand, config::ConfigEr
     let usage = |msg: String| config::ConfigError(msg);
     let Some((verb, rest)) = words.split_first() else {
         return Err(usage(
-            "no command given: expected set <VALUE...>, get, status, log [N], transfer <ID>, add <HOST:PORT> or remove <ID>".into(),
+            "no command given: expected set <VALUE...>, get, status, metrics, log [N], transfer <ID>, add <HOST:PORT> or remove <ID>".into(),
         ));
     };
     match verb.as_str() {
@@ -480,7 +479,7 @@ pub fn parse_command(words: &[String]) -> Result<ClientCommand, config::ConfigEr
         "set" => Ok(ClientCommand::Set {
             value: rest.join(" "),
         }),
-        "get" | "status" if !rest.is_empty() => Err(usage(format!(
+        "get" | "status" | "metrics" if !rest.is_empty() => Err(usage(format!(
             "{verb} takes no arguments, but was given '{}'",
             rest.join(" ")
         ))),
@@ -501,6 +500,7 @@ pub fn parse_command(words: &[String]) -> Result<ClientCommand, config::ConfigEr
             _ => Err(usage("log takes at most one count: raft client ADDRS log [N]".into())),
         },
         "status" => Ok(ClientCommand::Status),
+        "metrics" => Ok(ClientCommand::Metrics),
         "add" => match rest {
             [address] => Ok(ClientCommand::AddMember {
                 address: config::parse_address(address)
@@ -530,7 +530,7 @@ pub fn parse_command(words: &[String]) -> Result<ClientCommand, config::ConfigEr
             )),
         },
         other => Err(usage(format!(
-            "unknown command '{other}': expected set <VALUE...>, get, status, log [N], transfer <ID>, add <HOST:PORT> or remove <ID>"
+            "unknown command '{other}': expected set <VALUE...>, get, status, metrics, log [N], transfer <ID>, add <HOST:PORT> or remove <ID>"
         ))),
     }
 }
@@ -542,21 +542,21 @@ pub fn main(args: &ClientArgs) -> ExitCode {
         Ok(inv) => inv,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(Exit::Usage);
         }
     };
     let creds = match credentials(inv.cluster_key.as_deref()) {
         Ok(creds) => creds,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(Exit::Failure);
         }
     };
     let result = match request(&creds, &inv.addrs, inv.command.clone(), inv.timeout) {
         Ok(result) => result,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(Exit::Failure);
         }
     };
     match (&inv.command, result) {
@@ -570,18 +570,19 @@ pub fn main(args: &ClientArgs) -> ExitCode {
                     Ok(json) => println!("{json}"),
                     Err(e) => {
                         eprintln!("error: cannot print the log: {e}");
-                        return ExitCode::from(1);
+                        return ExitCode::from(Exit::Failure);
                     }
                 }
             }
         }
         (ClientCommand::Status, ClientResult::Status(status)) => {
-            match serde_json::to_string(&status) {
-                Ok(json) => println!("{json}"),
-                Err(e) => {
-                    eprintln!("error: cannot print the status: {e}");
-                    return ExitCode::from(1);
-                }
+            if let Err(code) = print_json(&status, "status") {
+                return code;
+            }
+        }
+        (ClientCommand::Metrics, ClientResult::Metrics(metrics)) => {
+            if let Err(code) = print_json(&metrics, "metrics") {
+                return code;
             }
         }
         (ClientCommand::Transfer { to }, ClientResult::Done) => {
@@ -598,14 +599,28 @@ pub fn main(args: &ClientArgs) -> ExitCode {
         }
         (_, ClientResult::Error { message }) => {
             eprintln!("error: the node refused: {message}");
-            return ExitCode::from(1);
+            return ExitCode::from(Exit::Failure);
         }
         (_, other) => {
             eprintln!("error: unexpected answer from the cluster: {other:?}");
-            return ExitCode::from(1);
+            return ExitCode::from(Exit::Failure);
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Prints `value` as one line of JSON; `what` names it in the error.
+fn print_json(value: &impl serde::Serialize, what: &str) -> Result<(), ExitCode> {
+    match serde_json::to_string(value) {
+        Ok(json) => {
+            println!("{json}");
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("error: cannot print the {what}: {e}");
+            Err(ExitCode::from(Exit::Failure))
+        }
+    }
 }
 
 /// The value as it is when stdout is a pipe or a file (it is data there);
@@ -642,6 +657,7 @@ mod tests {
         );
         assert_eq!(parse_command(&words("get")), Ok(ClientCommand::Get));
         assert_eq!(parse_command(&words("status")), Ok(ClientCommand::Status));
+        assert_eq!(parse_command(&words("metrics")), Ok(ClientCommand::Metrics));
         assert_eq!(
             parse_command(&words("log")),
             Ok(ClientCommand::Log { count: 10 })

@@ -65,6 +65,26 @@ use crate::transport::{ConnectionLimits, MAX_CLIENT_CONNECTIONS};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// How the `raft` command ends, the same for a node, `client`, `bench` and
+/// `demo`; success is `ExitCode::SUCCESS` (0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The command started but failed (a node stopped on an error, no
+    /// leader answered, a bench run could not finish).
+    Failure = 1,
+    /// A command-line mistake, as clap and BSD sysexits number it.
+    Usage = 2,
+    /// Stopped by Ctrl+C, as shells report a process killed by SIGINT.
+    Interrupted = 130,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
 
 /// The host a node binds to and peers are assumed on when none is given.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -412,6 +432,20 @@ pub fn node_id(host: &str, port: u16) -> NodeId {
 /// `host:port` (host already normalized).
 pub fn address(host: &str, port: u16) -> String {
     format!("{host}:{port}")
+}
+
+/// A comma-separated list of addresses, as `raft client` and
+/// `raft bench --cluster` take it: each normalized (see [`parse_address`]),
+/// in the order given, without repeats.
+pub fn parse_address_list(list: &str) -> Result<Vec<String>, ConfigError> {
+    let mut addrs = Vec::new();
+    for item in list.split(',') {
+        let (_, addr) = parse_address(item)?;
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
+    }
+    Ok(addrs)
 }
 
 /// One address as a person types it: `PORT` (on 127.0.0.1) or

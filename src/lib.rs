@@ -20,7 +20,7 @@
 //!          timer ──► [tick] ──────────────────────┤
 //!         Ctrl+C ──► [ctrlc handler] ─────────────┘
 //!                                                  ▼
-//!                      [state-machine thread: node.rs]
+//!                      [state-machine thread: node/]
 //!                       select! → core.step / tick / propose
 //!                       Ready → fsync → send → apply → answer
 //!                                                  ▼
@@ -44,15 +44,23 @@
 //! 8. [`core::membership`]: adding and removing servers, one at a time.
 //! 9. [`state_machine`]: what committed commands are applied to.
 //! 10. [`storage`]: how term, vote, log and snapshot survive a crash.
-//! 11. [`node`]: the driver, where "persist before you answer" happens;
+//! 11. [`node`]: the driver, one file per job: the loop where "persist
+//!     before you answer" happens (`node/event_loop.rs`), client requests
+//!     waiting for their commit (`node/requests.rs`), connections kept in
+//!     step with the membership, joining, what it says;
 //!     [`prompt`], what a person types at it; [`console`], how every line
 //!     reaches the screen; [`partition`], cutting a node off for a demo.
 //! 12. [`transport`] (framing, the cluster key and the authentication of
 //!     every connection and frame, the listener, answers to clients, sending
-//!     to peers), [`client`], [`config`]: sockets, `raft client`, and the
-//!     command line.
-//! 13. [`bench`](mod@bench): `raft bench`, which measures all of the above at work.
-//! 14. [`demo`]: `raft demo`, a whole cluster of this binary in one terminal.
+//!     to peers: a queue and a writer thread per peer that connects and
+//!     retries, `transport/peers/writer.rs`, with one optimisation in front,
+//!     `peers/direct_write.rs`), [`client`], [`config`]: sockets,
+//!     `raft client`, and the command line.
+//! 13. [`demo`]: `raft demo`, a whole cluster of this binary in one terminal.
+//!
+//! Measuring is kept off that path: [`metrics`] holds the counters a node
+//! reports to `raft client ADDRS metrics`, and `raft bench`, which reads
+//! them, is part of the `raft` binary (`src/bench/`), not of this library.
 //!
 //! Then the tests: `tests/paper.rs` (one test per rule of Figure 2),
 //! `tests/extensions.rs` (PreVote, CheckQuorum, leadership transfer),
@@ -61,13 +69,13 @@
 //! `tests/storage.rs`, and `tests/cluster.rs` and `tests/membership.rs`
 //! (real processes).
 
-pub mod bench;
 pub mod client;
 pub mod config;
 pub mod console;
 pub mod core;
 pub mod demo;
 pub mod message;
+pub mod metrics;
 pub mod node;
 pub mod partition;
 pub mod prompt;

@@ -1,15 +1,17 @@
 //! The `raft` command: wiring only. Parsing rules live in `config`,
 //! `client` and `bench`; the node itself in `node::run`.
+//!
+//! `raft bench` is a module of this binary, not of the library: it measures
+//! the node from outside, through `raft::client` and `metrics` requests, as
+//! any other program could.
+
+mod bench;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Parser, Subcommand};
-use raft::{bench, client, config, console, demo, node};
+use raft::config::Exit;
+use raft::{client, config, console, demo, node};
 use std::process::ExitCode;
-
-/// Exit code for a command-line mistake (as clap and BSD sysexits use).
-const EXIT_USAGE: u8 = 2;
-/// Exit code for a node or client that started but failed.
-const EXIT_FAILURE: u8 = 1;
 
 /// Run a Raft node, or talk to a cluster of them.
 ///
@@ -74,20 +76,20 @@ fn main() -> ExitCode {
             // there; the `None` arm only satisfies the type.
             let Some(node_args) = cli.node else {
                 eprintln!("error: give a PORT to run a node, or `client` (see raft --help)");
-                return ExitCode::from(EXIT_USAGE);
+                return ExitCode::from(Exit::Usage);
             };
             let opts = match node_args.validate() {
                 Ok(opts) => opts,
                 Err(e) => {
                     eprintln!("error: {e}");
-                    return ExitCode::from(EXIT_USAGE);
+                    return ExitCode::from(Exit::Usage);
                 }
             };
             match node::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
-                    ExitCode::from(EXIT_FAILURE)
+                    ExitCode::from(Exit::Failure)
                 }
             }
         }
@@ -104,7 +106,7 @@ fn clap_exit(e: clap::Error) -> ExitCode {
         _ => {
             if let Some(message) = subcommand_conflict(&e) {
                 eprintln!("error: {message} (see raft --help)");
-                return ExitCode::from(EXIT_USAGE);
+                return ExitCode::from(Exit::Usage);
             }
             let text = e.render().to_string();
             // clap's message runs up to the first blank line; the rest is a
@@ -115,7 +117,7 @@ fn clap_exit(e: clap::Error) -> ExitCode {
                 .map(str::trim)
                 .collect();
             eprintln!("{} (see raft --help)", message.join(" "));
-            ExitCode::from(EXIT_USAGE)
+            ExitCode::from(Exit::Usage)
         }
     }
 }

@@ -51,20 +51,23 @@
 //! {"request":{"id":45,"command":{"op":"transfer","to":"8001"}}}
 //! {"request":{"id":46,"command":{"op":"add_member","address":"127.0.0.1:8003"}}}
 //! {"request":{"id":47,"command":{"op":"remove_member","id":"8003"}}}
+//! {"request":{"id":48,"command":{"op":"metrics"}}}
 //! {"response":{"id":42,"result":{"status":"written","index":2}}}
 //! {"response":{"id":43,"result":{"status":"value","value":"foo"}}}
-//! {"response":{"id":44,"result":{"status":"status","id":"8000","role":"leader","term":1,"leader":"8000","commit_index":2,"last_applied":2,"last_log_index":2,"value":"foo","members":["8000","8001","8002"],"learners":[],"snapshot_index":0,"fsyncs":9,"bytes_sent":1234,"messages_sent":21,"longest_sync_us":180}}}
+//! {"response":{"id":44,"result":{"status":"status","id":"8000","role":"leader","term":1,"leader":"8000","commit_index":2,"last_applied":2,"last_log_index":2,"value":"foo","members":["8000","8001","8002"],"learners":[],"snapshot_index":0}}}
+//! {"response":{"id":48,"result":{"status":"metrics","fsyncs":9,"bytes_sent":1234,"messages_sent":21,"longest_sync_us":180}}}
 //! {"response":{"id":45,"result":{"status":"done"}}}
 //! {"response":{"id":42,"result":{"status":"not_leader","leader":"127.0.0.1:8001"}}}
 //! {"response":{"id":42,"result":{"status":"error","message":"..."}}}
 //! ```
 //!
-//! In `status`, `fsyncs`, `bytes_sent` and `messages_sent` count since the node
+//! In `metrics`, `fsyncs`, `bytes_sent` and `messages_sent` count since the node
 //! started (what `raft bench` turns into per-entry figures), and
 //! `longest_sync_us` is the longest one sync (writes and fsync) held up the
 //! node's state-machine thread since it started; a reader treats a missing
 //! field as 0.
 
+use crate::metrics::Metrics;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -399,6 +402,17 @@ impl Message {
 }
 
 impl MessageBody {
+    /// True for the messages by which a leader sends its log: AppendEntries
+    /// (Figure 2) and InstallSnapshot (§7). Only a leader sends them, so
+    /// one of the current term names the leader, even a leader this node
+    /// does not know as a member yet (dissertation §4.1).
+    pub fn is_from_leader(&self) -> bool {
+        matches!(
+            self,
+            MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
+        )
+    }
+
     /// True for messages that promise nothing about the sender's stable
     /// storage, so a driver may send them before persisting the Ready they
     /// came in: a leader's AppendEntries and InstallSnapshot (the leader
@@ -461,6 +475,9 @@ pub enum ClientCommand {
     /// The last `count` entries of this node's log, as it holds them now;
     /// answered at once, like `Status`.
     Log { count: usize },
+    /// This node's counters (fsyncs, bytes and messages sent), for
+    /// measuring it: see [`crate::metrics`]. Answered at once.
+    Metrics,
 }
 
 /// A node's answer to a `ClientRequest`.
@@ -488,6 +505,8 @@ pub enum ClientResult {
     Error { message: String },
     /// The answer to `Log`: entries in index order.
     Log { entries: Vec<LogRow> },
+    /// The answer to `Metrics`.
+    Metrics(Metrics),
 }
 
 /// One log entry as `log` shows it.
@@ -525,21 +544,6 @@ pub struct Status {
     /// The index the latest snapshot covers.
     #[serde(default)]
     pub snapshot_index: Index,
-    /// fsyncs this node's storage has done since it started: with
-    /// `commit_index`, what `raft bench` turns into fsyncs per entry.
-    /// Optional on the wire (`0` from a node that does not report it).
-    #[serde(default)]
-    pub fsyncs: u64,
-    /// Bytes written to peer connections since the node started.
-    #[serde(default)]
-    pub bytes_sent: u64,
-    /// Messages written to peer connections since the node started.
-    #[serde(default)]
-    pub messages_sent: u64,
-    /// The longest the node's disk held up its state-machine thread in one
-    /// sync (writes and fsync), in microseconds, since it started.
-    #[serde(default)]
-    pub longest_sync_us: u64,
 }
 
 /// One line on the wire.

@@ -302,7 +302,7 @@ pub(crate) fn print_result(result: &ClientResult) {
         ClientResult::Written { index } => say!("Committed at index {index}"),
         ClientResult::Done => say!("Done"),
         ClientResult::Value { value } => say!("Value: {value}"),
-        ClientResult::Status(_) | ClientResult::Log { .. } => {}
+        ClientResult::Status(_) | ClientResult::Log { .. } | ClientResult::Metrics(_) => {}
         ClientResult::NotLeader {
             leader: Some(leader),
         } => say!("Not the leader; the leader is {}", id_of(leader)),

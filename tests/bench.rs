@@ -1,6 +1,6 @@
 //! `raft bench`, run briefly: it starts a real cluster, drives it, cleans up
 //! and reports. Only that it works is checked, never how fast: timings on a
-//! shared CI machine say nothing (DESIGN.md, section 6).
+//! shared CI machine say nothing.
 
 use std::process::{Command, Output};
 

@@ -1,11 +1,12 @@
-//! Process-level tests (DESIGN.md §6, layer 3): real `raft` processes on
+//! Process-level tests, the outermost layer of the tests (the core and the
+//! simulator come first): real `raft` processes on
 //! loopback ports, driven through their prompt (stdin), their port and
 //! `raft client`, killed with signals and restarted on the same data
 //! directory.
 //!
 //! The simulator covers breadth; these cover the real threads, sockets,
 //! signals and files once each. Every wait polls with a deadline (see
-//! `support`); a failing test prints every node's output.
+//! `process_harness`); a failing test prints every node's output.
 //!
 //! `measure_election_and_failover` is ignored by default; it measures
 //! rather than tests:
@@ -14,8 +15,9 @@
 //! cargo test --release --test cluster -- --ignored --nocapture measure
 //! ```
 
-mod support;
+mod process_harness;
 
+use process_harness::{committed_index, free_ports, raft_client, run_raft, text, Cluster};
 use raft::message::{
     ClientCommand, ClientRequest, ClientResult, EntryData, Frame, Message, MessageBody, NodeId,
 };
@@ -28,7 +30,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use support::{committed_index, free_ports, raft_client, run_raft, text, Cluster};
 
 /// For anything that needs an election or a commit: generous, because CI
 /// is two cores running several clusters at once. A passing test takes a
@@ -404,7 +405,7 @@ impl Recovered {
     }
 }
 
-/// Issue 3: four clients write concurrently (`raft client set` processes);
+/// Crash safety: four clients write concurrently (`raft client set` processes);
 /// all three nodes are killed with kill -9 at the same moment, while writes
 /// are still in flight.
 /// - At the crash, every acknowledged write is on the disk of a majority,
@@ -446,7 +447,7 @@ fn acknowledged_writes_survive_kill_9_of_the_whole_cluster() {
                 stop.store(true, Ordering::SeqCst);
                 panic!("the clients had fewer than 12 writes acknowledged within {LONG:?}");
             }
-            std::thread::sleep(support::POLL);
+            std::thread::sleep(process_harness::POLL);
         }
         // The terms the nodes report just before the crash: none may be
         // lower after it.
@@ -646,7 +647,7 @@ fn ctrl_c_stops_a_follower_cleanly() {
     c.set(&rest, "two-of-three", CLIENT);
 }
 
-/// Issue 5: Ctrl+C on the leader hands leadership to an up-to-date follower
+/// Graceful shutdown: Ctrl+C on the leader hands leadership to an up-to-date follower
 /// before exiting: it prints the shutdown line and `transferring leadership
 /// to X`, exits 0 within about a second having seen X's election begin
 /// (`stepping down: term T has begun`), X wins term T, and the two
@@ -723,7 +724,7 @@ fn ctrl_c_on_the_leader_hands_over_leadership() {
 
 // ------------------------------------------------------------ partitions
 
-/// Issue 5: a leader frozen with SIGSTOP while the other two elect a new
+/// Linearizable reads: a leader frozen with SIGSTOP while the other two elect a new
 /// leader and commit a new value must not answer a read with the old value
 /// when it resumes. Reads are queued at the frozen leader (a `get` on its
 /// stdin, `get` requests on fresh connections), so it sees them as soon as
@@ -1012,7 +1013,7 @@ fn expect_refused(args: &[&str], code: i32, mentions: &str) {
 /// to elect its first leader, and how long the cluster cannot commit when
 /// its leader is stopped with kill -9 versus Ctrl+C (which hands
 /// leadership over first). Prints a table; asserts nothing about timings
-/// (DESIGN.md §6: tests never assert on timings).
+/// (tests never assert on timings: on a shared machine they say nothing).
 ///
 /// "Write committed" is measured from the signal to the end of the first
 /// `raft client --timeout 1 set` (polled in a loop) that succeeds against

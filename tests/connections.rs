@@ -9,8 +9,9 @@
 //! only), so that a test can write frames by hand: what is tested here,
 //! slots, deadlines and budgets, is the same either way.
 
-mod support;
+mod process_harness;
 
+use process_harness::{Cluster, INSECURE, POLL};
 use raft::message::{
     ClientCommand, ClientRequest, ClientResult, Frame, Message, MessageBody, NodeId,
 };
@@ -19,7 +20,6 @@ use raft::transport::{self, CLIENT_BUFFER_BUDGET_BYTES};
 use std::io::{self, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use support::{Cluster, INSECURE, POLL};
 
 /// Generous: only here so that a broken test fails instead of hanging.
 const LONG: Duration = Duration::from_secs(30);

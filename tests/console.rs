@@ -1,14 +1,14 @@
 //! Process tests of what a person sees: the order of commands typed at a
 //! follower, a node whose stdout is closed, and values that try to act on
-//! the terminal. Every wait polls with a deadline (see `support`).
+//! the terminal. Every wait polls with a deadline (see `process_harness`).
 
-mod support;
+mod process_harness;
 
+use process_harness::{free_ports, raft_client, text, Cluster, RAFT};
 use raft::message::{ClientCommand, ClientResult};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{free_ports, raft_client, text, Cluster, RAFT};
 
 /// Long enough for a loaded 2-core machine; the tests end as soon as what
 /// they wait for happens.
@@ -48,7 +48,7 @@ fn lines_typed_at_a_follower_take_effect_in_the_order_typed() {
             "{} of {LINES} forwarded sets were answered",
             answers.len()
         );
-        std::thread::sleep(support::POLL);
+        std::thread::sleep(process_harness::POLL);
     };
     let last_committed = answers
         .iter()

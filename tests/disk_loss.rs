@@ -10,9 +10,9 @@
 //! votes count until it has caught up, since it may have lost the record of
 //! its votes too. These tests pin each of those down.
 
-mod common;
+mod core_harness;
 
-use common::*;
+use core_harness::*;
 use raft::core::{BugSwitches, Event, Raft, Ready, RoleKind};
 use raft::message::{
     Conflict, Entry, EntryData, HardState, Incarnation, Index, Membership, Message, MessageBody,
@@ -160,7 +160,10 @@ fn a_refusal_that_moves_nothing_back_waits_for_the_heartbeat() {
     let ready = persist(&mut r);
     assert_eq!(
         to(&ready, 2),
-        vec![append(1, 2, 2, (4, 2), vec![command_at(5, 2, "a")], 4)]
+        vec![append(1, 2, 2)
+            .prev_log(4, 2)
+            .entries(vec![command_at(5, 2, "a")])
+            .leader_commit(4)]
     );
 
     // The same refusal again teaches nothing: nothing is sent...

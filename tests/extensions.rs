@@ -19,7 +19,7 @@
 //!   follower's timeout; it ticks until the timer fires (`time_out`). Leaders
 //!   keep no random timer, so counting their ticks is exact.
 //!
-//! The sections follow the brief of issue 5: PreVote; the same node with
+//! The sections: PreVote; the same node with
 //! PreVote off (the "PreVote off" switch: term inflation becomes visible);
 //! CheckQuorum, and the leader that believes it leads forever without it;
 //! leader stickiness; leadership transfer.
@@ -27,9 +27,9 @@
 //! Quotations are from Ongaro's dissertation, "Consensus: Bridging Theory
 //! and Practice" (2014).
 
-mod common;
+mod core_harness;
 
-use common::{
+use core_harness::{
     acknowledge, append, append_ok, append_refused, entries, heartbeat, id, message, noop, persist,
     request_vote, ticks, vote, with_read_seq, HEARTBEAT_TICKS, SEED,
 };
@@ -186,7 +186,7 @@ fn answer_append(msg: &Message) -> Option<Message> {
 /// from `n2`, the leader of term 2.
 fn follower_of_n2(ext: Extensions) -> Raft {
     let mut r = node(3, 2, &[1, 2], ext);
-    r.step(heartbeat(2, 1, 2, (2, 2), 0));
+    r.step(heartbeat(2, 1, 2).prev_log(2, 2).leader_commit(0));
     assert_eq!(persist(&mut r).messages, vec![append_ok(1, 2, 2, 2)]);
     assert_eq!(r.leader(), Some(&id(2)));
     r
@@ -570,7 +570,7 @@ fn a_pre_candidate_that_hears_from_the_leader_of_its_term_follows_it() {
     time_out(&mut r);
     assert_eq!(r.role(), RoleKind::PreCandidate);
 
-    r.step(heartbeat(2, 1, 2, (2, 2), 0));
+    r.step(heartbeat(2, 1, 2).prev_log(2, 2).leader_commit(0));
 
     assert_eq!(r.role(), RoleKind::Follower);
     assert_eq!(r.leader(), Some(&id(2)));
@@ -706,7 +706,7 @@ fn without_pre_vote_an_isolated_node_raises_its_term_at_every_timeout() {
     }
     assert_eq!(r.current_term(), 7);
 
-    r.step(heartbeat(2, 1, 2, (2, 2), 2));
+    r.step(heartbeat(2, 1, 2).prev_log(2, 2).leader_commit(2));
     assert_eq!(
         persist(&mut r).messages,
         vec![append_refused(1, 2, 7, None)]
@@ -731,7 +731,7 @@ fn with_pre_vote_an_isolated_node_keeps_its_term_however_often_it_times_out() {
     }
     assert_eq!(r.current_term(), 2);
 
-    r.step(heartbeat(2, 1, 2, (2, 2), 2));
+    r.step(heartbeat(2, 1, 2).prev_log(2, 2).leader_commit(2));
     assert_eq!(r.role(), RoleKind::Follower);
     assert_eq!(persist(&mut r).messages, vec![append_ok(1, 2, 2, 2)]);
 }
@@ -1016,12 +1016,21 @@ fn a_transfer_to_a_lagging_follower_waits_until_it_holds_the_whole_log() {
     let ready = persist(&mut r);
     assert_eq!(
         ready.messages,
-        vec![append(1, 2, 2, (1, 1), vec![noop(2, 2), x.clone()], 0)]
+        vec![append(1, 2, 2)
+            .prev_log(1, 1)
+            .entries(vec![noop(2, 2), x.clone()])
+            .leader_commit(0)]
     );
 
     r.step(append_ok(2, 1, 2, 2));
     let ready = persist(&mut r);
-    assert_eq!(ready.messages, vec![append(1, 2, 2, (2, 2), vec![x], 2)]);
+    assert_eq!(
+        ready.messages,
+        vec![append(1, 2, 2)
+            .prev_log(2, 2)
+            .entries(vec![x])
+            .leader_commit(2)]
+    );
 
     r.step(append_ok(2, 1, 2, 3));
     assert_eq!(persist(&mut r).messages, vec![timeout_now(1, 2, 2)]);
@@ -1205,7 +1214,12 @@ fn follower_after_membership(voters: &[u8], ext: Extensions) -> Raft {
         index: 3,
         data: EntryData::Config(membership_of(voters)),
     };
-    r.step(append(2, 1, 2, (2, 2), vec![change], 3));
+    r.step(
+        append(2, 1, 2)
+            .prev_log(2, 2)
+            .entries(vec![change])
+            .leader_commit(3),
+    );
     persist(&mut r);
     r
 }
@@ -1312,7 +1326,10 @@ fn a_removed_server_that_asks_for_votes_is_sent_the_entry_that_removed_it() {
     let ready = persist(&mut r);
     assert_eq!(
         ready.messages,
-        vec![append(1, 3, 2, (2, 2), vec![removal_entry], removal)]
+        vec![append(1, 3, 2)
+            .prev_log(2, 2)
+            .entries(vec![removal_entry])
+            .leader_commit(removal)]
     );
     assert_eq!(r.role(), RoleKind::Leader);
 
@@ -1380,7 +1397,10 @@ fn an_append_entries_at_the_top_of_the_index_space_is_dropped() {
         check_quorum: true,
     };
     let mut r = node(3, 2, &[1], ext);
-    let forged = append(2, 1, 2, (u64::MAX, 1), vec![noop(0, 2)], u64::MAX);
+    let forged = append(2, 1, 2)
+        .prev_log(u64::MAX, 1)
+        .entries(vec![noop(0, 2)])
+        .leader_commit(u64::MAX);
     r.step(forged);
     let ready = persist(&mut r);
     assert!(ready.entries.is_empty() && ready.committed.is_empty());

@@ -1,5 +1,5 @@
-//! Process-level tests of issue 6 (DESIGN.md §6, layer 3): log compaction
-//! and membership changes with real `raft` processes on loopback ports.
+//! Process-level tests of log compaction and membership changes, with real
+//! `raft` processes on loopback ports.
 //!
 //! - A cluster grows from 3 to 4 with `--join`, shrinks back with
 //!   `raft client remove` (the removed node learns that it was), then
@@ -14,14 +14,14 @@
 //! The simulator checks the rules under every fault mix; these check that
 //! the threads, sockets, files and user-facing lines do what it promises.
 //! Every wait polls with a deadline; a failing test prints every node's
-//! output (see `support`).
+//! output (see `process_harness`).
 
-mod support;
+mod process_harness;
 
+use process_harness::{text, Cluster, POLL};
 use raft::message::Status;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-use support::{text, Cluster, POLL};
 
 /// For anything that needs an election, a commit or a catch-up: generous,
 /// because CI is two cores running several clusters at once. A passing

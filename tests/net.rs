@@ -5,6 +5,7 @@
 use crossbeam_channel::Receiver;
 use raft::client::{self, ClientError};
 use raft::message::{ClientCommand, ClientResponse, ClientResult, NodeId, Status};
+use raft::metrics::Metrics;
 use raft::transport::{self, Inbound, Members};
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -316,12 +317,15 @@ fn client_commands_print_their_answers() {
         members: vec![NodeId::new("8000"), NodeId::new("8001")],
         learners: vec![],
         snapshot_index: 0,
+    };
+    let answer = status.clone();
+    let metrics = Metrics {
         fsyncs: 7,
         bytes_sent: 1234,
         messages_sent: 21,
         longest_sync_us: 180,
     };
-    let answer = status.clone();
+    let counters = metrics.clone();
     let node = fake_node(move |_, cmd| match cmd {
         ClientCommand::Set { value } if value == "hello  world" => {
             ClientResult::Written { index: 6 }
@@ -335,6 +339,7 @@ fn client_commands_print_their_answers() {
         | ClientCommand::AddMember { .. }
         | ClientCommand::RemoveMember { .. } => ClientResult::Done,
         ClientCommand::Log { .. } => ClientResult::Log { entries: vec![] },
+        ClientCommand::Metrics => ClientResult::Metrics(counters.clone()),
     });
     let dead = dead_addr();
     let addrs = format!("{dead},{node}");
@@ -351,6 +356,12 @@ fn client_commands_print_their_answers() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let printed: Status = serde_json::from_str(text(&out.stdout).trim()).expect("one JSON object");
     assert_eq!(printed, status);
+    assert_eq!(text(&out.stdout).lines().count(), 1);
+
+    let out = raft(&["client", &node, "metrics"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let printed: Metrics = serde_json::from_str(text(&out.stdout).trim()).expect("one JSON object");
+    assert_eq!(printed, metrics);
     assert_eq!(text(&out.stdout).lines().count(), 1);
 
     let out = raft(&["client", "--timeout", "0.3", &dead, "get"]);

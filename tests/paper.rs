@@ -18,9 +18,9 @@
 //! (Extended Version)" by Ongaro and Ousterhout, and from Ongaro's
 //! dissertation, "Consensus: Bridging Theory and Practice".
 
-mod common;
+mod core_harness;
 
-use common::*;
+use core_harness::*;
 use raft::core::{
     BugSwitches, Event, NotLeader, Raft, ReadOutcome, Ready, RoleKind, StepDownReason,
 };
@@ -67,7 +67,12 @@ fn a_restarted_node_keeps_its_term_vote_and_log() {
 fn append_entries_from_an_older_term_is_refused() {
     let mut r = node(3, 3, &[1, 2]);
 
-    r.step(append(2, 1, 2, (2, 2), entries(3, &[2]), 3));
+    r.step(
+        append(2, 1, 2)
+            .prev_log(2, 2)
+            .entries(entries(3, &[2]))
+            .leader_commit(3),
+    );
 
     let ready = persist(&mut r);
     assert_eq!(ready.messages, vec![append_refused(1, 2, 3, None)]);
@@ -86,7 +91,12 @@ fn append_entries_from_an_older_term_is_refused() {
 fn append_entries_is_refused_when_the_previous_entry_is_missing() {
     let mut r = node(3, 2, &[1, 1, 2]);
 
-    r.step(append(2, 1, 2, (5, 2), entries(6, &[2]), 0));
+    r.step(
+        append(2, 1, 2)
+            .prev_log(5, 2)
+            .entries(entries(6, &[2]))
+            .leader_commit(0),
+    );
 
     let ready = persist(&mut r);
     assert_eq!(
@@ -105,7 +115,12 @@ fn append_entries_is_refused_when_the_previous_entry_is_missing() {
 fn append_entries_is_refused_when_the_previous_entry_has_another_term() {
     let mut r = node(3, 3, &[1, 1, 2, 2, 2]);
 
-    r.step(append(2, 1, 3, (5, 3), entries(6, &[3]), 0));
+    r.step(
+        append(2, 1, 3)
+            .prev_log(5, 3)
+            .entries(entries(6, &[3]))
+            .leader_commit(0),
+    );
 
     let ready = persist(&mut r);
     assert_eq!(
@@ -120,7 +135,12 @@ fn append_entries_is_refused_when_the_previous_entry_has_another_term() {
 /// 3 replaces with one entry of term 3 at index 3.
 fn overwrite_a_conflicting_entry(bugs: BugSwitches) -> (Raft, Ready) {
     let mut r = node_with_bugs(3, 3, &[1, 1, 2, 2, 2], bugs);
-    r.step(append(2, 1, 3, (2, 1), entries(3, &[3]), 0));
+    r.step(
+        append(2, 1, 3)
+            .prev_log(2, 1)
+            .entries(entries(3, &[3]))
+            .leader_commit(0),
+    );
     let ready = persist(&mut r);
     (r, ready)
 }
@@ -148,11 +168,21 @@ fn append_entries_deletes_a_conflicting_entry_and_all_that_follow_it() {
 #[test]
 fn a_delayed_shorter_append_entries_does_not_delete_matching_entries() {
     let mut r = node(3, 2, &[]);
-    r.step(append(2, 1, 2, (0, 0), entries(1, &[1, 2, 2]), 0));
+    r.step(
+        append(2, 1, 2)
+            .prev_log(0, 0)
+            .entries(entries(1, &[1, 2, 2]))
+            .leader_commit(0),
+    );
     persist(&mut r);
 
     // An earlier request from the same leader, overtaken on the network.
-    r.step(append(2, 1, 2, (0, 0), entries(1, &[1, 2]), 0));
+    r.step(
+        append(2, 1, 2)
+            .prev_log(0, 0)
+            .entries(entries(1, &[1, 2]))
+            .leader_commit(0),
+    );
 
     let ready = persist(&mut r);
     assert_eq!(log_terms(&r), vec![1, 2, 2]);
@@ -167,7 +197,12 @@ fn a_delayed_shorter_append_entries_does_not_delete_matching_entries() {
 fn append_entries_appends_entries_not_already_in_the_log() {
     let mut r = node(3, 2, &[1, 1]);
 
-    r.step(append(2, 1, 2, (1, 1), entries(2, &[1, 2, 2]), 0));
+    r.step(
+        append(2, 1, 2)
+            .prev_log(1, 1)
+            .entries(entries(2, &[1, 2, 2]))
+            .leader_commit(0),
+    );
 
     let ready = persist(&mut r);
     assert_eq!(log_terms(&r), vec![1, 1, 2, 2]);
@@ -184,13 +219,23 @@ fn append_entries_appends_entries_not_already_in_the_log() {
 #[test]
 fn append_entries_commits_up_to_leader_commit_but_not_past_the_last_new_entry() {
     let mut r = node(3, 1, &[]);
-    r.step(append(2, 1, 1, (0, 0), entries(1, &[1, 1, 1]), 2));
+    r.step(
+        append(2, 1, 1)
+            .prev_log(0, 0)
+            .entries(entries(1, &[1, 1, 1]))
+            .leader_commit(2),
+    );
     assert_eq!(r.commit_index(), 2, "limited by leaderCommit");
-    r.step(heartbeat(2, 1, 1, (3, 1), 5));
+    r.step(heartbeat(2, 1, 1).prev_log(3, 1).leader_commit(5));
     assert_eq!(r.commit_index(), 3, "limited by the last entry we hold");
 
     let mut r = node(3, 3, &[1, 1, 2, 2, 2]);
-    r.step(append(2, 1, 3, (1, 1), entries(2, &[1]), 4));
+    r.step(
+        append(2, 1, 3)
+            .prev_log(1, 1)
+            .entries(entries(2, &[1]))
+            .leader_commit(4),
+    );
     assert_eq!(log_terms(&r), vec![1, 1, 2, 2, 2]);
     assert_eq!(
         r.commit_index(),
@@ -305,12 +350,17 @@ fn request_vote_is_refused_to_a_candidate_whose_log_is_behind() {
 #[test]
 fn committed_entries_are_handed_out_once_and_in_order() {
     let mut r = node(3, 1, &[]);
-    r.step(append(2, 1, 1, (0, 0), entries(1, &[1, 1, 1]), 2));
+    r.step(
+        append(2, 1, 1)
+            .prev_log(0, 0)
+            .entries(entries(1, &[1, 1, 1]))
+            .leader_commit(2),
+    );
     let ready = persist(&mut r);
     assert_eq!(ready.committed, entries(1, &[1, 1]));
     assert_eq!(r.last_applied(), 2);
 
-    r.step(heartbeat(2, 1, 1, (3, 1), 3));
+    r.step(heartbeat(2, 1, 1).prev_log(3, 1).leader_commit(3));
     let ready = persist(&mut r);
     assert_eq!(ready.committed, entries(3, &[1]));
     assert_eq!(r.last_applied(), 3);
@@ -353,7 +403,10 @@ fn a_newer_term_in_any_message_makes_any_node_a_follower() {
     let newer: [(&str, Message); 4] = [
         ("RequestVote", request_vote(2, 1, 5, 0, 0)),
         ("RequestVoteResponse", vote(2, 1, 5, false)),
-        ("AppendEntries", heartbeat(2, 1, 5, (0, 0), 0)),
+        (
+            "AppendEntries",
+            heartbeat(2, 1, 5).prev_log(0, 0).leader_commit(0),
+        ),
         ("AppendEntriesResponse", append_refused(2, 1, 5, None)),
     ];
     for (kind, msg) in newer {
@@ -387,7 +440,7 @@ fn a_request_from_an_older_term_is_refused_whatever_the_role() {
     for (role, mut r) in node_in_each_role() {
         let vote_before = r.voted_for().cloned();
         r.step(request_vote(2, 1, 1, 9, 9));
-        r.step(heartbeat(2, 1, 1, (0, 0), 0));
+        r.step(heartbeat(2, 1, 1).prev_log(0, 0).leader_commit(0));
         let ready = persist(&mut r);
         assert_eq!(
             ready.messages,
@@ -456,7 +509,7 @@ fn append_entries_from_the_leader_resets_the_election_timer() {
     let mut r = node(3, 1, &[]);
 
     ticks(&mut r, ELECTION_TICKS - 1);
-    r.step(heartbeat(2, 1, 1, (0, 0), 0));
+    r.step(heartbeat(2, 1, 1).prev_log(0, 0).leader_commit(0));
     ticks(&mut r, ELECTION_TICKS - 1);
     assert_eq!(r.role(), RoleKind::Follower);
 
@@ -525,7 +578,7 @@ fn append_entries_from_a_deposed_leader_does_not_reset_the_election_timer() {
     let mut r = node(3, 2, &[]);
 
     ticks(&mut r, ELECTION_TICKS - 1);
-    r.step(heartbeat(2, 1, 1, (0, 0), 0));
+    r.step(heartbeat(2, 1, 1).prev_log(0, 0).leader_commit(0));
 
     r.tick();
     assert_eq!(r.role(), RoleKind::Candidate);
@@ -627,7 +680,7 @@ fn a_candidate_hearing_from_a_leader_of_its_term_becomes_a_follower() {
     let mut r = node(3, 0, &[]);
     campaign(&mut r);
 
-    r.step(heartbeat(2, 1, 1, (0, 0), 0));
+    r.step(heartbeat(2, 1, 1).prev_log(0, 0).leader_commit(0));
 
     assert_eq!(r.role(), RoleKind::Follower);
     assert_eq!(r.leader(), Some(&id(2)));
@@ -705,8 +758,11 @@ fn a_new_leader_appends_a_noop_and_sends_append_entries_to_everyone() {
     for peer in [2, 3] {
         let to_peer = sent_to(&ready, peer);
         let expected = [
-            heartbeat(1, peer, 2, (1, 1), 0),
-            append(1, peer, 2, (1, 1), vec![noop(2, 2)], 0),
+            heartbeat(1, peer, 2).prev_log(1, 1).leader_commit(0),
+            append(1, peer, 2)
+                .prev_log(1, 1)
+                .entries(vec![noop(2, 2)])
+                .leader_commit(0),
         ];
         assert!(
             to_peer.len() == 1 && expected.contains(to_peer[0]),
@@ -731,7 +787,10 @@ fn an_idle_leader_sends_a_heartbeat_every_heartbeat_interval() {
         r.tick();
         assert_eq!(
             persist(&mut r).messages,
-            vec![heartbeat(1, 2, 2, (2, 2), 2), heartbeat(1, 3, 2, (2, 2), 2)]
+            vec![
+                heartbeat(1, 2, 2).prev_log(2, 2).leader_commit(2),
+                heartbeat(1, 3, 2).prev_log(2, 2).leader_commit(2)
+            ]
         );
     }
 }
@@ -760,8 +819,14 @@ fn a_leader_appends_a_proposal_and_sends_it_to_the_followers() {
     assert_eq!(
         ready.messages,
         vec![
-            append(1, 2, 2, (2, 2), vec![entry.clone()], 2),
-            append(1, 3, 2, (2, 2), vec![entry], 2),
+            append(1, 2, 2)
+                .prev_log(2, 2)
+                .entries(vec![entry.clone()])
+                .leader_commit(2),
+            append(1, 3, 2)
+                .prev_log(2, 2)
+                .entries(vec![entry])
+                .leader_commit(2),
         ]
     );
 }
@@ -799,7 +864,10 @@ fn a_leader_advances_match_and_next_index_on_success() {
 
     ticks(&mut r, HEARTBEAT_TICKS);
     let ready = persist(&mut r);
-    assert_eq!(sent_to(&ready, 2), vec![&heartbeat(1, 2, 2, (3, 2), 3)]);
+    assert_eq!(
+        sent_to(&ready, 2),
+        vec![&heartbeat(1, 2, 2).prev_log(3, 2).leader_commit(3)]
+    );
 }
 
 /// Reference: Figure 2, Leaders (§5.3, §5.4): "If there exists an N such
@@ -887,7 +955,7 @@ fn a_proposal_at_a_non_leader_is_refused_with_the_known_leader() {
     let refused = NotLeader { leader: None };
     assert_eq!(r.propose("x".to_string()), Err(refused));
 
-    r.step(heartbeat(2, 1, 1, (0, 0), 0));
+    r.step(heartbeat(2, 1, 1).prev_log(0, 0).leader_commit(0));
     let refused = NotLeader {
         leader: Some(id(2)),
     };
@@ -914,14 +982,10 @@ fn leader_after_refusal(term: Term, leader_log: &[Term], refusal: Option<Conflic
     ticks(&mut r, HEARTBEAT_TICKS);
     let first = persist(&mut r);
     let last = leader_log.len() as Index;
-    let sent = [append(
-        1,
-        2,
-        term + 1,
-        (last, *leader_log.last().unwrap()),
-        vec![noop(last + 1, term + 1)],
-        0,
-    )];
+    let sent = [append(1, 2, term + 1)
+        .prev_log(last, *leader_log.last().unwrap())
+        .entries(vec![noop(last + 1, term + 1)])
+        .leader_commit(0)];
     assert_eq!(sent_to(&first, 2), sent.iter().collect::<Vec<_>>());
 
     r.step(append_refused(2, 1, term + 1, refusal));
@@ -946,7 +1010,13 @@ fn a_leader_skips_a_whole_conflicting_term_it_does_not_have() {
 
     let mut expected = entries(3, &[4, 4, 4]);
     expected.push(noop(6, 6));
-    assert_eq!(next, append(1, 2, 6, (2, 1), expected, 0));
+    assert_eq!(
+        next,
+        append(1, 2, 6)
+            .prev_log(2, 1)
+            .entries(expected)
+            .leader_commit(0)
+    );
 }
 
 /// Reference: §5.3, the conflict hint, when the leader also holds entries of
@@ -960,7 +1030,13 @@ fn a_leader_resumes_after_its_own_last_entry_of_the_conflicting_term() {
 
     let mut expected = entries(5, &[4, 4]);
     expected.push(noop(7, 5));
-    assert_eq!(next, append(1, 2, 5, (4, 2), expected, 0));
+    assert_eq!(
+        next,
+        append(1, 2, 5)
+            .prev_log(4, 2)
+            .entries(expected)
+            .leader_commit(0)
+    );
 }
 
 /// Reference: §5.3, the conflict hint, when the follower's log is simply
@@ -972,12 +1048,14 @@ fn a_leader_jumps_to_the_end_of_a_short_follower_log() {
 
     let mut expected = entries(3, &[1, 1, 1]);
     expected.push(noop(6, 2));
-    assert_eq!(next, append(1, 2, 2, (2, 1), expected, 0));
+    assert_eq!(
+        next,
+        append(1, 2, 2)
+            .prev_log(2, 1)
+            .entries(expected)
+            .leader_commit(0)
+    );
 }
-
-// ===========================================================================
-// Reads: ReadIndex (§8; dissertation §6.4)
-// ===========================================================================
 
 // ===========================================================================
 // Beyond Figure 2: the leader streams entries within a bounded window
@@ -1033,6 +1111,10 @@ fn a_leader_stops_streaming_to_a_follower_that_has_too_many_bytes_in_flight() {
     assert!(!sent_to(&ready, 2).is_empty(), "an answer opens it again");
 }
 
+// ===========================================================================
+// Reads: ReadIndex (§8; dissertation §6.4)
+// ===========================================================================
+
 /// A leader of a cluster of `size`, in term 2, whose no-op (index 2) every
 /// follower holds and which is therefore committed.
 fn leader_with_committed_noop(size: u8) -> Raft {
@@ -1086,8 +1168,14 @@ fn a_read_waits_until_the_leader_has_committed_an_entry_of_its_term() {
     assert_eq!(
         ready.messages,
         vec![
-            with_read_seq(heartbeat(1, 2, 2, (2, 2), 2), 1),
-            with_read_seq(append(1, 3, 2, (1, 1), vec![noop(2, 2)], 2), 1),
+            with_read_seq(heartbeat(1, 2, 2).prev_log(2, 2).leader_commit(2), 1),
+            with_read_seq(
+                append(1, 3, 2)
+                    .prev_log(1, 1)
+                    .entries(vec![noop(2, 2)])
+                    .leader_commit(2),
+                1
+            ),
         ]
     );
 
@@ -1110,7 +1198,7 @@ fn a_read_completes_only_when_a_majority_answers_a_round_sent_after_it() {
     let ready = persist(&mut r);
     assert!(ready.reads.is_empty());
     let round: Vec<Message> = (2..=5)
-        .map(|peer| with_read_seq(heartbeat(1, peer, 2, (2, 2), 2), 1))
+        .map(|peer| with_read_seq(heartbeat(1, peer, 2).prev_log(2, 2).leader_commit(2), 1))
         .collect();
     assert_eq!(ready.messages, round);
 
@@ -1176,7 +1264,7 @@ fn a_leader_that_steps_down_fails_its_pending_reads() {
     r.read_index(1).unwrap();
     persist(&mut r);
     r.read_index(2).unwrap();
-    r.step(heartbeat(3, 1, 3, (0, 0), 0));
+    r.step(heartbeat(3, 1, 3).prev_log(0, 0).leader_commit(0));
     assert_eq!(r.role(), RoleKind::Follower);
     let mut reads = persist(&mut r).reads;
     reads.sort_by_key(|(id, _)| *id);
@@ -1192,7 +1280,7 @@ fn a_leader_that_steps_down_fails_its_pending_reads() {
 #[test]
 fn a_read_at_a_follower_is_refused_with_the_known_leader() {
     let mut r = node(3, 0, &[]);
-    r.step(heartbeat(2, 1, 1, (0, 0), 0));
+    r.step(heartbeat(2, 1, 1).prev_log(0, 0).leader_commit(0));
 
     let refused = NotLeader {
         leader: Some(id(2)),
@@ -1227,7 +1315,12 @@ fn state_to_persist_comes_in_the_same_ready_as_the_answer_relying_on_it() {
     assert_eq!(ready.messages, vec![vote(1, 2, 1, true)]);
     r.advance(&ready);
 
-    r.step(append(2, 1, 1, (0, 0), entries(1, &[1, 1]), 0));
+    r.step(
+        append(2, 1, 1)
+            .prev_log(0, 0)
+            .entries(entries(1, &[1, 1]))
+            .leader_commit(0),
+    );
     let ready = r.ready();
     assert_eq!(ready.entries, entries(1, &[1, 1]));
     assert_eq!(ready.messages, vec![append_ok(1, 2, 1, 2)]);
@@ -1326,7 +1419,12 @@ fn a_malformed_append_entries_is_dropped() {
     ];
     for (what, list) in malformed {
         let mut r = node(3, 2, &[1, 1]);
-        r.step(append(2, 1, 2, (2, 1), list, 3));
+        r.step(
+            append(2, 1, 2)
+                .prev_log(2, 1)
+                .entries(list)
+                .leader_commit(3),
+        );
         let ready = persist(&mut r);
         assert_eq!(log_terms(&r), vec![1, 1], "{what}: the log must not change");
         assert_eq!(
@@ -1339,6 +1437,11 @@ fn a_malformed_append_entries_is_dropped() {
     }
     // The same request, well formed, is taken.
     let mut r = node(3, 2, &[1, 1]);
-    r.step(append(2, 1, 2, (2, 1), entries(3, &[2]), 3));
+    r.step(
+        append(2, 1, 2)
+            .prev_log(2, 1)
+            .entries(entries(3, &[2]))
+            .leader_commit(3),
+    );
     assert_eq!(log_terms(&r), vec![1, 1, 2]);
 }

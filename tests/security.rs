@@ -16,8 +16,9 @@
 //! so reading the connection to its end is the moment the frame was
 //! refused; no test waits a fixed time and hopes.
 
-mod support;
+mod process_harness;
 
+use process_harness::{run_raft, text, Cluster, INSECURE};
 use raft::message::{
     Entry, EntryData, Frame, Membership, Message, MessageBody, NodeId, Snapshot, MAX_TERM,
 };
@@ -25,7 +26,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
-use support::{run_raft, text, Cluster, INSECURE};
 
 /// A deadline for anything a cluster should do; tests wait on events.
 const LONG: Duration = Duration::from_secs(20);
@@ -450,7 +450,7 @@ fn forged_timeout_now_churns(secure: bool) {
                 break;
             }
             assert!(Instant::now() < deadline, "no election followed");
-            std::thread::sleep(support::POLL);
+            std::thread::sleep(process_harness::POLL);
         }
     }
     let (now_leader, statuses) = c.wait_for_agreement(&all, LONG);
@@ -609,7 +609,7 @@ fn attack_7_without_the_key_a_node_of_another_cluster_is_told_only_that_it_is_no
 #[test]
 fn a_client_without_the_key_is_told_where_to_find_it() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = std::process::Command::new(support::RAFT)
+    let out = std::process::Command::new(process_harness::RAFT)
         .current_dir(dir.path())
         .args(["client", "--timeout", "0.5", "8000", "get"])
         .output()
@@ -650,7 +650,7 @@ fn a_node_keeps_its_cluster_and_a_wiped_node_takes_it_from_the_key_file() {
         .expect("a new key")
         .0;
     let args: Vec<&str> = c.nodes[2].args().iter().map(String::as_str).collect();
-    let out = std::process::Command::new(support::RAFT)
+    let out = std::process::Command::new(process_harness::RAFT)
         .current_dir(c.dir())
         .args(&args)
         .stdin(std::process::Stdio::null())

@@ -1,44 +1,44 @@
 //! Deterministic simulation of whole Raft clusters.
 //!
-//! The simulator itself is in `tests/sim/` (start with `tests/sim/mod.rs`).
-//! This file holds the randomised runs and the replay check;
-//! `simulation/scenarios.rs` the scripted scenarios;
-//! `simulation/bug_switches.rs` the proof that the checks catch bugs;
-//! `simulation/regressions.rs` the core bugs the simulator found;
-//! `simulation/history_checks.rs` tests of the linearizability check;
-//! `simulation/partitions.rs` PreVote, CheckQuorum, leadership transfer and
-//! ReadIndex under the partitions they exist for.
-//! Issue 6: `simulation/compaction.rs` holds the snapshot scenarios and
-//! `simulation/membership.rs` the membership changes under faults, each
-//! with its bug switch (and, for membership, the core bugs found).
-//! `simulation/disk_loss.rs`: machines that lose their disks, with random
-//! runs, scripted scenarios, the storm regression and its bug switch.
+//! The simulator itself is in `tests/simulator/` (start with
+//! `tests/simulator/mod.rs`). This file holds the randomised runs and the
+//! replay check; `tests/simulator_scenarios/` the rest:
+//! - `scenarios.rs`: the scripted scenarios;
+//! - `bug_switches.rs`: the proof that the checks catch bugs;
+//! - `regressions.rs`: the core bugs the simulator found;
+//! - `history_checks.rs`: tests of the linearizability check;
+//! - `partitions.rs`: PreVote, CheckQuorum, leadership transfer and
+//!   ReadIndex under the partitions they exist for;
+//! - `compaction.rs`: the snapshot scenarios, and `membership.rs`: the
+//!   membership changes under faults, each with its bug switch (and, for
+//!   membership, the core bugs found);
+//! - `disk_loss.rs`: machines that lose their disks, with random runs,
+//!   scripted scenarios, the storm regression and its bug switch.
 //!
-//! Environment variables (see `tests/sim/mod.rs`):
+//! Environment variables (see `tests/simulator/mod.rs`):
 //! - `RAFT_SIM_SEED=N` runs only seed N, `RAFT_SIM_TRACE=1` prints its trace;
 //! - `RAFT_SIM_SEEDS=N` (and `RAFT_SIM_FIRST_SEED=M`) runs N seeds, for soaks.
 
-mod sim;
+mod simulator;
 
-#[path = "simulation/bug_switches.rs"]
+#[path = "simulator_scenarios/bug_switches.rs"]
 mod bug_switches;
-#[path = "simulation/history_checks.rs"]
-mod history_checks;
-#[path = "simulation/partitions.rs"]
-mod partitions;
-#[path = "simulation/regressions.rs"]
-mod regressions;
-#[path = "simulation/scenarios.rs"]
-mod scenarios;
-// Issue 6: log compaction and membership changes.
-#[path = "simulation/compaction.rs"]
+#[path = "simulator_scenarios/compaction.rs"]
 mod compaction;
-#[path = "simulation/disk_loss.rs"]
+#[path = "simulator_scenarios/disk_loss.rs"]
 mod disk_loss;
-#[path = "simulation/membership.rs"]
+#[path = "simulator_scenarios/history_checks.rs"]
+mod history_checks;
+#[path = "simulator_scenarios/membership.rs"]
 mod membership;
+#[path = "simulator_scenarios/partitions.rs"]
+mod partitions;
+#[path = "simulator_scenarios/regressions.rs"]
+mod regressions;
+#[path = "simulator_scenarios/scenarios.rs"]
+mod scenarios;
 
-use sim::random::{self, RandomRun, Snapshots};
+use simulator::random::{self, RandomRun, Snapshots};
 
 /// Seeds each `random_faults_*` test runs by default.
 const DEFAULT_SEEDS: u64 = 2000;
@@ -53,12 +53,12 @@ fn random_faults(test: &str, size: usize) {
         snapshots: Snapshots::Drawn,
         ..RandomRun::default()
     };
-    let seeds = sim::seeds(DEFAULT_SEEDS);
+    let seeds = simulator::seeds(DEFAULT_SEEDS);
     let (mut operations, mut checked, mut steps, mut crashes, mut leaders) = (0, 0, 0, 0, 0);
     let (mut slowest_leader, mut slowest_clients, mut largest_segment) = (0, 0, 0);
     let (mut snapshots_taken, mut snapshots_installed) = (0, 0);
     for &seed in &seeds {
-        match sim::catch_panic(|| random::run(&run, seed)) {
+        match simulator::catch_panic(|| random::run(&run, seed)) {
             Ok(report) => {
                 operations += report.operations;
                 checked += report.history.operations;
@@ -71,7 +71,7 @@ fn random_faults(test: &str, size: usize) {
                 snapshots_taken += report.snapshots_taken;
                 snapshots_installed += report.snapshots_installed;
             }
-            Err(failure) => sim::fail(test, seed, &failure),
+            Err(failure) => simulator::fail(test, seed, &failure),
         }
     }
     println!(
@@ -106,10 +106,10 @@ fn same_seed_same_run() {
         hash_trace: true,
         ..RandomRun::default()
     };
-    let seed = sim::scenario_seed(42);
-    let hash = |seed| match sim::catch_panic(|| random::run(&run, seed)) {
+    let seed = simulator::scenario_seed(42);
+    let hash = |seed| match simulator::catch_panic(|| random::run(&run, seed)) {
         Ok(report) => report.trace_hash.expect("hashing was asked for"),
-        Err(failure) => sim::fail("same_seed_same_run", seed, &failure),
+        Err(failure) => simulator::fail("same_seed_same_run", seed, &failure),
     };
     let first = hash(seed);
     assert_eq!(first, hash(seed), "seed {seed} did not replay identically");

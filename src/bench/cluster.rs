@@ -8,8 +8,9 @@
 //! (also on an error or a panic), and the directory is removed after them.
 //! A `kill -9` of the bench itself is the one case that leaves them behind.
 
-use crate::message::{ClientCommand, ClientResult, Status};
-use crate::{client, config};
+use raft::message::{ClientCommand, ClientResult, Status};
+use raft::metrics::Metrics;
+use raft::{client, config};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
@@ -309,6 +310,20 @@ pub fn status(addr: &str) -> Option<Status> {
         STATUS_TIMEOUT,
     ) {
         Ok(ClientResult::Status(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// Asks one node for its counters; `None` if it does not answer in time.
+pub fn metrics(addr: &str) -> Option<Metrics> {
+    let creds = super::credentials().ok()?;
+    match client::request(
+        creds,
+        std::slice::from_ref(&addr.to_string()),
+        ClientCommand::Metrics,
+        STATUS_TIMEOUT,
+    ) {
+        Ok(ClientResult::Metrics(m)) => Some(m),
         _ => None,
     }
 }

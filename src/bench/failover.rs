@@ -12,7 +12,7 @@
 
 use super::cluster::{wait_for_leader, LocalCluster, Quorum};
 use super::load::{value_for, Outcome, Session, RETRY_PAUSE};
-use crate::message::ClientCommand;
+use raft::message::ClientCommand;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

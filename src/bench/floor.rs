@@ -38,7 +38,7 @@ const FSYNC_PROBE_FILE: &str = "fsync-probe";
 #[derive(Clone, Copy, Debug)]
 pub struct Floor {
     /// Appending to a file and `sync_data`: the plain cost of a durable
-    /// write, and the floor the target is stated against.
+    /// write, and the floor a single client's latency is compared with.
     pub fsync: Duration,
     /// Writing into space reserved ahead with `set_len` and `sync_data`,
     /// as the node's log does (see `storage`): cheaper on most file

@@ -59,10 +59,6 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    pub fn new() -> Histogram {
-        Histogram::default()
-    }
-
     /// Adds one sample.
     pub fn record(&mut self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
@@ -165,7 +161,7 @@ mod tests {
 
     #[test]
     fn quantiles_of_a_uniform_spread() {
-        let mut h = Histogram::new();
+        let mut h = Histogram::default();
         for us in 1..=1000 {
             h.record(Duration::from_micros(us));
         }
@@ -187,8 +183,8 @@ mod tests {
 
     #[test]
     fn merging_adds_counts() {
-        let mut a = Histogram::new();
-        let mut b = Histogram::new();
+        let mut a = Histogram::default();
+        let mut b = Histogram::default();
         a.record(Duration::from_micros(10));
         b.record(Duration::from_millis(50));
         b.record(Duration::from_millis(50));
@@ -196,7 +192,7 @@ mod tests {
         assert_eq!(a.count(), 3);
         assert_eq!(a.max(), Duration::from_millis(50));
         assert_eq!(a.quantile(0.3), Some(Duration::from_micros(10)));
-        assert!(Histogram::new().quantile(0.5).is_none());
+        assert!(Histogram::default().quantile(0.5).is_none());
     }
 
     #[test]

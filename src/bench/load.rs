@@ -7,9 +7,9 @@
 //! the same run (Little's law: throughput = C / latency).
 
 use super::histogram::Histogram;
-use crate::message::{ClientCommand, ClientRequest, ClientResult};
-use crate::transport::FrameError;
-use crate::{client, config};
+use raft::message::{ClientCommand, ClientRequest, ClientResult};
+use raft::transport::FrameError;
+use raft::{client, config};
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;

@@ -19,7 +19,7 @@
 //! 3. **Load** (`load.rs`): C client threads, each with a persistent
 //!    connection to the leader, one request at a time; a warm-up whose
 //!    figures are thrown away, then the measured window. The nodes' own
-//!    counters (fsyncs, bytes and messages sent, from `status`) and, for
+//!    counters (fsyncs, bytes and messages sent, from `metrics`) and, for
 //!    local nodes, their CPU time and peak memory from `/proc`, are read
 //!    at both ends of the window.
 //! 4. **Failover** (`failover.rs`), if asked: stop the leader, time the gap
@@ -36,7 +36,7 @@
 //! request in flight, for `--seconds`. Progress goes to stderr once a second;
 //! the table (or `--json`) to stdout: committed writes/s and latency
 //! percentiles, fsyncs, bytes and messages sent per committed entry (from the
-//! counters in `status`), CPU time, peak memory and threads per node (from
+//! counters `raft client ADDRS metrics` shows), CPU time, peak memory and threads per node (from
 //! `/proc`, so Linux only; "n/a" with `--cluster`; threads when the measured
 //! window starts, every client connected), and each node's longest sync since
 //! it started (`max sync ms`: how long its disk held up its loop at worst). The
@@ -175,27 +175,19 @@ mod load;
 mod procstat;
 mod report;
 
-use crate::config::{self, ConfigError};
-use crate::message::Status;
-use crate::transport::auth::KEY_FILE_NAME;
-use crate::transport::{ClusterKey, Credentials};
 use cluster::{wait_for_leader, LocalCluster, Quorum, WorkDir};
 use load::{ClientPlan, ClientReport, LoadShared, PHASE_DONE, PHASE_MEASURE};
 use procstat::ProcSample;
+use raft::config::{self, ConfigError, Exit};
+use raft::message::Status;
+use raft::metrics::Metrics;
+use raft::transport::auth::KEY_FILE_NAME;
+use raft::transport::{ClusterKey, Credentials};
 use report::Report;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-
-pub use histogram::Histogram;
-
-/// Exit status for a usage error, as for the rest of the `raft` command.
-const EXIT_USAGE: u8 = 2;
-/// Exit status when the run failed (a node would not start, no leader...).
-const EXIT_FAILURE: u8 = 1;
-/// Exit status after Ctrl+C, as shells report a process killed by SIGINT.
-const EXIT_INTERRUPTED: u8 = 130;
 
 /// The most local nodes: each is a process on this machine, and Raft
 /// clusters are 3, 5 or 7 nodes.
@@ -204,7 +196,7 @@ pub const MAX_LOCAL_NODES: usize = 9;
 /// The most clients. A node serves at most
 /// `transport::MAX_CLIENT_CONNECTIONS` clients; the rest of them are left for
 /// `status` polls.
-pub const MAX_CLIENTS: usize = crate::transport::MAX_CLIENT_CONNECTIONS - CONNECTION_HEADROOM;
+pub const MAX_CLIENTS: usize = raft::transport::MAX_CLIENT_CONNECTIONS - CONNECTION_HEADROOM;
 const CONNECTION_HEADROOM: usize = 64;
 
 /// The largest `--value-size`. A full AppendEntries carries
@@ -213,7 +205,7 @@ const CONNECTION_HEADROOM: usize = 64;
 /// each value.
 pub const MAX_VALUE_BYTES: usize = 16 * 1024;
 const _: () = assert!(
-    2 * MAX_VALUE_BYTES * crate::core::MAX_ENTRIES_PER_APPEND <= crate::transport::MAX_LINE_BYTES
+    2 * MAX_VALUE_BYTES * raft::core::MAX_ENTRIES_PER_APPEND <= raft::transport::MAX_LINE_BYTES
 );
 
 /// The longest `--seconds` or `--warmup`.
@@ -400,15 +392,7 @@ fn parse_fraction(s: &str) -> Result<f64, ConfigError> {
 
 /// `--cluster ADDRS`, normalized and without repeats.
 fn parse_cluster(list: &str) -> Result<Vec<String>, ConfigError> {
-    let mut addrs = Vec::new();
-    for item in list.split(',') {
-        let (_, addr) =
-            config::parse_address(item).map_err(|e| ConfigError(format!("--cluster: {e}")))?;
-        if !addrs.contains(&addr) {
-            addrs.push(addr);
-        }
-    }
-    Ok(addrs)
+    config::parse_address_list(list).map_err(|e| ConfigError(format!("--cluster: {e}")))
 }
 
 /// Runs `raft bench`: 0 on success, 1 if the run failed, 2 on a usage error,
@@ -418,21 +402,21 @@ pub fn main(args: &BenchArgs) -> ExitCode {
         Ok(opts) => opts,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(EXIT_USAGE);
+            return ExitCode::from(Exit::Usage);
         }
     };
     let stop = Arc::new(AtomicBool::new(false));
     let handler_stop = Arc::clone(&stop);
     if let Err(e) = ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed)) {
         eprintln!("error: cannot install the Ctrl+C handler: {e}");
-        return ExitCode::from(EXIT_FAILURE);
+        return ExitCode::from(Exit::Failure);
     }
     // Everything `run` started is stopped and removed by the time it
     // returns, whichever way it returns.
     let result = run(&opts, &stop);
     if stop.load(Ordering::Relaxed) {
         eprintln!("bench: interrupted; the nodes it started are stopped and their data removed");
-        return ExitCode::from(EXIT_INTERRUPTED);
+        return ExitCode::from(Exit::Interrupted);
     }
     match result {
         Ok(report) => {
@@ -441,7 +425,7 @@ pub fn main(args: &BenchArgs) -> ExitCode {
                     Ok(json) => println!("{json}"),
                     Err(e) => {
                         eprintln!("error: cannot encode the report: {e}");
-                        return ExitCode::from(EXIT_FAILURE);
+                        return ExitCode::from(Exit::Failure);
                     }
                 }
             } else {
@@ -451,7 +435,7 @@ pub fn main(args: &BenchArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(EXIT_FAILURE)
+            ExitCode::from(Exit::Failure)
         }
     }
 }
@@ -475,7 +459,7 @@ fn set_credentials(opts: &BenchOptions, work: &WorkDir) -> Result<(), String> {
             let (key, _) = ClusterKey::load_or_create(&work.path().join(KEY_FILE_NAME))?;
             Credentials::new(key)
         }
-        Target::Cluster { .. } => crate::client::credentials(opts.cluster_key.as_deref())?,
+        Target::Cluster { .. } => raft::client::credentials(opts.cluster_key.as_deref())?,
     };
     // Each run's local cluster has a key of its own, so a second run in
     // one process could not use the first one's: refuse it.
@@ -547,6 +531,7 @@ fn run(opts: &BenchOptions, stop: &AtomicBool) -> Result<Report, String> {
 #[derive(Clone, Debug, Default)]
 pub struct NodeSnapshot {
     pub status: Option<Status>,
+    pub metrics: Option<Metrics>,
     pub proc: Option<ProcSample>,
 }
 
@@ -568,6 +553,7 @@ fn snapshot(addrs: &[String], pids: &[Option<u32>]) -> Vec<NodeSnapshot> {
         .zip(pids)
         .map(|(addr, pid)| NodeSnapshot {
             status: cluster::status(addr),
+            metrics: cluster::metrics(addr),
             proc: pid.and_then(|p| procstat::sample(&p.to_string())),
         })
         .collect()
@@ -838,14 +824,5 @@ mod tests {
         );
         a.cluster = Some("8000,,8001".into());
         assert!(refused(a).contains("--cluster"));
-    }
-
-    #[test]
-    fn a_status_without_the_counters_still_parses() {
-        // A node from before the counters were added: they default to 0.
-        let json = r#"{"id":"8000","role":"leader","term":1,"leader":"8000","commit_index":1,
-            "last_applied":1,"last_log_index":1,"value":"","members":["8000"]}"#;
-        let s: Status = serde_json::from_str(json).expect("parses");
-        assert_eq!((s.fsyncs, s.bytes_sent, s.messages_sent), (0, 0, 0));
     }
 }

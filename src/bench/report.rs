@@ -14,7 +14,7 @@ use super::floor::Floor;
 use super::histogram::{quantile_exact, Histogram};
 use super::procstat::ProcSample;
 use super::{BenchOptions, LoadResult, NodeSnapshot, Target};
-use crate::message::Status;
+use raft::metrics::Metrics;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -170,8 +170,8 @@ fn distribution(mut samples: Vec<Duration>) -> Distribution {
 /// A counter's rise over the window, if the node reported it at both ends.
 /// A node that reports counters has always done some fsyncs (creating its
 /// directory), so zero fsyncs means "not reported".
-fn rise(start: &NodeSnapshot, end: &NodeSnapshot, counter: fn(&Status) -> u64) -> Option<u64> {
-    let (s, e) = (start.status.as_ref()?, end.status.as_ref()?);
+fn rise(start: &NodeSnapshot, end: &NodeSnapshot, counter: fn(&Metrics) -> u64) -> Option<u64> {
+    let (s, e) = (start.metrics.as_ref()?, end.metrics.as_ref()?);
     if e.fsyncs == 0 {
         return None;
     }
@@ -205,7 +205,7 @@ impl Report {
             Some((e.cpu_seconds - s.cpu_seconds).max(0.0))
         };
         let mut totals: [Option<u64>; 3] = [Some(0); 3];
-        let counters: [fn(&Status) -> u64; 3] =
+        let counters: [fn(&Metrics) -> u64; 3] =
             [|s| s.fsyncs, |s| s.bytes_sent, |s| s.messages_sent];
         let nodes: Vec<NodeFigures> = addrs
             .iter()
@@ -232,7 +232,7 @@ impl Report {
                     peak_rss_mib: end.proc.map(|p| mib(p.peak_rss_bytes)),
                     threads: start.proc.map(|p| p.threads),
                     longest_sync_ms: end
-                        .status
+                        .metrics
                         .as_ref()
                         .filter(|s| s.longest_sync_us > 0)
                         .map(|s| s.longest_sync_us as f64 / 1000.0),

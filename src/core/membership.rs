@@ -186,10 +186,7 @@ impl Raft {
     /// term rules still apply, so a removed leader of an old term is
     /// refused as stale.
     pub(super) fn accepts(&self, msg: &Message) -> bool {
-        let from_leader = matches!(
-            msg.body,
-            MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
-        );
+        let from_leader = msg.body.is_from_leader();
         // A leader that removed itself hands over as it goes (see
         // `on_membership_committed`): its TimeoutNow comes from a node that
         // is no longer a member, but is the leader this node follows.
@@ -489,7 +486,7 @@ impl Raft {
             && self.membership_index <= self.commit_index
             && !self.is_voter();
         if removed {
-            if let Some(successor) = self.most_up_to_date_voter() {
+            if let Some(successor) = self.most_up_to_date_voter(|_| true) {
                 self.send(successor, MessageBody::TimeoutNow);
             }
             self.become_follower(self.current_term, None, StepDownReason::Removed);
@@ -546,15 +543,18 @@ impl Raft {
         self.send(msg.from.clone(), body);
     }
 
-    /// For a leader: the voter (not itself) with the highest `match_index`;
-    /// among equals, the first in id order.
-    fn most_up_to_date_voter(&self) -> Option<NodeId> {
+    /// For a leader: the voter (not itself) with the highest `match_index`
+    /// among those `eligible` accepts; among equals, the first in id order.
+    /// Who to hand leadership to (§3.10), here when the leader is removed
+    /// and in the driver when it shuts down.
+    pub fn most_up_to_date_voter(&self, eligible: impl Fn(&NodeId) -> bool) -> Option<NodeId> {
         let Role::Leader(leader) = &self.role else {
             return None;
         };
         let mut best: Option<(&NodeId, Index)> = None;
         for (id, progress) in &leader.progress {
-            let candidate = self.membership.voters.contains_key(id) && *id != self.config.id;
+            let candidate =
+                self.membership.voters.contains_key(id) && *id != self.config.id && eligible(id);
             if candidate && best.is_none_or(|(_, m)| progress.match_index > m) {
                 best = Some((id, progress.match_index));
             }

@@ -5,7 +5,7 @@
 //! and [`Raft::read_index`]. What the core wants done comes back from
 //! [`Raft::ready`] as data (a [`Ready`]): state to make durable, messages to
 //! send, committed entries to apply, reads that may be answered. The caller
-//! (the driver in `node.rs`, or the simulator in `tests/`) must handle a
+//! (the driver in `node/`, or the simulator in `tests/`) must handle a
 //! `Ready` in this order:
 //!
 //! 1. **persist** `hard_state` and `entries`, with one fsync;

@@ -90,6 +90,7 @@ use command::{parse_demo, DemoCommand, NodeAction, HELP};
 use plumbing::{free_ports, list, make_temp_dir, relay};
 
 use crate::client;
+use crate::config::Exit;
 use crate::console;
 use crate::message::{ClientCommand, ClientResult, Status};
 use crate::prompt::{log_table, spawn_stdin_reader};
@@ -120,10 +121,6 @@ pub const STOP_GRACE: Duration = Duration::from_secs(3);
 /// How often the demo looks for nodes that exited.
 const REAP_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Exit codes, as for the rest of `raft`.
-const EXIT_USAGE: u8 = 2;
-const EXIT_FAILURE: u8 = 1;
-
 /// The command line of `raft demo`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct DemoArgs {
@@ -152,13 +149,13 @@ pub fn main(args: &DemoArgs) -> ExitCode {
             "error: --nodes {} is out of range: give {MIN_NODES} to {MAX_NODES} (3, 5 and 7 are usual)",
             args.nodes
         );
-        return ExitCode::from(EXIT_USAGE);
+        return ExitCode::from(Exit::Usage);
     }
     let mut demo = match Demo::start(args) {
         Ok(demo) => demo,
         Err(e) => {
             console::complain(&format!("error: {e}"));
-            return ExitCode::from(EXIT_FAILURE);
+            return ExitCode::from(Exit::Failure);
         }
     };
     let result = demo.run();
@@ -167,7 +164,7 @@ pub fn main(args: &DemoArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             console::complain(&format!("error: {e}"));
-            ExitCode::from(EXIT_FAILURE)
+            ExitCode::from(Exit::Failure)
         }
     }
 }

@@ -13,8 +13,8 @@
 //!
 //! # Persist before you answer
 //!
-//! In each turn of the driver's loop (the [`node`](crate::node) module,
-//! `handle_ready`), new entries and a changed term or vote are buffered here
+//! In each turn of the driver's loop (`src/node/event_loop.rs`,
+//! `Node::handle_ready`), new entries and a changed term or vote are buffered here
 //! and made durable by one [`Storage::sync`] before any message that depends
 //! on them is sent: a granted vote, an AppendEntries acknowledgement, and, on
 //! the leader, before it counts its own copy of an entry towards a majority
@@ -145,7 +145,7 @@
 //! `sync_data` has no new file size to make durable: on the development
 //! machine that took a small record's fsync from about 130 to about 90 µs,
 //! and the fsync of a follower is on the path of every write (see the
-//! measurements in [`bench`](mod@crate::bench)). Reading the log back, eight
+//! measurements in `src/bench/mod.rs`). Reading the log back, eight
 //! zero bytes where a record header should be, with only zeros after them,
 //! are the end of the log. (A header of all zeros is never a record: a
 //! length of 0 is invalid.)
@@ -295,7 +295,7 @@
 //!   to copy the entries it keeps. Compaction bounds the file to the
 //!   entries since the last snapshot (plus any overwritten or truncated
 //!   since), so this is one snapshot interval of log (how long recovery
-//!   takes is measured in [`bench`](mod@crate::bench)).
+//!   takes is measured in `src/bench/mod.rs`).
 //! - A snapshot is held in memory whole, and limited to
 //!   [`MAX_SNAPSHOT_BYTES`]; `save_snapshot` refuses a larger one.
 //!

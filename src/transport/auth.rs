@@ -44,7 +44,7 @@
 //! certificates to make, a larger dependency tree and an unreadable wire, for
 //! a property (confidentiality) the value does not need in a teaching cluster
 //! on one machine. Cost: one HMAC-SHA256 per frame each way (see the
-//! measurements in [`bench`](mod@crate::bench)).
+//! measurements in `src/bench/mod.rs`).
 //!
 //! # The key file
 //!

@@ -535,12 +535,7 @@ fn on_peer_frame(
     // and a leader that removed itself hands over with TimeoutNow as it
     // goes. The core decides, unless the message is stale: then it is from
     // no leader anyone needs to hear, and an outsider could make many such.
-    let from_a_leader = matches!(
-        msg.body,
-        MessageBody::AppendEntries { .. }
-            | MessageBody::InstallSnapshot { .. }
-            | MessageBody::TimeoutNow
-    );
+    let from_a_leader = msg.body.is_from_leader() || msg.body == MessageBody::TimeoutNow;
     let let_in =
         member || (from_a_leader && current) || let_in_stranger(ctx, &msg, remote, writer, sealer);
     if !let_in {

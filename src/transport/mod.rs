@@ -30,7 +30,7 @@
 //! connection per peer, with a writer thread and a bounded queue. When nothing
 //! is queued and the socket has room, the state-machine thread writes a
 //! message itself, without blocking (a thread wake-up costs more than the
-//! write; see the measurements in [`bench`](mod@crate::bench)); anything else,
+//! write; see the measurements in `src/bench/mod.rs`); anything else,
 //! including the rest of a frame the socket took only part of, goes to the
 //! writer, so messages to a peer keep their order and the node never waits on
 //! a slow peer. When the queue is full or the peer is down, messages are

@@ -1,11 +1,14 @@
 //! The answer to one client request, from the state-machine thread back to
 //! the client's connection.
 //!
-//! The state-machine thread writes the answer to the client's socket itself,
-//! without blocking: waking the connection's thread to write it would add a
-//! thread wake-up to every request's latency. Only what the socket does not
-//! take at once (a client that stopped reading) is left to the connection's
-//! thread, which may block.
+//! The plain path would be: the state-machine thread puts the answer in
+//! the slot, and the client's connection thread, woken, writes it. As an
+//! optimisation (the same one as `peers/direct_write.rs`), the state-machine
+//! thread writes the answer to the client's socket itself, without
+//! blocking, in [`Reply::send`]: waking the connection's thread to write it
+//! would add a thread wake-up to every request's latency. Only what the
+//! socket does not take at once (a client that stopped reading) is left to
+//! the connection's thread, which may block.
 
 use super::auth::Sealer;
 use super::frame::seal_frame;

@@ -5,10 +5,10 @@
 //! invariant checker watching every step, so besides its own expectations a
 //! scenario fails if any safety property breaks along the way.
 
-use crate::sim::cluster::{Cluster, ClusterConfig};
-use crate::sim::network::NetworkConfig;
-use crate::sim::random::{self, Faults, RandomRun};
-use crate::sim::{self, Failure, TICK};
+use crate::simulator::cluster::{Cluster, ClusterConfig};
+use crate::simulator::network::NetworkConfig;
+use crate::simulator::random::{self, Faults, RandomRun};
+use crate::simulator::{self, Failure, TICK};
 use raft::core::RoleKind;
 use raft::message::{EntryData, Index};
 use rand::Rng;
@@ -16,7 +16,7 @@ use rand::Rng;
 /// A cluster of `size` on a reliable network, seeded with `RAFT_SIM_SEED`
 /// or `seed`.
 fn config(size: usize, seed: u64) -> ClusterConfig {
-    ClusterConfig::new(size, sim::scenario_seed(seed))
+    ClusterConfig::new(size, simulator::scenario_seed(seed))
 }
 
 /// The working leader, which a scenario expects to exist right now.
@@ -30,7 +30,7 @@ fn leader(c: &Cluster) -> Result<usize, Failure> {
 
 #[test]
 fn initial_election() {
-    sim::run_scenario("scenarios::initial_election", config(3, 1), |c| {
+    simulator::run_scenario("scenarios::initial_election", config(3, 1), |c| {
         let first = c.wait_for_leader(60)?;
         let term = c.term(first);
         // With nothing going wrong, the leader's heartbeats (every 5 ticks)
@@ -50,7 +50,7 @@ fn initial_election() {
 
 #[test]
 fn re_election() {
-    sim::run_scenario("scenarios::re_election", config(3, 2), |c| {
+    simulator::run_scenario("scenarios::re_election", config(3, 2), |c| {
         let first = c.wait_for_leader(60)?;
         // The leader is cut off: the other two elect a new one.
         c.isolate(first);
@@ -84,7 +84,7 @@ fn re_election() {
 
 #[test]
 fn many_elections() {
-    sim::run_scenario("scenarios::many_elections", config(7, 3), |c| {
+    simulator::run_scenario("scenarios::many_elections", config(7, 3), |c| {
         c.wait_for_leader(60)?;
         for _ in 0..10 {
             // Cut off three random nodes; the other four are a majority of
@@ -112,7 +112,7 @@ fn many_elections() {
 
 #[test]
 fn basic_agree() {
-    sim::run_scenario("scenarios::basic_agree", config(5, 4), |c| {
+    simulator::run_scenario("scenarios::basic_agree", config(5, 4), |c| {
         c.wait_for_leader(60)?;
         let mut previous: Index = 0;
         for i in 1..=3 {
@@ -141,7 +141,7 @@ fn basic_agree() {
 
 #[test]
 fn fail_agree() {
-    sim::run_scenario("scenarios::fail_agree", config(3, 5), |c| {
+    simulator::run_scenario("scenarios::fail_agree", config(3, 5), |c| {
         c.wait_for_leader(60)?;
         c.agree("101", 3, 50)?;
         // A follower is cut off: the other two still agree.
@@ -163,7 +163,7 @@ fn fail_agree() {
 
 #[test]
 fn fail_no_agree() {
-    sim::run_scenario("scenarios::fail_no_agree", config(5, 6), |c| {
+    simulator::run_scenario("scenarios::fail_no_agree", config(5, 6), |c| {
         c.wait_for_leader(60)?;
         c.agree("10", 5, 50)?;
         // Three of five followers cut off: the leader cannot commit.
@@ -194,7 +194,7 @@ fn fail_no_agree() {
 
 #[test]
 fn concurrent_starts() {
-    sim::run_scenario("scenarios::concurrent_starts", config(3, 7), |c| {
+    simulator::run_scenario("scenarios::concurrent_starts", config(3, 7), |c| {
         let first = c.wait_for_leader(60)?;
         let term = c.term(first);
         // Five proposals at the same instant get five consecutive indexes...
@@ -224,7 +224,7 @@ fn concurrent_starts() {
 
 #[test]
 fn rejoin() {
-    sim::run_scenario("scenarios::rejoin", config(3, 8), |c| {
+    simulator::run_scenario("scenarios::rejoin", config(3, 8), |c| {
         c.wait_for_leader(60)?;
         c.agree("101", 3, 50)?;
         // The leader is cut off and keeps accepting proposals it can never
@@ -263,7 +263,7 @@ fn backup() {
     // conflicts in, so the leader skips that whole term at once).
     const ROUNDS: usize = 5;
     const PER_ROUND: usize = 20;
-    sim::run_scenario("scenarios::backup", config(5, 9), |c| {
+    simulator::run_scenario("scenarios::backup", config(5, 9), |c| {
         c.wait_for_leader(60)?;
         c.agree("base", 5, 50)?;
         // Two nodes down; X (the leader among the three left) will collect
@@ -350,7 +350,7 @@ fn backup() {
 #[test]
 fn count() {
     // Message counts stay small: an election, each agreement, and idling.
-    sim::run_scenario("scenarios::count", config(3, 10), |c| {
+    simulator::run_scenario("scenarios::count", config(3, 10), |c| {
         let before = c.stats.clone();
         c.wait_for_leader(60)?;
         let election = c.stats.messages() - before.messages();
@@ -393,7 +393,7 @@ fn count() {
 #[test]
 fn persist1() {
     // Nodes restart from their disks and still agree.
-    sim::run_scenario("scenarios::persist1", config(3, 11), |c| {
+    simulator::run_scenario("scenarios::persist1", config(3, 11), |c| {
         c.wait_for_leader(60)?;
         c.agree("11", 3, 50)?;
         for node in 0..3 {
@@ -425,7 +425,7 @@ fn persist1() {
 fn persist2() {
     // Majorities come and go; an entry committed by three nodes survives
     // when only one of them is up, because only it can win an election.
-    sim::run_scenario("scenarios::persist2", config(5, 12), |c| {
+    simulator::run_scenario("scenarios::persist2", config(5, 12), |c| {
         c.wait_for_leader(60)?;
         for round in 0..5 {
             c.agree(&format!("r{round} all"), 5, 100)?;
@@ -456,7 +456,7 @@ fn persist2() {
 fn persist3() {
     // A leader and a follower that stored an entry crash; the leader comes
     // back with the node that never had it, and the entry survives.
-    sim::run_scenario("scenarios::persist3", config(3, 13), |c| {
+    simulator::run_scenario("scenarios::persist3", config(3, 13), |c| {
         c.wait_for_leader(60)?;
         c.agree("101", 3, 50)?;
         let first = leader(c)?;
@@ -480,7 +480,7 @@ fn persist3() {
 /// half-replicated, on a reliable network.
 #[test]
 fn figure8() {
-    sim::run_scenario("scenarios::figure8", config(5, 14), |c| {
+    simulator::run_scenario("scenarios::figure8", config(5, 14), |c| {
         c.agree("start", 1, 60)?;
         for i in 0..150 {
             for (node, _) in c.leaders() {
@@ -516,7 +516,7 @@ fn figure8() {
 fn unreliable_agree() {
     let mut config = config(5, 15);
     config.network = NetworkConfig::unreliable();
-    sim::run_scenario("scenarios::unreliable_agree", config, |c| {
+    simulator::run_scenario("scenarios::unreliable_agree", config, |c| {
         for round in 1..=50 {
             // A few proposals at once, then one that must commit somewhere.
             if let Some((node, _)) = c.leaders().into_iter().max_by_key(|&(_, term)| term) {
@@ -538,7 +538,7 @@ fn unreliable_agree() {
 fn figure8_unreliable() {
     let mut config = config(5, 16);
     config.network = NetworkConfig::unreliable();
-    sim::run_scenario("scenarios::figure8_unreliable", config, |c| {
+    simulator::run_scenario("scenarios::figure8_unreliable", config, |c| {
         c.agree("start", 1, 200)?;
         let mut cut: Vec<usize> = Vec::new();
         for i in 0..300 {
@@ -582,9 +582,9 @@ fn churn(test: &str, network: NetworkConfig, default_seeds: u64) {
         size: Some(5),
         ..RandomRun::default()
     };
-    for seed in sim::seeds(default_seeds) {
-        if let Err(failure) = sim::catch_panic(|| random::run(&run, seed)) {
-            sim::fail(test, seed, &failure);
+    for seed in simulator::seeds(default_seeds) {
+        if let Err(failure) = simulator::catch_panic(|| random::run(&run, seed)) {
+            simulator::fail(test, seed, &failure);
         }
     }
 }

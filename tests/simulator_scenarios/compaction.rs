@@ -12,10 +12,10 @@
 //! Snapshots at random points under every fault mix are covered by the
 //! randomised runs (`random_faults_*`, half of whose seeds compact).
 
-use crate::sim::cluster::{Cluster, ClusterConfig, Compaction};
-use crate::sim::network::NetworkConfig;
-use crate::sim::random::{self, RandomRun, Snapshots};
-use crate::sim::{self, Failure, FailureKind, TICK};
+use crate::simulator::cluster::{Cluster, ClusterConfig, Compaction};
+use crate::simulator::network::NetworkConfig;
+use crate::simulator::random::{self, RandomRun, Snapshots};
+use crate::simulator::{self, Failure, FailureKind, TICK};
 use raft::core::snapshot::MAX_SNAPSHOT_CHUNK_BYTES;
 use raft::core::BugSwitches;
 use raft::message::Index;
@@ -30,7 +30,7 @@ const INTERVAL: u64 = 10;
 const MAX_LOG: u64 = 3 * INTERVAL;
 
 fn config(size: usize, seed: u64, reliable: bool) -> ClusterConfig {
-    let mut config = ClusterConfig::new(size, sim::scenario_seed(seed));
+    let mut config = ClusterConfig::new(size, simulator::scenario_seed(seed));
     config.compaction = Compaction::EveryEntries(INTERVAL);
     if !reliable {
         config.network = NetworkConfig::unreliable();
@@ -65,7 +65,7 @@ fn check_log_size(c: &Cluster) -> Result<(), Failure> {
             format!(
                 "{} holds {held} entries after its snapshot ({on_disk} on disk); \
                  compaction should keep that under {MAX_LOG}",
-                sim::node_id(node)
+                simulator::node_id(node)
             )
         })?;
     }
@@ -150,7 +150,7 @@ fn snapshot_rounds(c: &mut Cluster, rounds: usize, victim_kind: Victim) -> Resul
                 format!(
                     "round {round}: {} returned with a log ending at {victim_last}, before the \
                      leader's snapshot, yet installed no snapshot",
-                    sim::node_id(victim)
+                    simulator::node_id(victim)
                 )
             })?;
             installs_needed += 1;
@@ -162,7 +162,7 @@ fn snapshot_rounds(c: &mut Cluster, rounds: usize, victim_kind: Victim) -> Resul
 
 /// The lab's rounds, with a check that InstallSnapshot was exercised.
 fn install_scenario(test: &str, seed: u64, reliable: bool, victim: Victim) {
-    sim::run_scenario(test, config(3, seed, reliable), |c| {
+    simulator::run_scenario(test, config(3, seed, reliable), |c| {
         let installs = snapshot_rounds(c, 30, victim)?;
         println!(
             "{test}: {installs} of 30 rounds caught up by InstallSnapshot; {} snapshots taken, \
@@ -181,7 +181,7 @@ fn install_scenario(test: &str, seed: u64, reliable: bool, victim: Victim) {
 /// to entries it has just compacted. Wasteful, not wrong.)
 #[test]
 fn snapshot_basic() {
-    sim::run_scenario("compaction::snapshot_basic", config(3, 31, true), |c| {
+    simulator::run_scenario("compaction::snapshot_basic", config(3, 31, true), |c| {
         snapshot_rounds(c, 30, Victim::Kept)?;
         println!(
             "compaction::snapshot_basic: {} snapshots taken, {} installed",
@@ -243,7 +243,7 @@ fn snapshot_install_uncrash() {
 /// times; nothing committed is lost, and agreement goes on after each.
 #[test]
 fn snapshot_all_crash() {
-    sim::run_scenario("compaction::snapshot_all_crash", config(3, 36, true), |c| {
+    simulator::run_scenario("compaction::snapshot_all_crash", config(3, 36, true), |c| {
         for round in 0..5 {
             let burst = INTERVAL / 2 + c.rng.random_range(0..INTERVAL);
             for _ in 0..burst {
@@ -266,7 +266,7 @@ fn snapshot_all_crash() {
                 c.require(restored + MAX_LOG >= index1, || {
                     format!(
                         "round {round}: {} restarted with a snapshot up to {restored} only",
-                        sim::node_id(node)
+                        simulator::node_id(node)
                     )
                 })?;
             }
@@ -285,7 +285,7 @@ fn snapshot_all_crash() {
 /// catches a restart that forgets the snapshot's index).
 #[test]
 fn snapshot_init() {
-    sim::run_scenario("compaction::snapshot_init", config(3, 37, true), |c| {
+    simulator::run_scenario("compaction::snapshot_init", config(3, 37, true), |c| {
         let command = fresh(c);
         c.agree(&command, 3, 100)?;
         for _ in 0..=INTERVAL {
@@ -301,7 +301,7 @@ fn snapshot_init() {
                 c.require(c.nodes[node].applied >= INTERVAL, || {
                     format!(
                         "{} restarted without its snapshot (applied {})",
-                        sim::node_id(node),
+                        simulator::node_id(node),
                         c.nodes[node].applied
                     )
                 })?;
@@ -326,11 +326,11 @@ fn snapshot_init() {
 /// end the follower holds the big value.
 #[test]
 fn snapshot_install_crash_mid_chunks() {
-    let mut config = ClusterConfig::new(3, sim::scenario_seed(38));
+    let mut config = ClusterConfig::new(3, simulator::scenario_seed(38));
     // Compaction by hand: the register must hold the big value when the
     // snapshot is taken.
     config.compaction = Compaction::Off;
-    sim::run_scenario(
+    simulator::run_scenario(
         "compaction::snapshot_install_crash_mid_chunks",
         config,
         |c| {
@@ -345,7 +345,7 @@ fn snapshot_install_crash_mid_chunks() {
                 let snapshot = c.compact(node)?;
                 c.require(
                     snapshot.is_some_and(|s| s.last_included_index == index),
-                    || format!("{} did not compact up to {index}", sim::node_id(node)),
+                    || format!("{} did not compact up to {index}", simulator::node_id(node)),
                 )?;
             }
             let installed = |c: &Cluster, node: usize| {
@@ -386,7 +386,7 @@ fn snapshot_install_crash_mid_chunks() {
                 "snapshot_install_crash_mid_chunks: {} chunks delivered, {} installs, ended at {}",
                 c.stats.snapshot_chunks_delivered,
                 c.stats.snapshots_installed,
-                crate::sim::trace::time(c.now)
+                crate::simulator::trace::time(c.now)
             );
             Ok(())
         },
@@ -398,9 +398,9 @@ fn snapshot_install_crash_mid_chunks() {
 /// installs the snapshot and agrees.
 #[test]
 fn snapshot_install_big_unreliable() {
-    let mut config = ClusterConfig::new(3, sim::scenario_seed(39));
+    let mut config = ClusterConfig::new(3, simulator::scenario_seed(39));
     config.network = NetworkConfig::unreliable();
-    sim::run_scenario("compaction::snapshot_install_big_unreliable", config, |c| {
+    simulator::run_scenario("compaction::snapshot_install_big_unreliable", config, |c| {
         c.agree("small", 3, 200)?;
         let l = leader(c)?;
         let victim = (l + 1) % 3;
@@ -480,7 +480,7 @@ fn conflicting_snapshot_schedule(seed: u64, bugs: BugSwitches) -> Result<(), Fai
 /// schedule is safe (`conflicting_snapshot_schedule_is_safe`).
 #[test]
 fn bug_keep_log_conflicting_with_snapshot_is_caught() {
-    sim::first_failing_seed(
+    simulator::first_failing_seed(
         "compaction::bug_keep_log_conflicting_with_snapshot_is_caught",
         3,
         &[FailureKind::LogMatching, FailureKind::StateMachineSafety],
@@ -498,11 +498,11 @@ fn bug_keep_log_conflicting_with_snapshot_is_caught() {
 
 #[test]
 fn conflicting_snapshot_schedule_is_safe() {
-    for seed in sim::seeds(3) {
+    for seed in simulator::seeds(3) {
         if let Err(failure) =
-            sim::catch_panic(|| conflicting_snapshot_schedule(seed, BugSwitches::default()))
+            simulator::catch_panic(|| conflicting_snapshot_schedule(seed, BugSwitches::default()))
         {
-            sim::fail(
+            simulator::fail(
                 "compaction::conflicting_snapshot_schedule_is_safe",
                 seed,
                 &failure,
@@ -525,7 +525,7 @@ fn bug_keep_log_conflicting_with_snapshot_random() {
         snapshots: Snapshots::On,
         ..RandomRun::default()
     };
-    sim::first_failing_seed(
+    simulator::first_failing_seed(
         "compaction::bug_keep_log_conflicting_with_snapshot_random",
         100,
         &[
@@ -548,7 +548,7 @@ fn bug_keep_log_conflicting_with_snapshot_random() {
 /// 3 seeds (when written: at seed 0, and by each of the first 20 seeds).
 #[test]
 fn bug_driver_ignores_snapshot_state_is_caught() {
-    sim::first_failing_seed(
+    simulator::first_failing_seed(
         "compaction::bug_driver_ignores_snapshot_state_is_caught",
         3,
         &[FailureKind::StateMachineSafety],

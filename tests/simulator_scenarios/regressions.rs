@@ -1,9 +1,9 @@
 //! Bugs the simulator found in the core, each kept as a test: a scripted
 //! scenario that provokes it for certain, and seeds that hit it.
 
-use crate::sim::cluster::ClusterConfig;
-use crate::sim::random::{self, RandomRun};
-use crate::sim::{self, TICK};
+use crate::simulator::cluster::ClusterConfig;
+use crate::simulator::random::{self, RandomRun};
+use crate::simulator::{self, TICK};
 
 /// Found by the randomised runs (`random_faults_7_nodes`, seed 2, when
 /// found): after the calm, no leader for over 150 ticks. Nodes with stale
@@ -18,10 +18,10 @@ use crate::sim::{self, TICK};
 /// time out and win.
 #[test]
 fn stale_candidate_does_not_silence_up_to_date_follower() {
-    let mut config = ClusterConfig::new(3, sim::scenario_seed(1));
+    let mut config = ClusterConfig::new(3, simulator::scenario_seed(1));
     let (a, b, stale) = (0, 1, 2);
     config.election_timeout_overrides = vec![(stale, (10, 12)), (a, (40, 60)), (b, (15, 30))];
-    sim::run_scenario(
+    simulator::run_scenario(
         "regressions::stale_candidate_does_not_silence_up_to_date_follower",
         config,
         |c| {
@@ -39,8 +39,8 @@ fn stale_candidate_does_not_silence_up_to_date_follower() {
             c.require(won, || {
                 format!(
                     "{} never became leader while {} kept asking for votes; terms {:?}",
-                    sim::node_id(other),
-                    sim::node_id(stale),
+                    simulator::node_id(other),
+                    simulator::node_id(stale),
                     c.terms()
                 )
             })?;
@@ -68,8 +68,8 @@ fn stale_candidate_seeds() {
             size: Some(size),
             ..RandomRun::default()
         };
-        if let Err(failure) = sim::catch_panic(|| random::run(&run, seed)) {
-            sim::fail(&format!("random_faults_{size}_nodes"), seed, &failure);
+        if let Err(failure) = simulator::catch_panic(|| random::run(&run, seed)) {
+            simulator::fail(&format!("random_faults_{size}_nodes"), seed, &failure);
         }
     }
 }
@@ -84,8 +84,8 @@ fn stale_candidate_seeds() {
 #[test]
 fn new_leader_announces_itself_at_once() {
     for size in [3, 5, 7] {
-        let config = ClusterConfig::new(size, sim::scenario_seed(size as u64));
-        sim::run_scenario(
+        let config = ClusterConfig::new(size, simulator::scenario_seed(size as u64));
+        simulator::run_scenario(
             "regressions::new_leader_announces_itself_at_once",
             config,
             |c| {

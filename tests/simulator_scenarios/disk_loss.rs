@@ -27,10 +27,10 @@
 //! per term per *data directory* (a new directory may vote again in a term;
 //! that vote must not count).
 
-use crate::sim::cluster::{Cluster, ClusterConfig};
-use crate::sim::network::NetworkConfig;
-use crate::sim::random::{self, RandomRun};
-use crate::sim::{self, Failure, FailureKind};
+use crate::simulator::cluster::{Cluster, ClusterConfig};
+use crate::simulator::network::NetworkConfig;
+use crate::simulator::random::{self, RandomRun};
+use crate::simulator::{self, Failure, FailureKind};
 use raft::core::{BugSwitches, RoleKind};
 
 /// Seeds of each random run with disk loss.
@@ -48,15 +48,15 @@ fn disk_loss_run(size: usize, bugs: BugSwitches) -> RandomRun {
 fn random_faults_with_disk_loss(test: &str, size: usize) {
     let run = disk_loss_run(size, BugSwitches::default());
     let (mut lost, mut reported, mut runs_with_loss) = (0, 0, 0);
-    let seeds = sim::seeds(DISK_LOSS_SEEDS);
+    let seeds = simulator::seeds(DISK_LOSS_SEEDS);
     for &seed in &seeds {
-        match sim::catch_panic(|| random::run(&run, seed)) {
+        match simulator::catch_panic(|| random::run(&run, seed)) {
             Ok(report) => {
                 lost += report.disks_lost;
                 reported += report.losses_reported;
                 runs_with_loss += u64::from(report.disks_lost > 0);
             }
-            Err(failure) => sim::fail(test, seed, &failure),
+            Err(failure) => simulator::fail(test, seed, &failure),
         }
     }
     println!(
@@ -104,8 +104,8 @@ fn caught_up_and_voting(c: &Cluster, node: usize) -> bool {
 /// and is a voter again, with no hand work.
 #[test]
 fn a_wiped_follower_catches_up_and_votes_again() {
-    let config = ClusterConfig::new(3, sim::scenario_seed(11));
-    sim::run_scenario(
+    let config = ClusterConfig::new(3, simulator::scenario_seed(11));
+    simulator::run_scenario(
         "disk_loss::a_wiped_follower_catches_up_and_votes_again",
         config,
         |c| {
@@ -130,8 +130,8 @@ fn a_wiped_follower_catches_up_and_votes_again() {
 /// acknowledged, reports it once, and brings the follower back.
 #[test]
 fn a_follower_with_a_cut_log_is_detected_and_caught_up() {
-    let config = ClusterConfig::new(3, sim::scenario_seed(12));
-    sim::run_scenario(
+    let config = ClusterConfig::new(3, simulator::scenario_seed(12));
+    simulator::run_scenario(
         "disk_loss::a_follower_with_a_cut_log_is_detected_and_caught_up",
         config,
         |c| {
@@ -198,10 +198,10 @@ fn careless_rejoin_schedule(seed: u64, bugs: BugSwitches, loss: Loss) -> Result<
 /// With the protection, the schedule is safe and ends with three voters.
 #[test]
 fn careless_rejoin_schedule_is_safe() {
-    for seed in sim::seeds(5) {
+    for seed in simulator::seeds(5) {
         let run = || careless_rejoin_schedule(seed, BugSwitches::default(), Loss::EmptyDirectory);
-        if let Err(failure) = sim::catch_panic(run) {
-            sim::fail(
+        if let Err(failure) = simulator::catch_panic(run) {
+            simulator::fail(
                 "disk_loss::careless_rejoin_schedule_is_safe",
                 seed,
                 &failure,
@@ -216,7 +216,7 @@ fn careless_rejoin_schedule_is_safe() {
 /// seeds).
 #[test]
 fn bug_count_votes_from_any_incarnation_is_caught() {
-    sim::first_failing_seed(
+    simulator::first_failing_seed(
         "disk_loss::bug_count_votes_from_any_incarnation_is_caught",
         5,
         &[
@@ -262,7 +262,7 @@ fn double_vote_schedule(seed: u64, bugs: BugSwitches) -> Result<(), Failure> {
         c.restart(node)?;
     }
     let voted = c.run_until(100, |c| {
-        c.term(b) > term_before && c.voted_for(b) == Some(sim::node_id(a))
+        c.term(b) > term_before && c.voted_for(b) == Some(simulator::node_id(a))
     })?;
     c.require(voted, || "B never voted for A".into())?;
     // B loses its disk right after voting; A's messages no longer reach it.
@@ -280,10 +280,10 @@ fn double_vote_schedule(seed: u64, bugs: BugSwitches) -> Result<(), Failure> {
 
 #[test]
 fn double_vote_schedule_is_safe() {
-    for seed in sim::seeds(5) {
+    for seed in simulator::seeds(5) {
         let run = || double_vote_schedule(seed, BugSwitches::default());
-        if let Err(failure) = sim::catch_panic(run) {
-            sim::fail("disk_loss::double_vote_schedule_is_safe", seed, &failure);
+        if let Err(failure) = simulator::catch_panic(run) {
+            simulator::fail("disk_loss::double_vote_schedule_is_safe", seed, &failure);
         }
     }
 }
@@ -293,7 +293,7 @@ fn double_vote_schedule_is_safe() {
 /// the first 10 seeds).
 #[test]
 fn bug_count_votes_from_any_incarnation_elects_two_leaders() {
-    sim::first_failing_seed(
+    simulator::first_failing_seed(
         "disk_loss::bug_count_votes_from_any_incarnation_elects_two_leaders",
         5,
         &[FailureKind::ElectionSafety],
@@ -319,7 +319,7 @@ fn bug_count_votes_from_any_incarnation_is_caught_by_random_runs() {
         ..BugSwitches::default()
     };
     let run = disk_loss_run(3, bugs);
-    sim::first_failing_seed(
+    simulator::first_failing_seed(
         "disk_loss::bug_count_votes_from_any_incarnation_is_caught_by_random_runs",
         100,
         &[
@@ -339,7 +339,7 @@ fn bug_count_votes_from_any_incarnation_is_caught_by_random_runs() {
 /// possible for this loss (it is not injected in random runs).
 #[test]
 fn a_cut_log_keeps_its_vote_and_can_lose_a_committed_entry() {
-    sim::first_failing_seed(
+    simulator::first_failing_seed(
         "disk_loss::a_cut_log_keeps_its_vote_and_can_lose_a_committed_entry",
         5,
         &[
@@ -363,12 +363,12 @@ const MAX_MESSAGES_PER_TICK: u64 = 8;
 /// Now the messages to that follower stay bounded in every tick.
 #[test]
 fn no_storm_after_a_disk_loss() {
-    let mut config = ClusterConfig::new(3, sim::scenario_seed(13));
+    let mut config = ClusterConfig::new(3, simulator::scenario_seed(13));
     config.network = NetworkConfig {
         delay: (1, 5),
         ..NetworkConfig::reliable()
     };
-    sim::run_scenario("disk_loss::no_storm_after_a_disk_loss", config, |c| {
+    simulator::run_scenario("disk_loss::no_storm_after_a_disk_loss", config, |c| {
         let leader = c.wait_for_leader(60)?;
         c.agree("a", 3, 50)?;
         let follower = (leader + 1) % 3;

@@ -3,7 +3,7 @@
 //! delayed and duplicated, the network splits, nodes crash (and half of
 //! the seeds compact their logs), and clients keep writing and reading.
 //!
-//! Each change is one step of a plan (see `tests/sim/membership.rs`),
+//! Each change is one step of a plan (see `tests/simulator/membership.rs`),
 //! driven as an operator would: ask whoever leads, ask again if refused or
 //! lost, until the change is in the committed log. A new machine starts
 //! empty with no voters (`raft PORT --join`), joins as a learner and is
@@ -15,10 +15,10 @@
 //! every member must use the committed membership, the client history must
 //! be linearizable and no acknowledged write lost.
 
-use crate::sim::cluster::{Cluster, ClusterConfig};
-use crate::sim::membership::{Pick, Plan, Step};
-use crate::sim::random::{self, RandomRun, Snapshots};
-use crate::sim::{self, Failure, FailureKind};
+use crate::simulator::cluster::{Cluster, ClusterConfig};
+use crate::simulator::membership::{Pick, Plan, Step};
+use crate::simulator::random::{self, RandomRun, Snapshots};
+use crate::simulator::{self, Failure, FailureKind};
 use raft::core::{BugSwitches, MembershipError, RoleKind};
 
 /// Runs `plan` on `seeds` seeds (from `RAFT_SIM_SEEDS`/`RAFT_SIM_SEED` if
@@ -30,17 +30,17 @@ fn plan_runs(test: &str, size: usize, plan: Plan, seeds: u64) {
         membership: Some(plan),
         ..RandomRun::default()
     };
-    let seeds = sim::seeds(seeds);
+    let seeds = simulator::seeds(seeds);
     let (mut changes, mut self_removals, mut operations, mut installed) = (0, 0, 0, 0);
     for &seed in &seeds {
-        match sim::catch_panic(|| random::run(&run, seed)) {
+        match simulator::catch_panic(|| random::run(&run, seed)) {
             Ok(report) => {
                 changes += report.membership_changes;
                 self_removals += report.leaders_removed_themselves;
                 operations += report.operations;
                 installed += report.snapshots_installed;
             }
-            Err(failure) => sim::fail(test, seed, &failure),
+            Err(failure) => simulator::fail(test, seed, &failure),
         }
     }
     println!(
@@ -173,7 +173,7 @@ fn overlapping_changes_schedule(seed: u64, bugs: BugSwitches) -> Result<(), Fail
 /// safe (`overlapping_changes_schedule_is_safe`).
 #[test]
 fn bug_overlapping_membership_changes_is_caught() {
-    sim::first_failing_seed(
+    simulator::first_failing_seed(
         "membership::bug_overlapping_membership_changes_is_caught",
         3,
         &[
@@ -196,11 +196,11 @@ fn bug_overlapping_membership_changes_is_caught() {
 
 #[test]
 fn overlapping_changes_schedule_is_safe() {
-    for seed in sim::seeds(3) {
+    for seed in simulator::seeds(3) {
         if let Err(failure) =
-            sim::catch_panic(|| overlapping_changes_schedule(seed, BugSwitches::default()))
+            simulator::catch_panic(|| overlapping_changes_schedule(seed, BugSwitches::default()))
         {
-            sim::fail(
+            simulator::fail(
                 "membership::overlapping_changes_schedule_is_safe",
                 seed,
                 &failure,
@@ -227,7 +227,7 @@ fn bug_overlapping_membership_changes_random() {
         membership: Some(impatient_plan()),
         ..RandomRun::default()
     };
-    sim::first_failing_seed(
+    simulator::first_failing_seed(
         "membership::impatient_operator",
         100,
         &[
@@ -253,8 +253,8 @@ fn plan_seeds(test: &str, size: usize, plan: Plan, seeds: &[u64]) {
         ..RandomRun::default()
     };
     for &seed in seeds {
-        if let Err(failure) = sim::catch_panic(|| random::run(&run, seed)) {
-            sim::fail(test, seed, &failure);
+        if let Err(failure) = simulator::catch_panic(|| random::run(&run, seed)) {
+            simulator::fail(test, seed, &failure);
         }
     }
 }
@@ -275,8 +275,8 @@ fn plan_seeds(test: &str, size: usize, plan: Plan, seeds: &[u64]) {
 #[test]
 fn stale_member_follows_a_leader_it_does_not_know() {
     let test = "membership::stale_member_follows_a_leader_it_does_not_know";
-    let config = ClusterConfig::new(4, sim::scenario_seed(61));
-    sim::run_scenario(test, config, |c| {
+    let config = ClusterConfig::new(4, simulator::scenario_seed(61));
+    simulator::run_scenario(test, config, |c| {
         c.agree("base", 4, 200)?;
         let a = c.working_leader().expect("just agreed");
         let stale = (a + 1) % 4;
@@ -338,9 +338,9 @@ fn joined_node_snapshots_only_a_known_membership() {
     // Without incarnations: with them, the leader's first membership entry
     // (recording them) is in the log the new node receives, so it does know
     // a membership from early on; this is about a log that has none.
-    let mut config = ClusterConfig::new(3, sim::scenario_seed(62));
+    let mut config = ClusterConfig::new(3, simulator::scenario_seed(62));
     config.incarnations = false;
-    sim::run_scenario(test, config, |c| {
+    simulator::run_scenario(test, config, |c| {
         c.agree("base", 3, 200)?;
         let leader = c.working_leader().expect("just agreed");
         for i in 0..600 {
@@ -394,35 +394,39 @@ fn joined_node_snapshots_only_a_known_membership() {
 #[test]
 fn removed_leader_stands_until_its_removal_commits() {
     let test = "membership::removed_leader_stands_until_its_removal_commits";
-    sim::run_scenario(test, ClusterConfig::new(3, sim::scenario_seed(63)), |c| {
-        c.agree("base", 3, 200)?;
-        let l = c.working_leader().expect("just agreed");
-        let (other, gone) = ((l + 1) % 3, (l + 2) % 3);
-        c.remove_member(l, gone)?.ok();
-        let removed = c.run_until(100, |c| {
-            c.commit_index(l) == c.last_index(l)
-                && c.membership(l).is_some_and(|m| m.voters.len() == 2)
-        })?;
-        c.require(removed, || "the first removal did not commit".into())?;
-        c.retire(gone);
-        c.agree("two", 2, 100)?;
-        // The other node is cut off; the leader removes itself, cannot
-        // commit it, and steps down when CheckQuorum finds no majority.
-        c.isolate(other);
-        remove_itself(c, l)?;
-        c.reconnect(other);
-        // The removal commits (the old leader must lead once more to
-        // commit it), and then the other node leads alone.
-        let settled = c.run_until(300, |c| c.working_leader() == Some(other))?;
-        c.require(settled, || {
-            format!(
-                "no leader after the old leader removed itself; terms {:?}, roles {:?}",
-                c.terms(),
-                (0..3).map(|n| c.role(n)).collect::<Vec<_>>()
-            )
-        })?;
-        c.agree("one", 1, 100).map(|_| ())
-    });
+    simulator::run_scenario(
+        test,
+        ClusterConfig::new(3, simulator::scenario_seed(63)),
+        |c| {
+            c.agree("base", 3, 200)?;
+            let l = c.working_leader().expect("just agreed");
+            let (other, gone) = ((l + 1) % 3, (l + 2) % 3);
+            c.remove_member(l, gone)?.ok();
+            let removed = c.run_until(100, |c| {
+                c.commit_index(l) == c.last_index(l)
+                    && c.membership(l).is_some_and(|m| m.voters.len() == 2)
+            })?;
+            c.require(removed, || "the first removal did not commit".into())?;
+            c.retire(gone);
+            c.agree("two", 2, 100)?;
+            // The other node is cut off; the leader removes itself, cannot
+            // commit it, and steps down when CheckQuorum finds no majority.
+            c.isolate(other);
+            remove_itself(c, l)?;
+            c.reconnect(other);
+            // The removal commits (the old leader must lead once more to
+            // commit it), and then the other node leads alone.
+            let settled = c.run_until(300, |c| c.working_leader() == Some(other))?;
+            c.require(settled, || {
+                format!(
+                    "no leader after the old leader removed itself; terms {:?}, roles {:?}",
+                    c.terms(),
+                    (0..3).map(|n| c.role(n)).collect::<Vec<_>>()
+                )
+            })?;
+            c.agree("one", 1, 100).map(|_| ())
+        },
+    );
     plan_seeds(
         "membership::impatient_operator",
         4,
@@ -442,9 +446,9 @@ fn removed_leader_stands_until_its_removal_commits() {
 #[test]
 fn a_removed_leader_hands_over_as_it_goes() {
     let test = "membership::a_removed_leader_hands_over_as_it_goes";
-    let config = ClusterConfig::new(3, sim::scenario_seed(5));
+    let config = ClusterConfig::new(3, simulator::scenario_seed(5));
     let within = config.election_timeout_ticks.0 / 2;
-    sim::run_scenario(test, config, |c| {
+    simulator::run_scenario(test, config, |c| {
         c.agree("base", 3, 200)?;
         let l = c.working_leader().expect("just agreed");
         remove_itself(c, l)?;
@@ -471,9 +475,9 @@ fn a_removed_leader_hands_over_as_it_goes() {
 #[test]
 fn a_removed_server_learns_that_it_was_removed() {
     let test = "membership::a_removed_server_learns_that_it_was_removed";
-    let config = ClusterConfig::new(3, sim::scenario_seed(7));
+    let config = ClusterConfig::new(3, simulator::scenario_seed(7));
     let patience = 4 * config.election_timeout_ticks.1;
-    sim::run_scenario(test, config, |c| {
+    simulator::run_scenario(test, config, |c| {
         c.agree("base", 3, 200)?;
         let l = c.working_leader().expect("just agreed");
         let gone = (l + 1) % 3;
@@ -481,7 +485,7 @@ fn a_removed_server_learns_that_it_was_removed() {
         c.require(asked.is_ok(), || {
             format!("the removal was refused: {asked:?}")
         })?;
-        let gone_id = sim::node_id(gone);
+        let gone_id = simulator::node_id(gone);
         let knows = |c: &Cluster| {
             c.membership(gone).is_some_and(|m| !m.contains(&gone_id))
                 && c.commit_index(gone) >= c.last_index(gone)

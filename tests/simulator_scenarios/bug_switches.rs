@@ -6,9 +6,9 @@
 //! The core's switches live in `Config::bugs` (test builds only); the
 //! simulator's own `reply_before_persist` breaks the driver instead.
 
-use crate::sim::cluster::{Cluster, ClusterConfig};
-use crate::sim::random::{self, RandomRun};
-use crate::sim::{self, Failure, FailureKind};
+use crate::simulator::cluster::{Cluster, ClusterConfig};
+use crate::simulator::random::{self, RandomRun};
+use crate::simulator::{self, Failure, FailureKind};
 use raft::core::{BugSwitches, RoleKind};
 
 /// Runs seeds `0..limit` (or just `RAFT_SIM_SEED`) until one fails.
@@ -19,17 +19,17 @@ fn first_failing_seed(
     expected: &[FailureKind],
     run: impl Fn(u64) -> Result<(), Failure>,
 ) -> (u64, Failure) {
-    for seed in sim::seeds(limit) {
-        if let Err(failure) = sim::catch_panic(|| run(seed)) {
+    for seed in simulator::seeds(limit) {
+        if let Err(failure) = simulator::catch_panic(|| run(seed)) {
             assert!(
                 expected.contains(&failure.kind),
                 "{test}: seed {seed} failed in an unexpected way: {failure}\nreplay: {}",
-                sim::replay_command(test, seed)
+                simulator::replay_command(test, seed)
             );
             println!(
                 "{test}: caught at seed {seed} ({} seeds): {failure}\nreplay: {}",
                 seed + 1,
-                sim::replay_command(test, seed)
+                simulator::replay_command(test, seed)
             );
             return (seed, failure);
         }
@@ -164,7 +164,8 @@ fn bug_reply_before_persist_votes_twice() {
             // vote is not on disk yet), then crash and restart it at once.
             let voted = c.run_until(100, |c| {
                 c.role(voter) == Some(RoleKind::Follower)
-                    && c.voted_for(voter).is_some_and(|v| v != sim::node_id(voter))
+                    && c.voted_for(voter)
+                        .is_some_and(|v| v != simulator::node_id(voter))
             })?;
             if voted {
                 c.crash(voter);
@@ -213,9 +214,11 @@ fn bug_commit_earlier_term_is_caught() {
 
 #[test]
 fn figure8_schedule_is_safe() {
-    for seed in sim::seeds(10) {
-        if let Err(failure) = sim::catch_panic(|| figure8_schedule(seed, BugSwitches::default())) {
-            sim::fail("bug_switches::figure8_schedule_is_safe", seed, &failure);
+    for seed in simulator::seeds(10) {
+        if let Err(failure) =
+            simulator::catch_panic(|| figure8_schedule(seed, BugSwitches::default()))
+        {
+            simulator::fail("bug_switches::figure8_schedule_is_safe", seed, &failure);
         }
     }
 }

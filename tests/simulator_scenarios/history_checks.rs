@@ -2,8 +2,8 @@
 //! what is linearizable and reject what is not, including when the history
 //! is cut into segments and when outcomes are unknown.
 
-use crate::sim::clients::Op;
-use crate::sim::history::History;
+use crate::simulator::clients::Op;
+use crate::simulator::history::History;
 use stateright::semantics::register::RegisterRet;
 
 /// Builds a history from lines `(time, thread, what)`.

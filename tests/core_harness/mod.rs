@@ -193,35 +193,63 @@ pub fn vote(from: u8, to: u8, term: Term, vote_granted: bool) -> Message {
     )
 }
 
-/// AppendEntries whose previous entry is `prev` = (prevLogIndex, prevLogTerm).
-pub fn append(
-    from: u8,
-    to: u8,
-    term: Term,
-    prev: (Index, Term),
-    entries: Vec<Entry>,
-    leader_commit: Index,
-) -> Message {
-    let body = MessageBody::AppendEntries {
-        prev_log_index: prev.0,
-        prev_log_term: prev.1,
-        entries,
-        leader_commit,
-        read_seq: 0,
-        seq: 0,
-    };
-    message(from, to, term, body)
+/// AppendEntries from `from` to `to` in `term`, its other arguments named
+/// as in Figure 2:
+/// `append(2, 1, 3).prev_log(2, 1).entries(list).leader_commit(0)`.
+/// `leader_commit` comes last and finishes the message.
+pub fn append(from: u8, to: u8, term: Term) -> AppendBuilder {
+    AppendBuilder {
+        from,
+        to,
+        term,
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: Vec::new(),
+    }
 }
 
-/// AppendEntries with no entries.
-pub fn heartbeat(
+/// An AppendEntries being written (see [`append`]).
+pub struct AppendBuilder {
     from: u8,
     to: u8,
     term: Term,
-    prev: (Index, Term),
-    leader_commit: Index,
-) -> Message {
-    append(from, to, term, prev, Vec::new(), leader_commit)
+    prev_log_index: Index,
+    prev_log_term: Term,
+    entries: Vec<Entry>,
+}
+
+impl AppendBuilder {
+    /// prevLogIndex and prevLogTerm: the entry the new ones follow.
+    pub fn prev_log(mut self, index: Index, term: Term) -> AppendBuilder {
+        self.prev_log_index = index;
+        self.prev_log_term = term;
+        self
+    }
+
+    /// The entries to store (none for a heartbeat).
+    pub fn entries(mut self, entries: Vec<Entry>) -> AppendBuilder {
+        self.entries = entries;
+        self
+    }
+
+    /// leaderCommit: the leader's commit index. Finishes the message.
+    pub fn leader_commit(self, leader_commit: Index) -> Message {
+        let body = MessageBody::AppendEntries {
+            prev_log_index: self.prev_log_index,
+            prev_log_term: self.prev_log_term,
+            entries: self.entries,
+            leader_commit,
+            read_seq: 0,
+            seq: 0,
+        };
+        message(self.from, self.to, self.term, body)
+    }
+}
+
+/// AppendEntries with no entries, named as in [`append`]:
+/// `heartbeat(2, 1, 3).prev_log(2, 1).leader_commit(2)`.
+pub fn heartbeat(from: u8, to: u8, term: Term) -> AppendBuilder {
+    append(from, to, term)
 }
 
 pub fn append_ok(from: u8, to: u8, term: Term, match_index: Index) -> Message {

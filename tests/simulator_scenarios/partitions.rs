@@ -1,4 +1,4 @@
-//! Partitions and leadership (issue 5): PreVote, CheckQuorum with leader
+//! Partitions and leadership: PreVote, CheckQuorum with leader
 //! stickiness, leadership transfer and ReadIndex reads, each put through the
 //! partitions it exists for.
 //!
@@ -28,11 +28,11 @@
 //! lost. The default timeouts apply: an election timeout of 15-30 ticks, a
 //! heartbeat every 5 ticks, clocks up to 10% fast or slow.
 
-use crate::sim::clients::{Answer, ClientConfig, Op, Reply};
-use crate::sim::cluster::{Cluster, ClusterConfig};
-use crate::sim::random::{self, RandomRun};
-use crate::sim::trace::trace;
-use crate::sim::{self, node_id, Failure, FailureKind, TICK};
+use crate::simulator::clients::{Answer, ClientConfig, Op, Reply};
+use crate::simulator::cluster::{Cluster, ClusterConfig};
+use crate::simulator::random::{self, RandomRun};
+use crate::simulator::trace::trace;
+use crate::simulator::{self, node_id, Failure, FailureKind, TICK};
 use raft::core::{BugSwitches, NotLeader, RoleKind};
 use raft::message::{NodeId, Term};
 use rand::Rng;
@@ -49,14 +49,14 @@ const SCENARIO_SEEDS: u64 = 10;
 /// A cluster of `size` on a reliable network, seeded with `RAFT_SIM_SEED`
 /// or `seed`.
 fn config(size: usize, seed: u64) -> ClusterConfig {
-    ClusterConfig::new(size, sim::scenario_seed(seed))
+    ClusterConfig::new(size, simulator::scenario_seed(seed))
 }
 
 /// Panics with the seed and the replay command unless `condition` holds:
 /// for the expectations a test checks on what a scenario reports.
 fn expect_that(test: &str, seed: u64, condition: bool, message: impl FnOnce() -> String) {
     if !condition {
-        sim::fail(
+        simulator::fail(
             test,
             seed,
             &Failure::new(FailureKind::Scenario, 0, message()),
@@ -67,9 +67,9 @@ fn expect_that(test: &str, seed: u64, condition: bool, message: impl FnOnce() ->
 /// Runs `scenario` on `seed`, failing the test (with the replay command) if
 /// it fails.
 fn run<T>(test: &str, seed: u64, scenario: impl FnOnce(u64) -> Result<T, Failure>) -> T {
-    match sim::catch_panic(|| scenario(seed)) {
+    match simulator::catch_panic(|| scenario(seed)) {
         Ok(outcome) => outcome,
-        Err(failure) => sim::fail(test, seed, &failure),
+        Err(failure) => simulator::fail(test, seed, &failure),
     }
 }
 
@@ -156,17 +156,17 @@ fn first_caught(
     expected: &[FailureKind],
     run: impl Fn(u64) -> Result<(), Failure>,
 ) -> u64 {
-    for seed in sim::seeds(limit) {
-        match sim::catch_panic(|| run(seed)) {
+    for seed in simulator::seeds(limit) {
+        match simulator::catch_panic(|| run(seed)) {
             Err(failure) if expected.contains(&failure.kind) => {
                 println!(
                     "{test}: caught at seed {seed} ({} seeds): {failure}\nreplay: {}",
                     seed + 1,
-                    sim::replay_command(test, seed)
+                    simulator::replay_command(test, seed)
                 );
                 return seed;
             }
-            Err(failure) => sim::fail(test, seed, &failure),
+            Err(failure) => simulator::fail(test, seed, &failure),
             Ok(()) => {}
         }
     }
@@ -251,7 +251,7 @@ fn isolated_follower_rejoins(seed: u64, pre_vote: bool) -> Result<Rejoin, Failur
 #[test]
 fn prevote_rejoining_node_does_not_disturb_the_leader() {
     const TEST: &str = "partitions::prevote_rejoining_node_does_not_disturb_the_leader";
-    for seed in sim::seeds(SCENARIO_SEEDS) {
+    for seed in simulator::seeds(SCENARIO_SEEDS) {
         let r = run(TEST, seed, |seed| isolated_follower_rejoins(seed, true));
         expect_that(TEST, seed, r.rejoiner_term == r.term_before, || {
             format!(
@@ -288,7 +288,7 @@ fn prevote_rejoining_node_does_not_disturb_the_leader() {
 fn prevote_off_rejoining_node_deposes_the_leader() {
     const TEST: &str = "partitions::prevote_off_rejoining_node_deposes_the_leader";
     let mut slowest = 0;
-    for seed in sim::seeds(SCENARIO_SEEDS) {
+    for seed in simulator::seeds(SCENARIO_SEEDS) {
         let r = run(TEST, seed, |seed| isolated_follower_rejoins(seed, false));
         expect_that(TEST, seed, r.rejoiner_term >= r.term_before + 5, || {
             format!(
@@ -455,7 +455,7 @@ fn leader_cut_off_in_minority(
 fn checkquorum_minority_leader_steps_down_and_its_reads_fail() {
     const TEST: &str = "partitions::checkquorum_minority_leader_steps_down_and_its_reads_fail";
     let (mut step_down, mut elected) = (0, 0);
-    for seed in sim::seeds(SCENARIO_SEEDS) {
+    for seed in simulator::seeds(SCENARIO_SEEDS) {
         let r = run(TEST, seed, |seed| {
             leader_cut_off_in_minority(seed, true, BugSwitches::default())
         });
@@ -515,7 +515,7 @@ fn checkquorum_minority_leader_steps_down_and_its_reads_fail() {
 fn checkquorum_off_minority_leader_keeps_leading_but_reads_stay_safe() {
     const TEST: &str =
         "partitions::checkquorum_off_minority_leader_keeps_leading_but_reads_stay_safe";
-    for seed in sim::seeds(SCENARIO_SEEDS) {
+    for seed in simulator::seeds(SCENARIO_SEEDS) {
         let r = run(TEST, seed, |seed| {
             leader_cut_off_in_minority(seed, false, BugSwitches::default())
         });
@@ -701,7 +701,7 @@ fn partial_partition(
 /// stays or changes as `expect` says.
 fn partial_partition_test(test: &str, size: usize, expect: Expect, cut: fn(&mut Cluster, usize)) {
     let mut worst = (0, 0);
-    for seed in sim::seeds(SCENARIO_SEEDS) {
+    for seed in simulator::seeds(SCENARIO_SEEDS) {
         let r = run(test, seed, |seed| {
             partial_partition(config(size, seed), expect.bound(), cut)
         });
@@ -854,7 +854,7 @@ fn bridge_does_not_keep_old_leader_alive() {
 #[test]
 fn bridge_with_checkquorum_off_keeps_old_leader_alive() {
     const TEST: &str = "partitions::bridge_with_checkquorum_off_keeps_old_leader_alive";
-    for seed in sim::seeds(SCENARIO_SEEDS) {
+    for seed in simulator::seeds(SCENARIO_SEEDS) {
         let stuck = run(TEST, seed, |seed| {
             let mut config = config(5, seed);
             config.check_quorum = false;
@@ -891,7 +891,7 @@ fn bridge_with_checkquorum_off_keeps_old_leader_alive() {
 fn stuck_node_with_higher_term_recovers() {
     const TEST: &str = "partitions::stuck_node_with_higher_term_recovers";
     let mut worst = 0;
-    for seed in sim::seeds(SCENARIO_SEEDS) {
+    for seed in simulator::seeds(SCENARIO_SEEDS) {
         let recovered_after = run(TEST, seed, |seed| {
             let mut c = Cluster::new(config(3, seed))?;
             let first = c.wait_for_leader(60)?;
@@ -1044,7 +1044,7 @@ fn random_topology(seed: u64, pre_vote: bool, check_quorum: bool) -> Result<Opti
 fn random_partial_topologies_keep_one_working_leader() {
     const TEST: &str = "partitions::random_partial_topologies_keep_one_working_leader";
     let (mut tried, mut worst) = (0, 0);
-    for seed in sim::seeds(TOPOLOGY_SEEDS) {
+    for seed in simulator::seeds(TOPOLOGY_SEEDS) {
         if let Some(took) = run(TEST, seed, |seed| random_topology(seed, true, true)) {
             tried += 1;
             worst = worst.max(took);
@@ -1115,7 +1115,7 @@ fn transfer(c: &mut Cluster, from: usize, to: usize) -> Result<(), Failure> {
 fn transfer_under_concurrent_writes_loses_nothing() {
     const TEST: &str = "partitions::transfer_under_concurrent_writes_loses_nothing";
     let mut worst = 0;
-    for seed in sim::seeds(SCENARIO_SEEDS) {
+    for seed in simulator::seeds(SCENARIO_SEEDS) {
         let slowest = run(TEST, seed, |seed| {
             let mut config = with_clients(config(5, seed), 60);
             config.clients.get_percent = 30;
@@ -1155,7 +1155,7 @@ fn transfer_under_concurrent_writes_loses_nothing() {
 fn transfer_to_lagging_follower() {
     const TEST: &str = "partitions::transfer_to_lagging_follower";
     let mut worst = (0, u64::MAX);
-    for seed in sim::seeds(SCENARIO_SEEDS) {
+    for seed in simulator::seeds(SCENARIO_SEEDS) {
         let (took, lag) = run(TEST, seed, |seed| {
             let mut config = with_clients(config(5, seed), 60);
             config.clients.get_percent = 20;
@@ -1204,7 +1204,7 @@ fn transfer_to_partitioned_target_aborts() {
     /// the leader (it was bounced between the leader and the target).
     const RETRY_TICKS: u64 = 10;
     let mut worst = 0;
-    for seed in sim::seeds(SCENARIO_SEEDS) {
+    for seed in simulator::seeds(SCENARIO_SEEDS) {
         let took = run(TEST, seed, |seed| {
             let mut c = Cluster::new(with_clients(config(5, seed), 60))?;
             c.clients.record_answers = true;
@@ -1364,7 +1364,7 @@ fn random_faults_with_transfers() {
     };
     TRANSFERS.with(|t| *t.borrow_mut() = TransferCounts::default());
     let (mut operations, mut leaders) = (0, 0);
-    let seeds = sim::seeds(RANDOM_TRANSFER_SEEDS);
+    let seeds = simulator::seeds(RANDOM_TRANSFER_SEEDS);
     for &seed in &seeds {
         TRANSFERS.with(|t| t.borrow_mut().pending.clear());
         let report = run(TEST, seed, |seed| random::run(&options, seed));

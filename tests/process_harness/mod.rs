@@ -1,7 +1,7 @@
 //! A harness for process-level tests: real `raft` processes on loopback
 //! ports, driven through their stdin, their port and `raft client`.
 //!
-//! Rules it keeps (DESIGN.md §6, "Real processes"):
+//! Rules it keeps:
 //! - Every child is owned by a [`Cluster`] that kills it when dropped, so a
 //!   failed assertion never leaves nodes running.
 //! - Every wait is a poll with a deadline; a failed wait panics with what it
@@ -21,6 +21,7 @@
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError};
 use raft::client;
 use raft::message::{ClientCommand, ClientResult, Status};
+use raft::metrics::Metrics;
 use raft::transport::{ClusterKey, Credentials};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -816,6 +817,19 @@ impl Cluster {
             STATUS_TIMEOUT,
         ) {
             Ok(ClientResult::Status(status)) => Some(status),
+            _ => None,
+        }
+    }
+
+    /// Node `i`'s counters (`metrics`), or `None` if it does not answer.
+    pub fn metrics(&self, i: usize) -> Option<Metrics> {
+        match client::request(
+            &self.credentials(),
+            &[self.nodes[i].addr()],
+            ClientCommand::Metrics,
+            STATUS_TIMEOUT,
+        ) {
+            Ok(ClientResult::Metrics(metrics)) => Some(metrics),
             _ => None,
         }
     }
