@@ -22,6 +22,23 @@
 //! one up, for `raft client`, `raft bench` and a node forwarding its
 //! prompt's commands alike. The key is found as a node finds it:
 //! `raft-data/cluster.key` under the current directory, or `--cluster-key`.
+//!
+//! # Usage
+//!
+//! ```text
+//! raft client [--timeout SECS] [--cluster-key FILE] ADDRS COMMAND
+//! raft client 8001 log 5                       # its last 5 log entries, one JSON object a line
+//! raft client 8000,8001,8002 transfer 8002     # hands leadership to 8002
+//! raft client 8000,8001,8002 add 8003          # adds the node on port 8003 (learner, then voter)
+//! raft client 8000,8001,8002 remove 8003       # removes it again
+//! ```
+//!
+//! `ADDRS` is a comma-separated list of `PORT` (meaning `127.0.0.1:PORT`) or
+//! `HOST:PORT`. The timeout defaults to 5 s. Exit status: 0 on success, 1 on
+//! failure (the reason on stderr; also when no key file is found, after saying
+//! where it looked), 2 on a usage error. A `set` whose answer is lost after it
+//! was sent is not retried (it could be applied twice); the client says the
+//! outcome is unknown.
 
 use crate::config::{self, Exit};
 use crate::message::{ClientCommand, ClientRequest, ClientResponse, ClientResult, Frame};

@@ -10,6 +10,55 @@
 //! Every check is a plain function with a unit test; `main.rs` only hands
 //! the strings over. An error is one line that names the bad value and what
 //! to do instead.
+//!
+//! # The command line
+//!
+//! ```text
+//! raft <PORT> [--peers LIST | --join ADDRS] [--bind HOST] [--data-dir DIR]
+//!             [--election-timeout-ms MIN-MAX] [--heartbeat-ms MS] [--snapshot-entries N]
+//!             [--cluster-key FILE] [--max-clients N] [--idle-timeout-ms MS]
+//! ```
+//!
+//! - Without `--peers` the cluster is the original's: ports 8000, 8001 and 8002
+//!   on 127.0.0.1, and `PORT` must be one of them.
+//! - `--peers` names the *other* members, comma-separated, as `PORT` or
+//!   `HOST:PORT`: any cluster size works (`raft 9000 --peers 9001,9002,9003,9004`
+//!   for five nodes). `--peers none` runs a cluster of one.
+//! - `--election-timeout-ms` (default `150-300`) and `--heartbeat-ms` (default
+//!   `50`), each at most 60000 ms ([`MAX_TIMEOUT_MS`]). Time inside the core is
+//!   counted in ticks of 10 ms (or the heartbeat, if shorter).
+//! - `--data-dir` (default `raft-data/<id>`): where the node keeps its state
+//!   (see [`storage`](crate::storage)).
+//! - `--snapshot-entries N` (default 10000, at most 1,000,000,000): snapshot the
+//!   state and compact the log every N applied entries.
+//! - `--cluster-key FILE` (default: `cluster.key` beside the data directory,
+//!   that is `raft-data/cluster.key`, created by the first node that finds
+//!   none): the cluster's key file (see [`auth`](crate::transport::auth)). A
+//!   node on another host gets a copy of the file (it must exist then; it is
+//!   never created from this option).
+//! - `--max-clients N` (default 4096): the most client connections served at
+//!   once; peers have 128 slots of their own (see the limits in
+//!   [`transport`](crate::transport)).
+//! - `--idle-timeout-ms MS` (default 60000): close a connection after this long
+//!   without a useful frame. (A hidden `--write-timeout-ms MS`, default 10000,
+//!   sets how long an answer may wait for a client that does not read; tests
+//!   shorten both.)
+//! - `--join ADDRS`: start an empty node that asks the cluster at `ADDRS` to add
+//!   it. It is added as a learner, copies the log (or a snapshot), and becomes a
+//!   voter once it has caught up:
+//!
+//!   ```text
+//!   $ raft 8003 --join 8000,8001,8002
+//!   Node 8003 was added to the cluster as a learner
+//!   Node 8003 membership now: voters 8000, 8001, 8002; learners 8003
+//!   Node 8003 updated value to: hello world
+//!   Node 8003 membership now: voters 8000, 8001, 8002, 8003; learners none
+//!   Node 8003 is now a voter
+//!   ```
+//!
+//! A bad port, a port in use, a duplicate peer, this node among its own peers:
+//! one line on stderr saying what to change, and exit status 2 (1 for problems
+//! found after the arguments were accepted, such as a port in use).
 
 use crate::message::NodeId;
 use crate::transport::{ConnectionLimits, MAX_CLIENT_CONNECTIONS};

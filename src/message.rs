@@ -5,6 +5,67 @@
 //!
 //! Messages between peers are one-way: a response is a message too, sent on
 //! the responder's own connection. So the core never waits on a socket.
+//!
+//! # The messages, as they travel
+//!
+//! Peer messages (`{"peer": ...}`), with the paper's fields (one
+//! line each on the wire; the MAC that follows each line is left out here):
+//!
+//! ```text
+//! {"peer":{"from":"8000","to":"8001","term":2,"body":{"type":"pre_vote","last_log_index":4,"last_log_term":1}}}
+//! {"peer":{"from":"8001","to":"8000","term":2,"body":{"type":"pre_vote_response","vote_granted":true,"incarnation":1964309452876514530}}}
+//! {"peer":{"from":"8000","to":"8001","term":2,"body":{"type":"request_vote","last_log_index":4,"last_log_term":1}}}
+//! {"peer":{"from":"8001","to":"8000","term":2,"body":{"type":"request_vote_response","vote_granted":true,"incarnation":1964309452876514530}}}
+//! {"peer":{"from":"8000","to":"8001","term":2,"body":{"type":"append_entries","prev_log_index":4,"prev_log_term":1,"entries":[{"term":2,"index":5,"data":"noop"},{"term":2,"index":6,"data":{"command":"foo"}}],"leader_commit":4,"read_seq":0,"seq":7}}}
+//! {"peer":{"from":"8001","to":"8000","term":2,"body":{"type":"append_entries_response","success":true,"match_index":6,"read_seq":0,"seq":7,"incarnation":1964309452876514530}}}
+//! {"peer":{"from":"8002","to":"8000","term":2,"body":{"type":"append_entries_response","success":false,"match_index":0,"conflict":{"term":1,"index":3},"read_seq":0,"seq":8,"incarnation":4398046511104}}}
+//! {"peer":{"from":"8000","to":"8001","term":2,"body":{"type":"timeout_now"}}}
+//! {"peer":{"from":"8000","to":"8003","term":2,"body":{"type":"install_snapshot","last_included_index":10000,"last_included_term":2,"offset":0,"data":"{\"last_included_index\":10000,...","done":true}}}
+//! {"peer":{"from":"8003","to":"8000","term":2,"body":{"type":"install_snapshot_response","last_included_index":10000,"next_offset":180,"done":true,"incarnation":77}}}
+//! ```
+//!
+//! A membership change is a log entry like any other:
+//! `{"term":2,"index":7,"data":{"config":{"voters":{"8000":"127.0.0.1:8000","8001":"127.0.0.1:8001","8002":"127.0.0.1:8002"},"learners":{"8003":"127.0.0.1:8003"},"incarnations":{"8000":41,"8001":1964309452876514530,"8002":4398046511104}}}}`.
+//! `incarnations` records the data directory of each member whose incarnation a
+//! leader has learned (see [`core::membership`](crate::core::membership)).
+//!
+//! | type | meaning |
+//! | --- | --- |
+//! | `pre_vote` | "Would you vote for me in term `term`?" (§9.6). Changes nobody's term or vote. |
+//! | `pre_vote_response` | The answer; if granted, `term` is the term asked about, otherwise the responder's own term. |
+//! | `request_vote` | Figure 2's RequestVote. `leadership_transfer: true` (only when set) marks an election the old leader asked for, which voters must not ignore. |
+//! | `request_vote_response` | `vote_granted`, and the voter's `incarnation`: the vote counts only if that is the one the membership records. Sent only after the vote is on disk. |
+//! | `append_entries` | Figure 2's AppendEntries; with no entries, a heartbeat. `read_seq` numbers the leader's heartbeat rounds for ReadIndex reads; `seq` numbers the leader's AppendEntries in its term. |
+//! | `append_entries_response` | `success` and, if so, `match_index` (the last index known to match the leader). On failure, `conflict`: the follower's term at `prev_log_index` and the first index of that term, or no term and one past its last index, so the leader can skip a whole term. Echoes `read_seq` and `seq`, and carries the follower's `incarnation`. |
+//! | `timeout_now` | Leadership transfer: "start an election now" (§3.10). |
+//! | `install_snapshot` | Figure 13's InstallSnapshot: a chunk (at most 256 KiB) of the snapshot's JSON, starting at byte `offset`; `done` on the last. |
+//! | `install_snapshot_response` | The byte offset the follower expects next (0 to start over), or `done` once installed. |
+//!
+//! Client requests and responses (`{"request": ...}` and `{"response": ...}`,
+//! matched by `id`, on the client's connection):
+//!
+//! ```text
+//! {"request":{"id":42,"command":{"op":"set","value":"foo"}}}
+//! {"request":{"id":43,"command":{"op":"get"}}}
+//! {"request":{"id":44,"command":{"op":"status"}}}
+//! {"request":{"id":45,"command":{"op":"transfer","to":"8001"}}}
+//! {"request":{"id":46,"command":{"op":"add_member","address":"127.0.0.1:8003"}}}
+//! {"request":{"id":47,"command":{"op":"remove_member","id":"8003"}}}
+//! {"request":{"id":48,"command":{"op":"metrics"}}}
+//! {"response":{"id":42,"result":{"status":"written","index":2}}}
+//! {"response":{"id":43,"result":{"status":"value","value":"foo"}}}
+//! {"response":{"id":44,"result":{"status":"status","id":"8000","role":"leader","term":1,"leader":"8000","commit_index":2,"last_applied":2,"last_log_index":2,"value":"foo","members":["8000","8001","8002"],"learners":[],"snapshot_index":0}}}
+//! {"response":{"id":48,"result":{"status":"metrics","fsyncs":9,"bytes_sent":1234,"messages_sent":21,"longest_sync_us":180}}}
+//! {"response":{"id":45,"result":{"status":"done"}}}
+//! {"response":{"id":42,"result":{"status":"not_leader","leader":"127.0.0.1:8001"}}}
+//! {"response":{"id":42,"result":{"status":"error","message":"..."}}}
+//! ```
+//!
+//! In `metrics`, `fsyncs`, `bytes_sent` and `messages_sent` count since the node
+//! started (what `raft bench` turns into per-entry figures), and
+//! `longest_sync_us` is the longest one sync (writes and fsync) held up the
+//! node's state-machine thread since it started; a reader treats a missing
+//! field as 0.
 
 use crate::metrics::Metrics;
 use serde::{Deserialize, Serialize};
@@ -23,7 +84,8 @@ pub type Index = u64;
 /// so a real cluster never comes near it (at a thousand elections a second
 /// it takes over a hundred million years); a term above it can only be
 /// forged or corrupt, and is refused as malformed. The margin up to
-/// `u64::MAX` means `term + 1` can never wrap.
+/// `u64::MAX` means `term + 1` can never wrap, and a node at `MAX_TERM`
+/// stops campaigning rather than wrap.
 pub const MAX_TERM: Term = 1 << 62;
 
 /// The highest log index (or byte offset, or count) a node accepts from the

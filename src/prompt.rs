@@ -1,5 +1,29 @@
 //! The prompt: what a person types at a node's stdin, read on a thread of
 //! its own and parsed into commands for the state-machine thread.
+//!
+//! `> ` is shown when stdin and stdout are terminals. Spaces around a command
+//! are ignored, the command word may be in any case, and a command used
+//! wrongly answers with its usage line (`help` lists them all; the README has
+//! the table).
+//!
+//! Commands typed at a follower go to the leader one at a time, in the order
+//! typed, from one queue: a pasted list of `set`s ends with the last one's
+//! value (3,000 lines pasted at a follower: all 3,000 applied in order). At
+//! most 1,024 wait for the leader at once; past that the node reads no more of
+//! stdin until one is answered, so a longer paste waits in the pipe rather than
+//! being dropped. How the prompt survives lines printed while a person types is
+//! in [`console`](crate::console).
+//!
+//! A restarted node prints `updated value to` again for the values in its
+//! log: the value lives in memory only, and is rebuilt by applying the log
+//! again (or the latest snapshot, then the entries after it) once a leader
+//! says how far it is committed. Until then `status` says the value is `not
+//! yet known` rather than showing an empty one.
+//!
+//! End of stdin (Ctrl+D) does not stop the node: it says `stdin is closed; it
+//! goes on running until Ctrl+C`, so `raft 8000 < /dev/null &` runs it in the
+//! background. Ctrl+C stops the node (a leader hands over first), printing
+//! `Shutting down node <id>`, with exit status 0.
 
 use crate::client;
 use crate::message::NodeId;

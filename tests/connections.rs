@@ -148,7 +148,8 @@ fn heartbeat(from: &str, to: &str, term: u64) -> Frame {
 
 /// 1,024 clients connected at once, each with a write in flight at the same
 /// time: every one is answered, none refused. Also prints what an idle
-/// connection costs the node (threads, memory), for the README.
+/// connection costs the node (threads, memory), for the docs of
+/// `src/transport/limits.rs`.
 #[test]
 fn a_thousand_clients_at_once_are_all_served() {
     const CLIENTS: u64 = 1024;

@@ -423,7 +423,7 @@ fn a_pre_vote_from_an_unrecorded_directory_does_not_count() {
     assert_eq!(r.role(), RoleKind::Candidate);
 }
 
-/// The bound the README states, idle: a leader sends each follower one
+/// The bound stated in `src/core/replication.rs`, idle: a leader sends each follower one
 /// AppendEntries per heartbeat interval and nothing else, whatever the
 /// follower answers.
 #[test]

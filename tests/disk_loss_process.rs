@@ -5,8 +5,8 @@
 //! Three nodes take writes; a follower is killed with `kill -9`, its
 //! directory deleted, and it is started again while the writes go on. It
 //! must catch up within a deadline, the leader must print the "lost" line
-//! once, the follower's message count must stay within the bound the README
-//! states (no storm of refusals), and the cluster must end with three
+//! once, the follower's message count must stay within the bound stated in
+//! `src/core/replication.rs` (no storm of refusals), and the cluster must end with three
 //! voters.
 
 mod process_harness;

@@ -2,7 +2,7 @@
 //! that must stop the node, foreign files, snapshots and compaction, a crash
 //! (and a power loss) after every step of `save_snapshot`, and a
 //! model-based property test with crashes. The on-disk format is the one in
-//! `src/storage.rs`.
+//! `src/storage/mod.rs`.
 
 use proptest::prelude::*;
 use raft::message::{Entry, EntryData, HardState, Index, Membership, NodeId, Snapshot, Term};
@@ -183,7 +183,7 @@ impl Model {
     }
 
     /// Figure 13, InstallSnapshot receiver rules 6 and 7, written
-    /// independently of `src/storage.rs`.
+    /// independently of `src/storage/mod.rs`.
     fn save_snapshot(&mut self, snapshot: &Snapshot) {
         let index = snapshot.last_included_index;
         if index <= self.snapshot_index() {

@@ -10,6 +10,12 @@
 //! vote per term, and only to a candidate whose log is at least as
 //! up-to-date as its own. A candidate with votes from a majority becomes
 //! leader.
+//!
+//! A leader that has not heard from a majority for an election timeout steps
+//! down (CheckQuorum: `Leader 8000 stepping down: no word from a majority
+//! ...`). Leadership transfer (`transfer <id>`, and Ctrl+C at a leader) goes
+//! only to an up-to-date follower that answered within the last election
+//! timeout; with no such follower the leader just stops.
 
 use super::read::ReadQueue;
 use super::replication::Progress;

@@ -17,6 +17,82 @@
 //!   adding it does not stall commits while it copies the log;
 //! - a leader that removes itself keeps leading until the change commits,
 //!   not counting itself, and then steps down (§4.2.2).
+//!
+//! A leader that removes itself, as it goes, tells its most up-to-date voter to
+//! stand at once (TimeoutNow), so the cluster is without a leader for about a
+//! millisecond, not an election timeout. A removed node misses the entry that
+//! removes it (once the leader has appended the change it sends that node
+//! nothing more, §4.2.3), so it times out and asks for votes (PreVote keeps
+//! that harmless); the leader answers with the entries it lacks, and the node
+//! prints `Node 8003 was removed from the cluster; it can be stopped` and
+//! stands for election no more. Each remaining node says once on stderr that a
+//! removed node still runs. The membership is in the log and the snapshot, so
+//! it survives restarts.
+//!
+//! # A member that lost its disk
+//!
+//! A node whose data directory was deleted, restored from an old backup, or
+//! kept by a disk that lied about fsync comes back with fewer entries than it
+//! acknowledged and, if its directory is new, without its term and its votes.
+//! How the leader notices and catches it up is in
+//! [`replication`](super::replication); this is how it rejoins safely.
+//!
+//! The danger is the vote. A node that lost its directory
+//! lost `voted_for` too, and §5.2's "each server will vote for at most one
+//! candidate in a given term" no longer holds: B votes for A in term 5, loses
+//! its directory, and a delayed term-5 RequestVote from C reaches the new B,
+//! which grants it; A and C both lead term 5. And the election restriction
+//! (§5.4.1) only keeps committed entries because every majority contains a
+//! voter that holds them (§5.4.3): if B was one of a bare majority holding an
+//! entry, the new B, holding nothing, can vote with a lagging C for a leader
+//! that lacks it, and a committed entry is lost. No rule local to B can help: a
+//! node started for the first time and a node whose directory was deleted look
+//! the same on their own disks. Records kept by each peer do not help either (C
+//! may never have heard from B). So the cluster keeps the record, in the log:
+//!
+//! - every data directory draws a random **incarnation** when it is created
+//!   (`meta.json`), and every answer (votes, pre-votes, AppendEntries and
+//!   InstallSnapshot answers) carries it;
+//! - the **membership** (the configuration entry in the log and in snapshots,
+//!   dissertation §4.1) records each member's incarnation: a leader that learns
+//!   an incarnation not yet recorded appends a configuration entry that records
+//!   it, with the same voters (so the same majorities);
+//! - a candidate **counts a vote only from the recorded incarnation** (or if
+//!   none is recorded), its own included (`election.rs`, `vote_counts`);
+//! - a voter that answers from another incarnation, or that lost entries it
+//!   acknowledged, is **made a learner** with a single-server change that
+//!   records its new incarnation, and once caught up it is **promoted** again
+//!   by the automatic promotion of learners (dissertation §4.2.1), which is a
+//!   second single-server change. Replacing the old directory by the new one as
+//!   a voter in one step would be two changes at once: the majorities {A, B-old}
+//!   and {C, B-new} do not overlap, which §4.1 forbids without joint consensus
+//!   (§4.3).
+//!
+//! So "I deleted one node's directory and restarted it" ends, with no hand
+//! work, in a three-voter cluster again; `tests/disk_loss_process.rs` does
+//! exactly that with real processes while writes go on.
+//!
+//! **What it costs.** While the node catches up the cluster has one voter fewer
+//! (and, until it is demoted, a voter whose vote does not count): a three-node
+//! cluster then tolerates no further failure. If a second node loses its disk
+//! in that window, or the leader fails before the demotion commits and the
+//! remaining voters cannot form a counted majority, the cluster waits until the
+//! failed nodes come back, rather than risk a second vote. Each incarnation
+//! learned costs one configuration entry, and each message a few bytes.
+//!
+//! **What is not covered.** A directory lost before its incarnation reached the
+//! log of every node that could stand for election (the first moments of a new
+//! cluster, or a node that has been down since then) looks like a fresh start
+//! to that node: its vote still counts there. A disk that lost the end of its
+//! log but kept its directory (fsync that lied, a directory restored from a
+//! backup) keeps its incarnation: the leader detects the loss (the line shown in
+//! [`replication`](super::replication), with "its disk lost the end of its
+//! log"), makes the node a learner and
+//! catches it up, but votes it gave in the meantime are not protected; the
+//! simulator shows such a node helping elect a leader that lacks a committed
+//! entry (`a_cut_log_keeps_its_vote_and_can_lose_a_committed_entry`). To
+//! restore a directory from a backup safely, delete the `incarnation` field of
+//! its `meta.json` first: the node then draws a new one and rejoins as above.
 
 use super::replication::Progress;
 use super::{Event, Raft, Role, StepDownReason, MAX_APPEND_BYTES, MAX_ENTRIES_PER_APPEND};

@@ -6,6 +6,65 @@
 //! consistency check); otherwise it refuses with a hint, and the leader
 //! backs `next_index` up and tries again. Once a majority holds an entry of
 //! the leader's current term, that entry and all before it are committed.
+//!
+//! Up to `MAX_ENTRIES_PER_APPEND` entries go in one message, and up to
+//! `MAX_INFLIGHT_ENTRIES` may be in flight to one follower (streaming); after a
+//! refusal the leader falls back to one probe at a time until the logs match
+//! again. A follower deletes a conflicting suffix only, never entries that
+//! match. A refusal carries a conflict hint (the follower's term at
+//! `prev_log_index` and the first index of that term), so a lagging follower
+//! catches up a term per round trip, not an entry per round trip.
+//!
+//! # A follower that lost its disk
+//!
+//! Raft assumes that what a node has acknowledged stays on its disk (Figure 2,
+//! "Persistent state on all servers ... updated on stable storage before
+//! responding to RPCs"). Deleting a node's directory (`rm -rf raft-data/8001`,
+//! perhaps after reading "delete raft-data/ to start a fresh cluster"),
+//! restoring it from an old backup, or a disk that lied about fsync break that
+//! promise. The node comes back with fewer entries than it acknowledged and, if
+//! its directory is new, without its term and its votes. What the leader does
+//! then is here; how the cluster keeps such a node from voting twice is in
+//! [`membership`](super::membership).
+//!
+//! **No storm.** A leader answers a follower's refusal with a new request at
+//! once only if the refusal moved that follower's `next_index` back (each such
+//! step skips at least one entry, usually a whole term). A refusal that teaches
+//! it nothing waits for the next heartbeat; the same holds for snapshot chunks
+//! (the next chunk goes at once only if the follower took the last one). So, to
+//! one follower, a leader sends at most one AppendEntries per heartbeat
+//! interval, plus one per step back, plus the messages that carry new entries
+//! (each carries at least one entry, and at most `MAX_INFLIGHT_ENTRIES` are in
+//! flight); a follower answers each message with exactly one. **Bound: with
+//! nothing new to send, at most one message per heartbeat interval (20 a second
+//! with the default `--heartbeat-ms 50`) to each follower, whatever it answers;
+//! with writes, at most one more per entry sent and one per step back.**
+//!
+//! Measured in a functional run of `raft bench --clients 64` against three
+//! nodes, with a follower killed, wiped and restarted in the middle (the
+//! machine was shared, so only the counts matter): each follower sent 1,300–1,900 messages a second while the
+//! cluster committed about 23,000 entries a second (under 0.1 message per
+//! entry), the same before and after the wipe, and the wiped follower caught up
+//! (by InstallSnapshot) within a second. Before this rule a wiped follower and
+//! its leader exchanged refusals at about 100,000 messages a second each way.
+//! `tests/disk_loss.rs`, `no_storm_after_a_disk_loss` in the simulator and the
+//! process test check the bound.
+//!
+//! **Detection, said once.** A follower's answer shows a loss in two ways. Its
+//! refusal of a request sent after it had acknowledged `match_index` says it
+//! lacks entries up to there (each AppendEntries carries a `seq` number the
+//! answer echoes, so a late answer to an older request is not mistaken for a
+//! loss); or its answer comes from another data directory than the one on
+//! record (each answer carries the directory's incarnation). The leader then
+//! prints one line, forgets what the follower acknowledged (`match_index` back
+//! to 0, `next_index` from its hint) and sends it what it lacks, by
+//! AppendEntries or InstallSnapshot:
+//!
+//! ```text
+//! Leader 8000: node 8001 lost entries it had acknowledged: it acknowledged up to index 57 and now has up to 0 (its data directory was replaced: incarnation 648c6e51f2c7a0e1, now 1b44e8d0a13c92f7). It catches up as a learner and becomes a voter again by itself: nothing to do, unless nobody deleted or restored its data directory; then check the disk of 8001
+//! Leader 8000 making node 8001 a learner until it catches up: its votes from before the disk loss do not count
+//! Leader 8000 promoting node 8001 to voter: it has caught up
+//! ```
 
 use super::log::entry_size;
 use super::{

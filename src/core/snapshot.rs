@@ -4,6 +4,13 @@
 //! snapshot of its state; the log then starts after the snapshot. A follower
 //! that needs entries the leader no longer holds receives the snapshot
 //! instead, in chunks, and resumes normal replication after it.
+//!
+//! The driver asks for a snapshot every `--snapshot-entries` applied entries
+//! (`Node 8000 snapshot at index 10000 (3 KiB)`), takes it through the
+//! `StateMachine` trait, writes it durably and drops the covered log prefix
+//! from memory and disk. A follower that installs a snapshot keeps the log
+//! entries that follow it and discards a log that conflicts with it (Figure 13,
+//! receiver rules 6 and 7).
 
 use super::{Raft, Role};
 use crate::message::{Incarnation, Index, MessageBody, NodeId, Snapshot, Term};

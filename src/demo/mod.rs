@@ -14,8 +14,74 @@
 //!   prompts (their stdin), where a person could type them too: see
 //!   [`crate::partition`] and the node's `slow`.
 //!
+//! What each command does:
+//!
+//! | command | what it does |
+//! | --- | --- |
+//! | `set <value>`, `get` | Write and read through the leader, as `raft client` does. |
+//! | `status` | One row per node: role, term, leader, commit index, last applied, last log index, value; `down`, `paused`, `partitioned` from the demo's own knowledge. |
+//! | `log [N]` | The leader's last N log entries (default 10). |
+//! | `kill <id>` | `kill -9`: a crash. The node's data stays; `start` brings it back. |
+//! | `stop <id>` | Ctrl+C for that node: a leader hands over to an up-to-date follower first. |
+//! | `start <id>` | Start a killed or stopped node again, on its data directory. |
+//! | `pause <id>`, `resume <id>` | SIGSTOP / SIGCONT: a node that is alive but silent (a long GC pause, a frozen VM), then wakes up believing it still leads. |
+//! | `partition <id>`, `heal` | Cut a node off from every other (see below); `heal` ends every cut. |
+//! | `slow`, `fast` | Run every node's clock 20 times slower (see "Watching it in slow motion" below), or normally. |
+//! | `help`, `quit` | The list; stop every node and clean up (also Ctrl+C, or Ctrl+D). |
+//!
 //! Each node runs in a process group of its own, so Ctrl+C at the demo
 //! reaches only the demo, which then stops every node and cleans up.
+//!
+//! Wrong input gets one line (`There is no node 1; the nodes are 8000, 8001,
+//! 8002`, `Node 8002 is not running; start it with start 8002`, `No node is
+//! partitioned; nothing to heal`) and the demo goes on.
+//!
+//! # Where the data goes
+//!
+//! Each node gets `--data-dir ROOT/<id>` under one data root, and runs with
+//! ROOT as its working directory; the cluster key is `ROOT/cluster.key`, which
+//! each node finds beside its data directory, and which the demo makes before
+//! it starts the nodes (it prints how `raft client` can use it). ROOT is a new
+//! directory under the system's temporary directory, removed at exit; with
+//! `--data-dir DIR` it is DIR, kept: run the demo again with the same
+//! `--data-dir` and the cluster recovers where it was. At Ctrl+C the nodes get
+//! SIGTERM: their data is already durable.
+//!
+//! # How a partition is made
+//!
+//! `partition 8001` types `partition` at node 8001's own prompt (the demo holds
+//! each node's stdin); the node's driver then drops every message to and from
+//! its peers (see [`crate::partition`]). The connections stay open, so `heal`
+//! takes effect at once; client connections still work, which is why `status`
+//! can show the cut-off node. The same commands work at any node's prompt, and
+//! `partition 8002` there cuts only the link to 8002.
+//!
+//! # Watching it in slow motion
+//!
+//! At the paper's timeouts (an election timeout of 150-300 ms, a heartbeat
+//! every 50 ms) an election is over before you can read it. `slow` makes each
+//! node's clock tick 20 times less often: the protocol counts time in ticks,
+//! so every timeout becomes 20 times longer (3-6 s to notice a dead leader, a
+//! heartbeat a second), while messages still travel at full speed.
+//!
+//! ```text
+//! > slow
+//! Every node's clock now runs 20 times slower: elections take seconds (fast to end it)
+//! 8000 | Node 8000 clock now runs at 1/20 speed: election timeout 3000-6000 ms
+//! ...
+//! > kill 8001
+//! Killed node 8001 (kill -9)
+//!                        (two to five seconds of silence: the followers wait out their timeouts)
+//! 8000 | Node 8000 starting election for term 2
+//! 8002 | Node 8002 following leader 8000 in term 2
+//! 8000 | Node 8000 elected as leader for term 2
+//! > fast
+//! ```
+//!
+//! Try `pause` on the leader while slow: its followers wait, one times out
+//! first (randomized timeouts, §5.2), and when you `resume` the old leader it
+//! hears of the new term and steps down. `slow` and `fast` also work at a
+//! single node's prompt; a node started while the demo is slow is slowed too.
 
 mod command;
 mod plumbing;

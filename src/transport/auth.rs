@@ -24,9 +24,99 @@
 //! or moved to another connection without the receiver noticing; the
 //! receiver closes the connection at the first frame that fails.
 //!
-//! What this does not do: hide anything (the JSON is readable on the wire,
-//! on purpose), or protect against a holder of the key (see the README's
-//! threat model).
+//!
+//! ```text
+//! {"peer":{"from":"8000","to":"8001","term":2,"body":{"type":"timeout_now"}}} 9f2c...64 hex digits
+//! ```
+//!
+//! A frame is also refused if it was reflected back to its sender (the
+//! direction is in the MAC). MACs are compared in constant time. A node
+//! speaks only for itself: a peer message must name as its sender the node
+//! that authenticated the connection, and a client connection may not send
+//! peer messages. Without the key a process cannot write a value, change the
+//! log or the membership, move leadership, read the value, or even ask for
+//! `status`: a node answers a connection that does not authenticate with one
+//! line saying why (`{"refused":{"reason":"node 8000 accepts only
+//! authenticated connections: ..."}}`) and closes it.
+//!
+//! The wire stays readable, which is the point of this project. Why not
+//! mutual TLS (rustls): it would also hide the traffic, but it brings
+//! certificates to make, a larger dependency tree and an unreadable wire, for
+//! a property (confidentiality) the value does not need in a teaching cluster
+//! on one machine. Cost: one HMAC-SHA256 per frame each way (see the
+//! measurements in `src/bench/mod.rs`).
+//!
+//! # The key file
+//!
+//! `cluster.key`, beside the data directories (`raft-data/cluster.key`),
+//! mode 0600, holds a 256-bit random key and the cluster's id, a random
+//! 64-bit name:
+//!
+//! ```text
+//! # raft cluster key: every node and client of the cluster needs a copy.
+//! # Keep it secret (mode 0600): whoever holds it can speak for the cluster.
+//! cluster_id = 3f9a1c0d5e7b2a64
+//! key = <64 hex digits>
+//! ```
+//!
+//! The first node that finds no key file creates one, from the operating
+//! system's random source. Nodes started at the same moment agree on one key:
+//! the file is written whole under a temporary name, fsynced, and hard-linked
+//! into place, which fails for all but the first node, and the others read
+//! the winner's. A node on another host, or with its data elsewhere, is given
+//! a copy with `--cluster-key FILE`. A key file others can read draws a
+//! warning.
+//!
+//! # Cluster identity
+//!
+//! A node records its cluster's id in its data directory
+//! (`raft-data/8000/cluster-id`) on first start and refuses to start with a
+//! key file of another cluster ("raft-data/8000 holds data of cluster ...,
+//! but the key file ... is of cluster ..."): a replaced key makes a new
+//! cluster, and a node must not bring an old cluster's log into it. A node
+//! whose data directory was deleted finds the key file still beside it and
+//! adopts its id, so it rejoins as before. A node of another cluster that
+//! tries to talk to this one (a different key file) is refused in the
+//! handshake, and both sides log one line naming both clusters: `cannot talk
+//! to peer 8000 at 127.0.0.1:8000: node 8000 has a different cluster key: it
+//! is of cluster 3f9a..., ours of cluster 77c0...`. A node of this cluster
+//! configured with other members is refused with the reason sent back to it
+//! ("node 8000 does not count 9309 as a member ..."). Each kind of refusal is
+//! logged at most once every 10 s, with a count of those left unsaid
+//! ([`REFUSAL_LOG_INTERVAL`]), however often the other side retries.
+//!
+//! # Threat model
+//!
+//! - *Protected:* the integrity and authenticity of every message. Whoever
+//!   can reach a port (another user of the machine, or anyone on the network
+//!   once `--bind` is used), see the traffic, or alter it in flight, cannot
+//!   make a node accept anything: not a forged entry, vote, acknowledgement,
+//!   snapshot, leadership transfer or client request. `tests/security.rs`
+//!   replays seven such attacks, made with a plain socket, and shows each
+//!   refused, and each succeeding with authentication off.
+//! - *Not protected:* confidentiality (anyone who sees the traffic reads the
+//!   values; use TLS or a VPN for that); a stolen key (anyone holding it is a
+//!   member: protect the file, and to change it, stop the cluster, make a new
+//!   cluster and its data anew); a malicious member (Raft is not
+//!   Byzantine-tolerant: a node with the key that lies breaks it, exactly as
+//!   a buggy one would); denial of service (anyone who can reach the port can
+//!   open connections, up to `--max-clients`, with slots kept for peers, and
+//!   each costs a handshake; see the limits in [`transport`](super)).
+//! - *Across untrusted networks:* copy the key file over a secure channel
+//!   (`scp`), `chmod 600` it, give it with `--cluster-key`; firewall the ports
+//!   to the cluster's hosts; and if the values are secret, carry the traffic
+//!   over a VPN or an SSH or TLS tunnel (WireGuard, stunnel), since this
+//!   protocol does not encrypt.
+//!
+//! Every number from outside is checked too: see
+//! [`MAX_TERM`](crate::message::MAX_TERM) and
+//! [`MAX_INDEX`](crate::message::MAX_INDEX).
+//!
+//! **What a test build can turn off.** With the `bug-switches` feature (which
+//! `cargo test` turns on, and release builds never have), a hidden
+//! `--insecure-no-auth` makes a node accept plain JSON lines from anyone, as
+//! before the key existed: the attack tests use it to show that each attack
+//! succeeds without the key.
 
 use hmac::{Hmac, Mac};
 use rand::TryRngCore;

@@ -10,8 +10,10 @@
 //!   a peer slot, giving its client slot back. When every client slot is
 //!   taken, a connection may still take a peer slot *on probation*: its
 //!   first frame must come within [`ConnectionLimits::proof_timeout`] and be
-//!   a member's, or it is closed. So a node whose client slots are all held
-//!   still takes its peers back.
+//!   a member's, or it is closed (a client is told `the node is serving the
+//!   most clients it takes (4096); retry later`). So a leader whose client
+//!   slots are all held still takes back its restarted followers. Each
+//!   connection is one thread, with a [`CONNECTION_STACK_BYTES`] stack.
 //! - **Budgets.** Every connection reads through a small fixed buffer
 //!   ([`LINE_BUFFER_BYTES`]); a line longer than that is kept in pieces of
 //!   [`LINE_PIECE_BYTES`] drawn from a budget shared by all connections of
@@ -23,8 +25,55 @@
 //!   [`ConnectionLimits::idle_timeout`] without a *useful* frame: a client
 //!   request, or a peer message from a member in the current term or later.
 //!   Bytes that do not complete a frame, and stale or refused frames, do not
-//!   count. An answer a client does not take within
+//!   count: a connection that sends a term-0 AppendEntries every few
+//!   seconds, or one byte every 20 s, is closed like a silent one. The
+//!   handshake, before any frame, must be done within
+//!   [`HANDSHAKE_TIMEOUT`](super::auth::HANDSHAKE_TIMEOUT) as a whole, not per
+//!   read. A peer whose connection was closed for being idle reconnects when
+//!   it next has something to send. An answer a client does not take within
 //!   [`ConnectionLimits::write_timeout`] closes its connection.
+//!
+//! **Memory.** A frame that fits the read buffer is parsed where it lies. A
+//! longer line is copied into pieces as it arrives (a client's line may not
+//! pass [`MAX_CLIENT_LINE_BYTES`]; only peers may send up to the wire's
+//! 16 MiB), and the pieces are freed as soon as the line is parsed (a whole
+//! line is joined into one block first, for its MAC to be checked: only a
+//! connection past the handshake gets that far). No connection keeps more
+//! than its read buffer between frames, and no block larger than a piece is
+//! ever allocated for a partial line, so the C allocator gives the memory
+//! back after a burst (a block of 128 KiB or more would make it keep later
+//! large blocks in per-thread pools instead). The first frame on a new
+//! connection is held to a client's limit and budget, since nothing has shown
+//! yet that it is a peer's. Every frame the core makes fits that limit: an
+//! AppendEntries carries at most 1 MiB of values, six times that in the worst
+//! JSON, and a snapshot chunk 256 KiB. But when outsiders hold the whole
+//! clients' budget, a peer's long first frame is refused; its writer
+//! reconnects and the leader sends again.
+//!
+//! **Strangers.** A peer message from a node outside the membership reaches
+//! the core only if a member may need it (a leader it has not heard of yet,
+//! dissertation §4.1, which must be of the current term or later; a removed
+//! node asking for votes); anything else closes the connection. The writers
+//! (a thread and a queue each) a node starts to answer such nodes are at most
+//! 4 (`node::MAX_STRANGER_WRITERS`), the oldest stopped first.
+//!
+//! **What a connection costs.** One idle client connection adds one thread
+//! and about 29 KiB of resident memory to a node (1,024 connections: +1,024
+//! threads, +30 MiB, from a node at 9 MiB; `cargo test --test connections
+//! a_thousand_clients -- --nocapture` prints it). 128 connections each
+//! holding a 2 MiB partial line took a node from 9 MiB to 82-85 MiB (the
+//! 64 MiB budget; the connections past it were closed), and back to
+//! 14-17 MiB once they closed (`cargo test --test connections huge_partial
+//! -- --nocapture`).
+//!
+//! Each connection is also a file descriptor: at start-up a node whose limit
+//! on open files (`ulimit -n`) is below `--max-clients` + 128 + 64 says so on
+//! stderr; raise the limit in the shell that starts it or lower
+//! `--max-clients`. Connections not yet accepted wait in the kernel's queue
+//! of 128 (the standard library's listen backlog); when more than that
+//! arrive at once, the kernel drops the rest and their clients' kernels retry
+//! after one second, so a burst of a thousand connections takes up to a
+//! second or two to be served in full.
 
 use crate::config::MAX_CLUSTER_SIZE;
 use crate::core::MAX_COMMAND_BYTES;
@@ -34,7 +83,8 @@ use std::time::Duration;
 
 /// The most client connections a node serves at once (`--max-clients`).
 /// Each is one thread with a small stack ([`CONNECTION_STACK_BYTES`]); an
-/// idle one costs about 30 KiB of memory (see the README's Limits).
+/// idle one costs about 30 KiB of memory (see "What a connection costs"
+/// above).
 pub const MAX_CLIENT_CONNECTIONS: usize = 4096;
 
 /// Connection slots kept for peers, apart from the clients' slots. A member

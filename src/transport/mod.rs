@@ -13,20 +13,50 @@
 //!              [one writer thread per peer: connect, reconnect, the rest]
 //! ```
 //!
-//! The wire is newline-delimited JSON: one [`Frame`](crate::message::Frame) per line, peers and
-//! clients on the node's one port, so a person can read it. Every connection
-//! starts with a handshake proving both ends hold the cluster key, and every
-//! frame after it ends with its MAC (see [`auth`]).
+//! The wire is newline-delimited JSON: one [`Frame`](crate::message::Frame)
+//! per line (every message, as it travels, is shown in the docs of
+//! [`message`](crate::message)), peers and clients on the node's one port, so
+//! a person can read the traffic with `tcpdump`, and `RUST_LOG=debug` shows
+//! each frame's JSON as it leaves and arrives. Every connection starts with a
+//! handshake proving both ends hold the cluster key, and every frame after it
+//! ends with a space and its MAC (see [`auth`]); `nc` gets only the refusal
+//! (try `echo '{"request":{"id":1,"command":{"op":"status"}}}' | nc 127.0.0.1
+//! 8000`).
+//!
 //! Messages between peers are one-way (a response is a message too, sent on
-//! the responder's own outgoing connection), so a node only ever *reads* from
-//! the connections it accepts, except to answer a client on its connection.
+//! the responder's own outgoing connection), so the protocol core never waits
+//! on a socket, and a node only ever *reads* from the connections it accepts,
+//! except to answer a client on its connection. Each node keeps one outgoing
+//! connection per peer, with a writer thread and a bounded queue. When nothing
+//! is queued and the socket has room, the state-machine thread writes a
+//! message itself, without blocking (a thread wake-up costs more than the
+//! write; see the measurements in `src/bench/mod.rs`); anything else,
+//! including the rest of a frame the socket took only part of, goes to the
+//! writer, so messages to a peer keep their order and the node never waits on
+//! a slow peer. When the queue is full or the peer is down, messages are
+//! dropped (Raft tolerates lost messages) and the writer reconnects with a
+//! backoff of 10 ms doubling to 500 ms. Answers to clients work the same way:
+//! written by the state-machine thread when the client's socket takes them,
+//! finished by the connection's thread when it does not.
+//!
+//! A line longer than its limit, malformed JSON, an unknown message type, a
+//! frame whose MAC does not verify, a term or index above the bounds
+//! ([`MAX_TERM`](crate::message::MAX_TERM),
+//! [`MAX_INDEX`](crate::message::MAX_INDEX)), a peer message from a node that
+//! is not a member (or not addressed to this node, or not from the node that
+//! authenticated the connection): the node logs a warning naming the remote
+//! address (at most one line a second of each kind, see
+//! [`throttle`](crate::throttle)), closes that connection and carries on.
+//! Nothing from such a line reaches the protocol core. (Some messages from a
+//! non-member do reach the core, which decides: AppendEntries and
+//! InstallSnapshot, since a node that missed the entry adding a new leader
+//! must still follow it; TimeoutNow, from a leader that removed itself and
+//! hands over as it goes; and a removed member's requests for votes, which a
+//! leader answers with the entry that removed it.)
 //!
 //! Every line has a size limit, every queue a length, and the number of
 //! connections is capped, with slots kept for peers; every connection has a
-//! deadline and its buffers a budget (see `limits`). Anything malformed is
-//! logged with the remote address (at most one line a second of each kind,
-//! see [`throttle`](crate::throttle)), its connection is closed, and the node
-//! carries on: nothing from it reaches the core.
+//! deadline and its buffers a budget (see `limits.rs`, and the table below).
 //!
 //! Threads here are never joined: they end with the process. A reader ends
 //! when its connection closes or the state-machine thread is gone; a writer
@@ -38,6 +68,43 @@
 //! (reading frames within them), `listener` (accepting connections and
 //! checking what arrives),
 //! `reply` (the answer to a client), `peers` (sending to the other nodes).
+//!
+//! # Limits
+//!
+//! Everything that grows has a named limit; what exceeds it gets a clear error
+//! or is dropped (for messages, which Raft resends), never unbounded memory.
+//!
+//! | limit | value | where |
+//! | --- | --- | --- |
+//! | a line on the wire | 16 MiB | [`transport::MAX_LINE_BYTES`](crate::transport::MAX_LINE_BYTES) |
+//! | a value (`set`) | 1 MiB | [`core::MAX_COMMAND_BYTES`](crate::core::MAX_COMMAND_BYTES) |
+//! | one AppendEntries | 512 entries, about 1 MiB | [`core::MAX_ENTRIES_PER_APPEND`](crate::core::MAX_ENTRIES_PER_APPEND), [`core::MAX_APPEND_BYTES`](crate::core::MAX_APPEND_BYTES) |
+//! | entries in flight to one follower | 4,096, and about 8 MiB | [`core::MAX_INFLIGHT_ENTRIES`](crate::core::MAX_INFLIGHT_ENTRIES), [`core::MAX_INFLIGHT_BYTES`](crate::core::MAX_INFLIGHT_BYTES) |
+//! | a snapshot chunk / a snapshot | 256 KiB / 64 MiB | [`core::snapshot::MAX_SNAPSHOT_CHUNK_BYTES`](crate::core::snapshot::MAX_SNAPSHOT_CHUNK_BYTES), [`storage::MAX_SNAPSHOT_BYTES`](crate::storage::MAX_SNAPSHOT_BYTES) |
+//! | the log in memory and on disk | `--snapshot-entries` (10,000) past the last snapshot | [`config::DEFAULT_SNAPSHOT_ENTRIES`](crate::config::DEFAULT_SNAPSHOT_ENTRIES) |
+//! | messages queued for one peer | 1,024 | [`transport::PEER_QUEUE_LEN`](crate::transport::PEER_QUEUE_LEN) |
+//! | inputs queued for the state-machine thread | 4,096 | `node::INBOUND_QUEUE_LEN` |
+//! | inputs handled per turn (one fsync) | 1,024 | `node::MAX_BATCH` |
+//! | client requests waiting at once | 16,384 | `node::MAX_PENDING_REQUESTS` |
+//! | bytes of values proposed at a leader and not yet committed | 64 MiB | `node::MAX_PENDING_WRITE_BYTES` |
+//! | client connections served at once | 4,096 (`--max-clients`) | [`transport::MAX_CLIENT_CONNECTIONS`](crate::transport::MAX_CLIENT_CONNECTIONS) |
+//! | connection slots kept for peers, apart from the clients' | 128 | [`transport::PEER_CONNECTION_SLOTS`](crate::transport::PEER_CONNECTION_SLOTS) |
+//! | a line from a client (or a connection not yet shown to be a peer's) | 6 MiB + 64 KiB (a 1 MiB value, escaped) | [`transport::MAX_CLIENT_LINE_BYTES`](crate::transport::MAX_CLIENT_LINE_BYTES) |
+//! | bytes of partial lines and unread answers, all client connections together | 64 MiB | [`transport::CLIENT_BUFFER_BUDGET_BYTES`](crate::transport::CLIENT_BUFFER_BUDGET_BYTES) |
+//! | bytes of partial lines, all peer connections together | 64 MiB | [`transport::PEER_BUFFER_BUDGET_BYTES`](crate::transport::PEER_BUFFER_BUDGET_BYTES) |
+//! | a connection's fixed read buffer; longer lines are held in pieces of | 8 KiB; 64 KiB | [`transport::LINE_BUFFER_BYTES`](crate::transport::LINE_BUFFER_BYTES), [`transport::LINE_PIECE_BYTES`](crate::transport::LINE_PIECE_BYTES) |
+//! | a connection without a useful frame | closed after 60 s (`--idle-timeout-ms`) | [`transport::IDLE_TIMEOUT`](crate::transport::IDLE_TIMEOUT) |
+//! | an answer a client does not read | closed after 10 s | [`transport::CLIENT_WRITE_TIMEOUT`](crate::transport::CLIENT_WRITE_TIMEOUT) |
+//! | a connection on a peer slot that has not shown it is a member's | closed after 2 s | [`transport::PEER_PROOF_TIMEOUT`](crate::transport::PEER_PROOF_TIMEOUT) |
+//! | writer threads to nodes outside the membership | 4 | `node::MAX_STRANGER_WRITERS` |
+//! | a warning a remote party can cause | one line a second per kind, with a count of those left out | [`throttle::THROTTLE_INTERVAL`](crate::throttle::THROTTLE_INTERVAL) |
+//! | a line typed at the prompt | 64 KiB | [`prompt::MAX_STDIN_LINE_BYTES`](crate::prompt::MAX_STDIN_LINE_BYTES) |
+//! | a record in the log file | 8 MiB | [`storage::MAX_RECORD_BYTES`](crate::storage::MAX_RECORD_BYTES) |
+//! | cluster size | 64 | [`config::MAX_CLUSTER_SIZE`](crate::config::MAX_CLUSTER_SIZE) |
+//! | a term, from the wire or the disk | 2^62 | [`message::MAX_TERM`](crate::message::MAX_TERM) |
+//! | an index, offset or count, from the wire or the disk | 2^62 | [`message::MAX_INDEX`](crate::message::MAX_INDEX) |
+//! | `--snapshot-entries` | 1,000,000,000 | [`config::MAX_SNAPSHOT_ENTRIES`](crate::config::MAX_SNAPSHOT_ENTRIES) |
+//! | a handshake | 5 s, a line of 4 KiB | [`transport::auth::HANDSHAKE_TIMEOUT`](crate::transport::auth::HANDSHAKE_TIMEOUT) |
 
 pub mod auth;
 mod frame;
