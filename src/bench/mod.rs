@@ -88,13 +88,14 @@
 //! requests wait for one leader.)
 //!
 //! The table above was measured before every connection was authenticated and
-//! limited. The same day, one build against the other, alternating, `--seconds 6`,
-//! two runs each: 64 clients 25,210–25,833 writes/s before, 18,934–19,685 after
-//! (p99 6.1–6.3 ms before, 7.5–8.6 ms after; node CPU per entry 45–47 µs before,
-//! 61–64 µs after); 1 client p50 0.37–0.41 ms before, 0.39–0.43 ms after. In a
-//! profile of the 64-client run the MAC itself (SHA-256, hex, seal and open) is
-//! under 2% of the machine's samples, so most of the difference is elsewhere
-//! in the new connection handling; it has not been tracked down yet.
+//! limited. The same day, one build against the other, alternating, `--seconds 6`:
+//! 64 clients, seven runs each, 20,619–25,833 writes/s before (median 25,331) and
+//! 18,934–25,667 after (median 22,945), node CPU per entry median 47 µs before and
+//! 52 µs after; 1 client, two runs each, p50 0.37–0.41 ms before, 0.39–0.43 ms
+//! after. Both builds are bimodal from run to run (a fast and a slow mode, as
+//! the scheduler places the threads), so the medians say more than any pair.
+//! In a profile of a 64-client run the MAC itself (SHA-256, hex, seal and open)
+//! is under 2% of the machine's samples.
 //!
 //! What bounds each measurement:
 //!
