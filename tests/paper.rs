@@ -1058,7 +1058,8 @@ fn a_leader_jumps_to_the_end_of_a_short_follower_log() {
 }
 
 // ===========================================================================
-// Beyond Figure 2: the leader streams entries within a bounded window
+// Beyond Figure 2: how the leader sends to each follower (Probe, Replicate,
+// Snapshot), within a bounded window
 // ===========================================================================
 
 /// Proposes `value` `n` times at leader `r` and returns how many
@@ -1109,6 +1110,155 @@ fn a_leader_stops_streaming_to_a_follower_that_has_too_many_bytes_in_flight() {
     r.step(append_ok(2, 1, 2, 2 + fit as Index));
     let ready = persist(&mut r);
     assert!(!sent_to(&ready, 2).is_empty(), "an answer opens it again");
+}
+
+/// The AppendEntries in `ready` to `peer`, each as its `prev_log_index` and
+/// the indexes of the entries it carries.
+fn appends_to(ready: &Ready, peer: u8) -> Vec<(Index, Vec<Index>)> {
+    sent_to(ready, peer)
+        .iter()
+        .filter_map(|m| match &m.body {
+            MessageBody::AppendEntries {
+                prev_log_index,
+                entries,
+                ..
+            } => Some((*prev_log_index, entries.iter().map(|e| e.index).collect())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The offsets of the InstallSnapshot chunks in `ready` to `peer`.
+fn chunks_to(ready: &Ready, peer: u8) -> Vec<u64> {
+    sent_to(ready, peer)
+        .iter()
+        .filter_map(|m| match &m.body {
+            MessageBody::InstallSnapshot { offset, .. } => Some(*offset),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `Probe` → `Replicate`. A new leader does not know where each follower's
+/// log matches its own, so it probes: one AppendEntries, then nothing more
+/// until the answer (a new entry waits). Once the follower accepts, the
+/// leader streams: the waiting entry goes at once, and each new one as it
+/// is proposed, without waiting for answers.
+#[test]
+fn a_leader_probes_a_follower_until_it_accepts_and_then_streams_to_it() {
+    let mut r = node(3, 1, &[1]);
+    let ready = elect(&mut r);
+    assert_eq!(appends_to(&ready, 2), vec![(1, vec![2])], "the probe");
+    r.propose("a".to_string()).expect("leader");
+    let ready = persist(&mut r);
+    assert_eq!(appends_to(&ready, 2), vec![], "a probe is out");
+
+    r.step(append_ok(2, 1, 2, 2));
+    let ready = persist(&mut r);
+    assert_eq!(appends_to(&ready, 2), vec![(2, vec![3])]);
+    r.propose("b".to_string()).expect("leader");
+    let ready = persist(&mut r);
+    assert_eq!(appends_to(&ready, 2), vec![(3, vec![4])], "streamed");
+}
+
+/// `Replicate` → `Probe`. Figure 2: "If AppendEntries fails because of log
+/// inconsistency: decrement nextIndex and retry". A refusal shows the leader
+/// assumed too much: it retries at once from where the follower's log ends,
+/// and probes again, one message at a time, until the follower accepts.
+#[test]
+fn a_refusal_makes_the_leader_probe_a_follower_it_was_streaming_to() {
+    let mut r = leader_with_committed_noop(3);
+    r.propose("a".to_string()).expect("leader");
+    r.propose("b".to_string()).expect("leader");
+    let ready = persist(&mut r);
+    assert_eq!(appends_to(&ready, 2), vec![(2, vec![3, 4])]);
+
+    // n2 missed that message and the next one reached it first.
+    r.step(append_refused(2, 1, 2, conflict(None, 3)));
+    let ready = persist(&mut r);
+    assert_eq!(appends_to(&ready, 2), vec![(2, vec![3, 4])], "retried");
+    r.propose("c".to_string()).expect("leader");
+    let ready = persist(&mut r);
+    assert_eq!(appends_to(&ready, 2), vec![], "probing: c waits");
+
+    r.step(append_ok(2, 1, 2, 4));
+    let ready = persist(&mut r);
+    assert_eq!(appends_to(&ready, 2), vec![(4, vec![5])], "streaming again");
+}
+
+/// `Replicate` → `Probe`, without an answer. Entries streamed to a
+/// follower that acknowledges none of them for a whole heartbeat interval
+/// were probably lost (streaming moved `next_index` past them as if they
+/// had arrived): the leader sends them again from the first one the
+/// follower is not known to hold.
+#[test]
+fn entries_nobody_acknowledges_for_a_heartbeat_interval_are_sent_again() {
+    let mut r = leader_with_committed_noop(3);
+    r.propose("a".to_string()).expect("leader");
+    r.propose("b".to_string()).expect("leader");
+    let ready = persist(&mut r);
+    assert_eq!(appends_to(&ready, 2), vec![(2, vec![3, 4])]);
+
+    ticks(&mut r, HEARTBEAT_TICKS);
+    let ready = persist(&mut r);
+    assert_eq!(appends_to(&ready, 2), vec![(4, vec![])], "a heartbeat");
+    ticks(&mut r, HEARTBEAT_TICKS);
+    let ready = persist(&mut r);
+    assert_eq!(
+        appends_to(&ready, 2),
+        vec![(2, vec![3, 4])],
+        "a heartbeat interval without an acknowledgement: sent again"
+    );
+}
+
+/// `Snapshot` (§7). A follower that needs entries the leader has compacted
+/// away gets the snapshot instead, one chunk at a time: the next chunk goes
+/// when it takes one, a new entry does not resend the chunk that is out,
+/// and a late refusal does not start the transfer over. Once it has
+/// installed the snapshot, the leader probes from the entry after it.
+#[test]
+fn a_follower_behind_the_leaders_snapshot_is_sent_it_chunk_by_chunk() {
+    let chunk = raft::core::snapshot::MAX_SNAPSHOT_CHUNK_BYTES as u64;
+    let mut r = node(3, 1, &[1]);
+    elect(&mut r);
+    acknowledge(&mut r, &[3]);
+    assert_eq!(r.last_applied(), 2);
+    r.compact(2, "s".repeat(3 * chunk as usize))
+        .expect("applied, so it can be compacted");
+
+    ticks(&mut r, HEARTBEAT_TICKS);
+    let ready = persist(&mut r);
+    assert_eq!(chunks_to(&ready, 2), vec![0]);
+    r.propose("a".to_string()).expect("leader");
+    let ready = persist(&mut r);
+    assert!(chunks_to(&ready, 2).is_empty(), "the first chunk is out");
+
+    let chunk_answer = |next_offset, done| {
+        let body = MessageBody::InstallSnapshotResponse {
+            last_included_index: 2,
+            next_offset,
+            done,
+            incarnation: 0,
+        };
+        message(2, 1, 2, body)
+    };
+    r.step(chunk_answer(chunk, false));
+    assert_eq!(chunks_to(&persist(&mut r), 2), vec![chunk], "took it");
+    r.step(append_refused(2, 1, 2, conflict(None, 1)));
+    assert_eq!(
+        chunks_to(&persist(&mut r), 2),
+        vec![chunk],
+        "a late refusal: the transfer goes on where it was"
+    );
+
+    r.step(chunk_answer(0, true));
+    let ready = persist(&mut r);
+    assert_eq!(match_index_of(&r, 2), 2);
+    assert_eq!(
+        appends_to(&ready, 2),
+        vec![(2, vec![3])],
+        "probing after it"
+    );
 }
 
 // ===========================================================================

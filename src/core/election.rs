@@ -343,7 +343,7 @@ impl Raft {
             term: self.current_term,
         });
         self.append_as_leader(EntryData::Noop);
-        // Every follower starts out probing, so the no-op is not streamed by
+        // Every follower starts in `Probe`, so the no-op is not streamed by
         // `append_as_leader`: announce the new leader to everyone now.
         self.broadcast_append();
     }

@@ -7,11 +7,12 @@
 //! backs `next_index` up and tries again. Once a majority holds an entry of
 //! the leader's current term, that entry and all before it are committed.
 //!
-//! Up to `MAX_ENTRIES_PER_APPEND` entries go in one message, and up to
-//! `MAX_INFLIGHT_ENTRIES` may be in flight to one follower (streaming); after a
-//! refusal the leader falls back to one probe at a time until the logs match
-//! again. A follower deletes a conflicting suffix only, never entries that
-//! match. A refusal carries a conflict hint (the follower's term at
+//! Up to `MAX_ENTRIES_PER_APPEND` entries go in one message. How many may be
+//! on their way to one follower depends on its [`Replication`] state: one
+//! probe at a time until the logs are known to match (`Probe`), then a stream
+//! of up to `MAX_INFLIGHT_ENTRIES` (`Replicate`), or the snapshot, chunk by
+//! chunk, when what it needs was compacted away (`Snapshot`). A follower
+//! deletes a conflicting suffix only, never entries that match. A refusal carries a conflict hint (the follower's term at
 //! `prev_log_index` and the first index of that term), so a lagging follower
 //! catches up a term per round trip, not an entry per round trip.
 //!
@@ -66,7 +67,9 @@
 //! Leader 8000 promoting node 8001 to voter: it has caught up
 //! ```
 
-use super::log::entry_size;
+use std::collections::VecDeque;
+
+use super::log::{entry_size, Log};
 use super::{
     Event, Raft, Role, MAX_APPEND_BYTES, MAX_ENTRIES_PER_APPEND, MAX_INFLIGHT_BYTES,
     MAX_INFLIGHT_ENTRIES, MAX_RETIRED_INCARNATIONS,
@@ -74,27 +77,20 @@ use super::{
 use crate::message::{Conflict, Entry, EntryData, Incarnation, Index, MessageBody, NodeId, Term};
 
 /// What the leader knows about one follower (Figure 2, "Volatile state on
-/// leaders").
+/// leaders"), and how it is sending to it.
 #[derive(Clone, Debug)]
 pub struct Progress {
     /// Index of the next log entry to send to that server.
     pub next_index: Index,
     /// Index of the highest log entry known to be replicated on that server.
     pub match_index: Index,
-    /// While probing, the leader sends one AppendEntries at a time and waits
-    /// for the answer (or the next heartbeat) before sending another. Once a
-    /// follower has accepted, the leader streams entries to it, up to
-    /// `MAX_INFLIGHT_ENTRIES` (and about `MAX_INFLIGHT_BYTES`) ahead of
-    /// `match_index`.
-    pub probing: bool,
+    /// How the leader sends to this follower now: see [`Replication`].
+    pub state: Replication,
     /// `match_index` at the previous heartbeat; if it has not moved while
     /// entries are in flight, they were probably lost and are sent again.
     pub match_at_last_heartbeat: Index,
     /// The highest `read_seq` this follower has echoed in the current term.
     pub read_seq_acked: u64,
-    /// While sending this follower a snapshot: the byte offset of the chunk
-    /// it expects next.
-    pub snapshot_offset: Option<u64>,
     /// Whether the follower has answered since the last CheckQuorum.
     pub recent_active: bool,
     /// The leader's `append_seq` when `match_index` last rose: a refusal
@@ -108,6 +104,72 @@ pub struct Progress {
     pub lost_entries: bool,
 }
 
+/// How the leader sends to one follower. Figure 2 has one rule, "If last log
+/// index ≥ nextIndex for a follower: send AppendEntries RPC with log entries
+/// starting at nextIndex"; a leader that sends fast and forgets old entries
+/// needs three ways of keeping it (etcd's raft and raft-rs name the same
+/// three):
+///
+/// | From | Event | To | Where |
+/// |------|-------|----|-------|
+/// | (a new leader, a new member) | | `Probe` | [`Progress::new`] |
+/// | `Probe`, `Snapshot` | the follower accepts an AppendEntries | `Replicate` | [`Progress::accepted`] |
+/// | `Replicate` | a refusal, so `next_index` steps back (`Probe` and `Snapshot` stay) | `Probe` | [`Progress::refused`] |
+/// | `Replicate` | a heartbeat interval with entries in flight and none acknowledged | `Probe` | [`Progress::on_heartbeat`] |
+/// | any | `next_index` falls within the leader's snapshot | `Snapshot` | [`Progress::snapshot_chunk_to_send`] |
+/// | `Snapshot` | the follower installed the snapshot | `Probe` | [`Progress::snapshot_installed`] |
+/// | any | the follower lost entries it had acknowledged | `Probe` | [`Progress::reset_after_loss`] |
+#[derive(Clone, Debug)]
+pub enum Replication {
+    /// The leader does not know where the follower's log stops matching its
+    /// own, so it sends one AppendEntries at a time, and the next only when
+    /// the answer comes (or at the next heartbeat): each refusal moves
+    /// `next_index` back (Figure 2: "If AppendEntries fails because of log
+    /// inconsistency: decrement nextIndex and retry").
+    Probe,
+    /// The logs match up to `match_index`: the leader streams new entries
+    /// without waiting for answers, moving `next_index` on as it sends,
+    /// within `MAX_INFLIGHT_ENTRIES` entries and about `MAX_INFLIGHT_BYTES`
+    /// of them ahead of `match_index`.
+    Replicate(InFlight),
+    /// §7: the entries the follower needs next were compacted away, so the
+    /// leader sends its snapshot, one chunk at a time; `offset` is the byte
+    /// offset of the chunk the follower expects next.
+    Snapshot { offset: u64 },
+}
+
+/// The AppendEntries messages streamed to a follower and not yet
+/// acknowledged, oldest first: the bytes of entries in flight are counted
+/// as they are sent and freed as they are acknowledged.
+#[derive(Clone, Debug, Default)]
+pub struct InFlight {
+    /// For each message, the index of its last entry and the bytes of its
+    /// entries. Each carries at least one entry, so there are at most
+    /// `MAX_INFLIGHT_ENTRIES`.
+    messages: VecDeque<(Index, usize)>,
+    /// The sum of the bytes in `messages`.
+    bytes: usize,
+}
+
+impl InFlight {
+    /// Entries up to `last_index`, `bytes` of them, went out.
+    fn sent(&mut self, last_index: Index, bytes: usize) {
+        self.messages.push_back((last_index, bytes));
+        self.bytes += bytes;
+    }
+
+    /// The follower holds everything up to `match_index`.
+    fn acknowledged(&mut self, match_index: Index) {
+        while let Some(&(last_index, bytes)) = self.messages.front() {
+            if last_index > match_index {
+                break;
+            }
+            self.messages.pop_front();
+            self.bytes -= bytes;
+        }
+    }
+}
+
 impl Progress {
     /// Figure 2: "nextIndex: initialized to leader last log index + 1;
     /// matchIndex: initialized to 0".
@@ -115,15 +177,97 @@ impl Progress {
         Progress {
             next_index,
             match_index: 0,
-            probing: true,
+            state: Replication::Probe,
             match_at_last_heartbeat: 0,
             read_seq_acked: 0,
-            snapshot_offset: None,
             recent_active: false,
             match_seq: 0,
             incarnation: None,
             lost_entries: false,
         }
+    }
+
+    /// The follower accepted an AppendEntries, so its log matches up to
+    /// `match_index`: stream to it (`Replicate`), or, if streaming already,
+    /// free what it acknowledged.
+    fn accepted(&mut self, log: &Log) {
+        if let Replication::Replicate(in_flight) = &mut self.state {
+            in_flight.acknowledged(self.match_index);
+            return;
+        }
+        // A late answer can leave entries between `match_index` and
+        // `next_index` that may still be on their way: count them in
+        // flight too.
+        let mut in_flight = InFlight::default();
+        let unconfirmed = log.slice(self.match_index + 1, self.next_index - 1);
+        if let Some(last) = unconfirmed.last() {
+            in_flight.sent(last.index, unconfirmed.iter().map(entry_size).sum());
+        }
+        self.state = Replication::Replicate(in_flight);
+    }
+
+    /// The follower refused: its log does not match at `next_index - 1`,
+    /// which steps back to `next_index`. `Replicate` ends: probe from there.
+    /// A snapshot transfer in progress goes on where it was (a late refusal
+    /// must not restart it); while `next_index` is past the snapshot, the
+    /// leader probes meanwhile.
+    fn refused(&mut self, next_index: Index) {
+        self.next_index = next_index;
+        if let Replication::Replicate(_) = self.state {
+            self.state = Replication::Probe;
+        }
+    }
+
+    /// The heartbeat timer fired. `Replicate`: entries in flight since the
+    /// last heartbeat and none acknowledged; assume they were lost, and
+    /// probe again from the first one the follower is not known to hold.
+    fn on_heartbeat(&mut self) {
+        let stalled = matches!(self.state, Replication::Replicate(_))
+            && self.match_index == self.match_at_last_heartbeat
+            && self.next_index > self.match_index + 1;
+        if stalled {
+            self.next_index = self.match_index + 1;
+            self.state = Replication::Probe;
+        }
+        self.match_at_last_heartbeat = self.match_index;
+    }
+
+    /// `next_index` is within the leader's snapshot: the offset of the
+    /// chunk to send, starting the transfer (`Snapshot`) if it has not
+    /// started. `None` if a chunk is already out and nothing calls for a
+    /// resend.
+    fn snapshot_chunk_to_send(&mut self, trigger: Trigger) -> Option<u64> {
+        match self.state {
+            Replication::Snapshot { offset } => (trigger != Trigger::NewEntry).then_some(offset),
+            Replication::Probe | Replication::Replicate(_) => {
+                self.state = Replication::Snapshot { offset: 0 };
+                Some(0)
+            }
+        }
+    }
+
+    /// `Snapshot`: the follower answered a chunk, and expects `next_offset`
+    /// next (of the leader's current snapshot if `current`, else of an
+    /// older one: start again). Returns whether it took the chunk, so the
+    /// next may go at once.
+    pub(super) fn chunk_answered(&mut self, next_offset: u64, current: bool) -> bool {
+        let Replication::Snapshot { offset } = &mut self.state else {
+            return false;
+        };
+        let moved_on = current && next_offset > *offset;
+        *offset = if current { next_offset } else { 0 };
+        moved_on
+    }
+
+    /// `Snapshot`: the follower installed it and holds everything up to
+    /// `last_included_index`; probe from just after it.
+    pub(super) fn snapshot_installed(&mut self, last_included_index: Index, append_seq: u64) {
+        if last_included_index > self.match_index {
+            self.match_index = last_included_index;
+            self.match_seq = append_seq;
+        }
+        self.next_index = self.next_index.max(last_included_index + 1);
+        self.state = Replication::Probe;
     }
 
     /// Forgets what the follower acknowledged: it lost it. It is probed
@@ -132,10 +276,62 @@ impl Progress {
     fn reset_after_loss(&mut self) {
         self.match_index = 0;
         self.match_at_last_heartbeat = 0;
-        self.probing = true;
-        self.snapshot_offset = None;
+        self.state = Replication::Probe;
         self.lost_entries = true;
     }
+
+    /// `Probe`: the entries for the next probe, `None` to send nothing now.
+    /// One probe at a time: a new entry waits for the answer. A probe
+    /// carries entries only while the stretch the follower may lack, from
+    /// `match_index` to `next_index`, is within the in-flight limits; a
+    /// follower far behind first gets an empty probe, which costs a few
+    /// bytes if refused, not a megabyte.
+    fn entries_to_probe(&self, log: &Log, trigger: Trigger) -> Option<Vec<Entry>> {
+        let carry = self.next_index <= log.last_index()
+            && (self.next_index - 1).saturating_sub(self.match_index) < MAX_INFLIGHT_ENTRIES
+            && log
+                .slice(self.match_index + 1, self.next_index - 1)
+                .iter()
+                .map(entry_size)
+                .sum::<usize>()
+                < MAX_INFLIGHT_BYTES;
+        match trigger {
+            Trigger::NewEntry => None,
+            Trigger::Answer if !carry => None,
+            Trigger::Answer | Trigger::Heartbeat => Some(batch(log, self.next_index, carry)),
+        }
+    }
+
+    /// `Replicate`: the entries to stream now, `None` to send nothing.
+    /// They are counted in flight, and `next_index` moves past them on the
+    /// assumption that they arrive. A heartbeat goes even when the window
+    /// is full (empty then).
+    fn entries_to_stream(&mut self, log: &Log, trigger: Trigger) -> Option<Vec<Entry>> {
+        let Replication::Replicate(in_flight) = &mut self.state else {
+            return None;
+        };
+        let window_open = self.next_index <= log.last_index()
+            && (self.next_index - 1).saturating_sub(self.match_index) < MAX_INFLIGHT_ENTRIES
+            && in_flight.bytes < MAX_INFLIGHT_BYTES;
+        if trigger != Trigger::Heartbeat && !window_open {
+            return None;
+        }
+        let entries = batch(log, self.next_index, window_open);
+        if let Some(last) = entries.last() {
+            in_flight.sent(last.index, entries.iter().map(entry_size).sum());
+            self.next_index += entries.len() as Index;
+        }
+        Some(entries)
+    }
+}
+
+/// One AppendEntries' worth of entries from `from` on, or none.
+fn batch(log: &Log, from: Index, carry: bool) -> Vec<Entry> {
+    if !carry {
+        return Vec::new();
+    }
+    log.batch_from(from, MAX_ENTRIES_PER_APPEND, MAX_APPEND_BYTES)
+        .to_vec()
 }
 
 /// Why the leader is about to send AppendEntries to a follower.
@@ -195,7 +391,8 @@ impl Raft {
         index
     }
 
-    /// Streams new entries to every follower that is not probing.
+    /// Sends new entries to every follower in `Replicate` (a follower in
+    /// `Probe` or `Snapshot` gets them later: see [`Replication`]).
     pub(super) fn flush_replication(&mut self) {
         if std::mem::take(&mut self.replicate_pending) {
             for peer in self.peers() {
@@ -211,16 +408,7 @@ impl Raft {
         if let Role::Leader(leader) = &mut self.role {
             leader.heartbeat_elapsed = 0;
             for progress in leader.progress.values_mut() {
-                // Entries in flight since the last heartbeat and no progress:
-                // assume they were lost and fall back to probing.
-                let stalled = !progress.probing
-                    && progress.match_index == progress.match_at_last_heartbeat
-                    && progress.next_index > progress.match_index + 1;
-                if stalled {
-                    progress.probing = true;
-                    progress.next_index = progress.match_index + 1;
-                }
-                progress.match_at_last_heartbeat = progress.match_index;
+                progress.on_heartbeat();
             }
         }
         self.broadcast_append();
@@ -236,9 +424,10 @@ impl Raft {
         }
     }
 
-    /// Sends one AppendEntries to `peer` with the entries from its
-    /// `next_index`, if the flow-control window allows. A heartbeat is sent
-    /// even if there is nothing new.
+    /// Figure 2, Rules for Servers, Leaders: "If last log index ≥ nextIndex
+    /// for a follower: send AppendEntries RPC with log entries starting at
+    /// nextIndex", as the follower's [`Replication`] state allows. A
+    /// heartbeat goes even with nothing new.
     fn send_append(&mut self, peer: &NodeId, trigger: Trigger) {
         let Role::Leader(leader) = &mut self.role else {
             return;
@@ -248,62 +437,30 @@ impl Raft {
         let Some(progress) = leader.progress.get_mut(peer) else {
             return;
         };
-        // §7: what the follower needs next was compacted away; send the
-        // snapshot instead, one chunk at a time.
+        // §7: what the follower needs next was compacted away.
         if progress.next_index <= self.log.snapshot_index() {
-            let resend = !matches!(trigger, Trigger::NewEntry);
-            let offset = match progress.snapshot_offset {
-                Some(offset) if resend => offset,
-                Some(_) => return,
-                None => 0,
-            };
-            progress.snapshot_offset = Some(offset);
-            self.send_snapshot_chunk(peer, offset);
-            return;
-        }
-        let last_index = self.log.last_index();
-        let window_open = progress.next_index <= last_index
-            && (progress.next_index - 1).saturating_sub(progress.match_index)
-                < MAX_INFLIGHT_ENTRIES
-            && self
-                .log
-                .slice(progress.match_index + 1, progress.next_index - 1)
-                .iter()
-                .map(entry_size)
-                .sum::<usize>()
-                < MAX_INFLIGHT_BYTES;
-        let send = match trigger {
-            Trigger::Heartbeat => true,
-            Trigger::Answer => window_open,
-            // A probe is already out; wait for its answer.
-            Trigger::NewEntry => window_open && !progress.probing,
-        };
-        if !send {
+            if let Some(offset) = progress.snapshot_chunk_to_send(trigger) {
+                self.send_snapshot_chunk(peer, offset);
+            }
             return;
         }
         let prev_log_index = progress.next_index - 1;
-        let entries = if window_open {
-            self.log
-                .batch_from(
-                    progress.next_index,
-                    MAX_ENTRIES_PER_APPEND,
-                    MAX_APPEND_BYTES,
-                )
-                .to_vec()
-        } else {
-            Vec::new()
+        let entries = match progress.state {
+            // `Snapshot` with `next_index` past the snapshot: see `refused`.
+            Replication::Probe | Replication::Snapshot { .. } => {
+                progress.entries_to_probe(&self.log, trigger)
+            }
+            Replication::Replicate(_) => progress.entries_to_stream(&self.log, trigger),
         };
-        // While probing, send again only on the next heartbeat; while
-        // streaming, assume the entries arrive and send the next ones.
-        if !progress.probing {
-            progress.next_index += entries.len() as Index;
-        }
+        let Some(entries) = entries else {
+            return;
+        };
         let Some(prev_log_term) = self.log.term_at(prev_log_index) else {
             debug_assert!(false, "next_index outside the leader's log");
             return;
         };
-        let leader_commit = self.commit_index;
         leader.append_seq = seq;
+        let leader_commit = self.commit_index;
         self.send(
             peer.clone(),
             MessageBody::AppendEntries {
@@ -483,8 +640,7 @@ impl Raft {
                 progress.match_seq = append_seq;
             }
             progress.next_index = progress.next_index.max(progress.match_index + 1);
-            progress.probing = false;
-            progress.snapshot_offset = None;
+            progress.accepted(&self.log);
         } else if let Some(conflict) = &answer.conflict {
             // "If AppendEntries fails because of log inconsistency: decrement
             // nextIndex and retry", a term at a time using the hint.
@@ -507,8 +663,7 @@ impl Raft {
             // An answer to an old request may point below what is already
             // known to match; ignore what it says about those entries.
             let next = hinted.clamp(progress.match_index + 1, last_index + 1);
-            progress.next_index = next;
-            progress.probing = true;
+            progress.refused(next);
         }
         // No storm: a refusal is followed at once by another request only if
         // it moved `next_index` back (each such step skips at least one

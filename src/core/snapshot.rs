@@ -276,13 +276,7 @@ impl Raft {
         };
         progress.recent_active = true;
         if answer.done {
-            if answer.last_included_index > progress.match_index {
-                progress.match_index = answer.last_included_index;
-                progress.match_seq = append_seq;
-            }
-            progress.next_index = progress.next_index.max(answer.last_included_index + 1);
-            progress.snapshot_offset = None;
-            progress.probing = true;
+            progress.snapshot_installed(answer.last_included_index, append_seq);
             self.maybe_commit();
             self.maybe_record_incarnations();
             self.send_heartbeat_to(&follower);
@@ -292,8 +286,7 @@ impl Raft {
         // this one (its offset moved on); a chunk it refused, or an answer
         // about an older snapshot, waits for the next heartbeat.
         let current = answer.last_included_index == snapshot_index;
-        let moved_on = current && answer.next_offset > progress.snapshot_offset.unwrap_or(0);
-        progress.snapshot_offset = Some(if current { answer.next_offset } else { 0 });
+        let moved_on = progress.chunk_answered(answer.next_offset, current);
         self.maybe_record_incarnations();
         if moved_on {
             self.send_snapshot_chunk(&follower, answer.next_offset);

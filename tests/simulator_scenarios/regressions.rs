@@ -78,7 +78,7 @@ fn stale_candidate_seeds() {
 /// until its first heartbeat timeout (5 ticks later), although Figure 2
 /// (and the core's own comment) says "upon election: send initial empty
 /// AppendEntries RPCs (heartbeat) to each server". Its no-op was held back
-/// because every follower starts in probing mode, and meanwhile the other
+/// because every follower starts in the `Probe` state, and meanwhile the other
 /// nodes did not know the election was over. The step that makes a node
 /// leader must already send every follower an AppendEntries.
 #[test]
