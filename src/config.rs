@@ -17,6 +17,7 @@
 //! raft <PORT> [--peers LIST | --join ADDRS] [--bind HOST] [--data-dir DIR]
 //!             [--election-timeout-ms MIN-MAX] [--heartbeat-ms MS] [--snapshot-entries N]
 //!             [--cluster-key FILE] [--max-clients N] [--idle-timeout-ms MS]
+//!             [--stop-when-stdin-closes]
 //! ```
 //!
 //! - Without `--peers` the cluster is the original's: ports 8000, 8001 and 8002
@@ -43,6 +44,11 @@
 //!   without a useful frame. (A hidden `--write-timeout-ms MS`, default 10000,
 //!   sets how long an answer may wait for a client that does not read; tests
 //!   shorten both.)
+//! - `--stop-when-stdin-closes`: stop, as Ctrl+C would (a leader hands over
+//!   first), when stdin closes. Without it the end of stdin (Ctrl+D) is only
+//!   reported and the node goes on running. `raft demo` starts its nodes with
+//!   it: it holds each node's stdin, and the kernel closes it when the demo
+//!   exits, even by `kill -9` or a crash, so no node outlives the demo.
 //! - `--join ADDRS`: start an empty node that asks the cluster at `ADDRS` to add
 //!   it. It is added as a learner, copies the log (or a snapshot), and becomes a
 //!   voter once it has caught up:
@@ -164,6 +170,9 @@ pub struct NodeOptions {
     pub authenticate: bool,
     /// Connection slots, timeouts and buffer budgets of the listener.
     pub limits: ConnectionLimits,
+    /// `--stop-when-stdin-closes`: the end of stdin stops the node as
+    /// Ctrl+C does, instead of being only reported.
+    pub stop_when_stdin_closes: bool,
 }
 
 /// The node's options as typed, before any checking. `main.rs` parses the
@@ -232,6 +241,13 @@ pub struct NodeArgs {
     /// for this many milliseconds (it does not read).
     #[arg(long, value_name = "MS", default_value = "10000", hide = true)]
     pub write_timeout_ms: String,
+
+    /// Stop, as Ctrl+C would, when stdin closes (without it, the node goes
+    /// on running). For a program that runs the node with a pipe to its
+    /// stdin, like raft demo: the node stops when that program exits or
+    /// dies.
+    #[arg(long)]
+    pub stop_when_stdin_closes: bool,
 }
 
 /// A command-line mistake: one line, meant for a person.
@@ -314,6 +330,7 @@ impl NodeArgs {
             cluster_key_given: self.cluster_key.is_some(),
             authenticate,
             limits: self.limits()?,
+            stop_when_stdin_closes: self.stop_when_stdin_closes,
         })
     }
 
@@ -620,6 +637,7 @@ mod tests {
             max_clients: MAX_CLIENT_CONNECTIONS,
             idle_timeout_ms: "60000".to_string(),
             write_timeout_ms: "10000".to_string(),
+            stop_when_stdin_closes: false,
         }
     }
 

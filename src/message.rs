@@ -54,12 +54,18 @@
 //! {"request":{"id":48,"command":{"op":"metrics"}}}
 //! {"response":{"id":42,"result":{"status":"written","index":2}}}
 //! {"response":{"id":43,"result":{"status":"value","value":"foo"}}}
-//! {"response":{"id":44,"result":{"status":"status","id":"8000","role":"leader","term":1,"leader":"8000","commit_index":2,"last_applied":2,"last_log_index":2,"value":"foo","members":["8000","8001","8002"],"learners":[],"snapshot_index":0}}}
+//! {"response":{"id":44,"result":{"status":"status","id":"8000","role":"leader","term":1,"leader":"8000","commit_index":2,"last_applied":2,"last_log_index":2,"value":"foo","members":["8000","8001","8002"],"learners":[],"snapshot_index":0,"last_heard_ms":{"8001":12,"8002":null}}}}
 //! {"response":{"id":48,"result":{"status":"metrics","fsyncs":9,"bytes_sent":1234,"messages_sent":21,"longest_sync_us":180}}}
 //! {"response":{"id":45,"result":{"status":"done"}}}
 //! {"response":{"id":42,"result":{"status":"not_leader","leader":"127.0.0.1:8001"}}}
 //! {"response":{"id":42,"result":{"status":"error","message":"..."}}}
 //! ```
+//!
+//! In `status`, `last_heard_ms` says how long ago the node last received a
+//! message from each other member (`null`: never since it started; here 8002
+//! is down). A leader hears from every member about once a heartbeat, so a
+//! member silent for longer than an election timeout is down or cut off; a
+//! follower hears from its leader only.
 //!
 //! In `metrics`, `fsyncs`, `bytes_sent` and `messages_sent` count since the node
 //! started (what `raft bench` turns into per-entry figures), and
@@ -765,6 +771,14 @@ pub struct Status {
     /// The index the latest snapshot covers.
     #[serde(default)]
     pub snapshot_index: Index,
+    /// For each other member (voters and learners): how many milliseconds
+    /// ago this node last received a message from it, or `null` if none
+    /// since it started. A leader hears from every member about once a
+    /// heartbeat; a follower hears from its leader only. Ctrl+C at a leader
+    /// hands over only to a voter heard from within the shortest election
+    /// timeout.
+    #[serde(default)]
+    pub last_heard_ms: BTreeMap<NodeId, Option<u64>>,
 }
 
 /// One line on the wire.

@@ -22,8 +22,12 @@
 //!
 //! End of stdin (Ctrl+D) does not stop the node: it says `stdin is closed; it
 //! goes on running until Ctrl+C`, so `raft 8000 < /dev/null &` runs it in the
-//! background. Ctrl+C stops the node (a leader hands over first), printing
-//! `Shutting down node <id>`, with exit status 0.
+//! background. (With `--stop-when-stdin-closes`, as `raft demo` starts its
+//! nodes, it stops instead, as on Ctrl+C: see [`config`](crate::config).)
+//! Ctrl+C stops the node (a leader hands over first, to an up-to-date
+//! follower heard from within the shortest election timeout; `status` shows
+//! how long ago each member was heard from), printing `Shutting down node
+//! <id>`, with exit status 0.
 
 use crate::client;
 use crate::message::NodeId;
@@ -126,7 +130,7 @@ pub(crate) const HELP: &[&str] = &[
     "Commands:",
     "  set <value>       replace the value (the rest of the line); at a follower it is forwarded to the leader",
     "  get               read the value, linearizably (through the leader)",
-    "  status            this node's role, term, leader, members, indexes and value",
+    "  status            this node's role, term, leader, members, indexes, value, and when it last heard from each peer",
     "  log [N]           the last N log entries (default 10): index, term, what, committed, applied",
     "  transfer <id>     (at the leader) hand leadership to member <id>, e.g. transfer 8001",
     "  add <addr>        (at the leader) add the node at PORT or HOST:PORT, learner first, e.g. add 8003",

@@ -5,7 +5,8 @@
 mod process_harness;
 
 use process_harness::{free_ports, raft_client, text, Cluster, RAFT};
-use raft::message::{ClientCommand, ClientResult};
+use raft::config::DEFAULT_ELECTION_TIMEOUT_MS;
+use raft::message::{ClientCommand, ClientResult, NodeId};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -145,6 +146,45 @@ fn a_node_whose_stdout_is_closed_keeps_serving() {
     );
 }
 
+/// Ctrl+D at a node's prompt: it says its stdin is closed and goes on
+/// running and serving, so `raft 8000 < /dev/null &` works.
+#[test]
+fn a_node_whose_stdin_closes_says_so_and_keeps_serving() {
+    let mut c = Cluster::start(1);
+    c.wait_for_leader(&[0], LONG);
+    let mark = c.mark(0);
+    c.close_stdin(0);
+    let id = c.nodes[0].id.clone();
+    c.wait_for_line_since(
+        0,
+        mark,
+        |l| l == format!("Node {id} stdin is closed; it goes on running until Ctrl+C"),
+        LONG,
+    );
+    c.set(&[0], "after Ctrl+D", LONG);
+    c.wait_for_status(0, "still leading", |s| s.role == "leader", LONG);
+}
+
+/// With `--stop-when-stdin-closes` (how `raft demo` starts its nodes), the
+/// end of stdin stops the node as Ctrl+C does: it says why, and exits 0.
+#[test]
+fn a_node_run_by_a_program_stops_when_its_stdin_closes() {
+    let mut c = Cluster::start_with(1, &["--stop-when-stdin-closes"]);
+    c.wait_for_leader(&[0], LONG);
+    let mark = c.mark(0);
+    c.close_stdin(0);
+    let status = c.wait_exit(0, LONG);
+    assert_eq!(status.code(), Some(0), "{}", c.dump());
+    let id = c.nodes[0].id.clone();
+    c.wait_for_line_since(
+        0,
+        mark,
+        |l| l == format!("Node {id} stdin is closed; stopping (--stop-when-stdin-closes)"),
+        LONG,
+    );
+    c.wait_for_line_since(0, mark, |l| l == format!("Shutting down node {id}"), LONG);
+}
+
 /// A value that holds a newline, an escape sequence and a bell prints as
 /// one line with those characters escaped, on every node.
 #[test]
@@ -264,12 +304,33 @@ fn ctrl_c_at_a_leader_hands_over_only_to_a_follower_that_answers() {
     followers.sort_by_key(|&i| c.nodes[i].id.clone());
     let (dead, alive) = (followers[0], followers[1]);
     c.kill9(dead);
-    // Longer than the shortest election timeout (150 ms), shorter than
-    // anything a person would notice.
-    std::thread::sleep(Duration::from_millis(400));
+    // The leader hands over only to a voter heard from within the shortest
+    // election timeout: wait until its `status` says the dead follower has
+    // been silent for longer than that, and the other one is still heard.
+    let window_ms = DEFAULT_ELECTION_TIMEOUT_MS.0;
+    let (dead_id, alive_id) = (c.nodes[dead].id.clone(), c.nodes[alive].id.clone());
+    c.wait_for_status(
+        leader,
+        &format!("{dead_id} silent for over {window_ms} ms, {alive_id} heard within it"),
+        |s| {
+            let heard = |id: &str| s.last_heard_ms.get(&NodeId::new(id)).copied().flatten();
+            s.role == "leader"
+                && heard(&dead_id).is_some_and(|ms| ms > window_ms)
+                && heard(&alive_id).is_some_and(|ms| ms < window_ms)
+        },
+        LONG,
+    );
+    // The prompt's `status` says the same to a person.
+    let mark = c.mark(leader);
+    c.type_line(leader, "status");
+    let heard = c.wait_for_line_since(leader, mark, |l| l.contains("last heard from "), LONG);
+    assert!(
+        heard.text.contains(&format!("{dead_id} ")) && heard.text.contains(&format!("{alive_id} ")),
+        "{}",
+        heard.text
+    );
     let mark = c.mark(leader);
     c.signal(leader, "INT");
-    let alive_id = c.nodes[alive].id.clone();
     let lid = c.nodes[leader].id.clone();
     let line = c.wait_for_line_since(
         leader,

@@ -4,6 +4,7 @@
 
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError};
 use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -110,6 +111,40 @@ fn started(line: &str) -> Option<(String, u32)> {
 
 fn process_exists(pid: u32) -> bool {
     PathBuf::from(format!("/proc/{pid}")).exists()
+}
+
+/// The state letter of `pid` in /proc (`R`, `S`, `T` stopped, `Z` a
+/// zombie: exited, not yet reaped by its new parent), if it exists.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "1234 (raft) S ...": the state follows the command's ")".
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.trim_start().chars().next()
+}
+
+/// Whether `pid` still runs: it exists and is not a zombie.
+fn process_runs(pid: u32) -> bool {
+    process_state(pid).is_some_and(|state| state != 'Z')
+}
+
+fn port_is_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// The demo's nodes, killed (kill -9) when dropped if they still run, so
+/// that a failing test leaves none behind.
+struct Orphans(Vec<(String, u32)>);
+
+impl Drop for Orphans {
+    fn drop(&mut self) {
+        for (_, pid) in &self.0 {
+            if process_runs(*pid) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
 }
 
 #[test]
@@ -241,5 +276,56 @@ fn demo_survives_a_crash_and_a_partition_and_cleans_up() {
             !process_exists(pid),
             "node {id} (pid {pid}) is still running"
         );
+    }
+}
+
+/// `kill -9` of the demo itself (or a crash) stops its nodes: each notices
+/// its stdin closing and stops as on Ctrl+C, so their ports are free for
+/// the next demo.
+#[test]
+fn nodes_stop_when_the_demo_is_killed() {
+    let scratch = tempfile::tempdir().expect("scratch directory");
+    let data = scratch.path().join("demo-data");
+    let data = data.to_str().expect("a UTF-8 path");
+    let mut demo = Demo::start(&["--first-port", "0", "--data-dir", data]);
+    let mut nodes = Orphans(Vec::new());
+    for _ in 0..3 {
+        let line = demo.wait_for("starting a node", |l| started(l).is_some());
+        nodes.0.push(started(&line).expect("started line"));
+    }
+    demo.wait_for_leader(None);
+
+    demo.child.kill().expect("kill -9 the demo");
+    demo.child.wait().expect("reap the demo");
+
+    let deadline = Instant::now() + LONG;
+    loop {
+        let left: Vec<&(String, u32)> = nodes
+            .0
+            .iter()
+            .filter(|(id, pid)| process_runs(*pid) || !port_is_free(id.parse().expect("a port")))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let states: Vec<String> = left
+                .iter()
+                .map(|(id, pid)| {
+                    let free = port_is_free(id.parse().expect("a port"));
+                    format!(
+                        "node {id} (pid {pid}): state {:?}, port {}",
+                        process_state(*pid),
+                        if free { "free" } else { "in use" }
+                    )
+                })
+                .collect();
+            panic!(
+                "{LONG:?} after the demo was killed:\n{}\nthe demo printed:\n{}",
+                states.join("\n"),
+                demo.seen.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

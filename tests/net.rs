@@ -317,6 +317,7 @@ fn client_commands_print_their_answers() {
         members: vec![NodeId::new("8000"), NodeId::new("8001")],
         learners: vec![],
         snapshot_index: 0,
+        last_heard_ms: [(NodeId::new("8001"), Some(12))].into(),
     };
     let answer = status.clone();
     let metrics = Metrics {

@@ -30,7 +30,12 @@
 //! | `help`, `quit` | The list; stop every node and clean up (also Ctrl+C, or Ctrl+D). |
 //!
 //! Each node runs in a process group of its own, so Ctrl+C at the demo
-//! reaches only the demo, which then stops every node and cleans up.
+//! reaches only the demo, which then stops every node and cleans up. The
+//! nodes are started with `--stop-when-stdin-closes`: if the demo itself is
+//! killed (`kill -9`) or crashes, the kernel closes the pipes to the nodes'
+//! stdin, and each node stops as on Ctrl+C, freeing its port. Only the data
+//! root is left behind then (a temporary one is under the system's temporary
+//! directory, named `raft-demo-PID-...`; delete it by hand).
 //!
 //! Wrong input gets one line (`There is no node 1; the nodes are 8000, 8001,
 //! 8002`, `Node 8002 is not running; start it with start 8002`, `No node is
@@ -293,6 +298,10 @@ impl Demo {
             .arg(node.port.to_string())
             .args(["--peers", &peers, "--data-dir"])
             .arg(&node.data_dir)
+            // We hold the write end of its stdin; the kernel closes it when
+            // the demo exits in any way (kill -9 included), and the node
+            // then stops: no node outlives the demo.
+            .arg("--stop-when-stdin-closes")
             // Nodes started from the data root find what they share there.
             .current_dir(&self.root)
             .stdin(Stdio::piped())

@@ -32,7 +32,14 @@ impl Node {
                 },
                 recv(stdin_rx) -> line => match line {
                     Ok(line) => self.on_prompt_line(&line),
-                    // End of stdin does not stop the node, so
+                    // With `--stop-when-stdin-closes` (as `raft demo`
+                    // starts its nodes), the program holding our stdin is
+                    // gone: stop as on Ctrl+C.
+                    Err(_) if self.stop_when_stdin_closes => {
+                        say!("Node {} stdin is closed; stopping (--stop-when-stdin-closes)", self.raft.id());
+                        return Ok(());
+                    }
+                    // Otherwise the end of stdin does not stop the node, so
                     // `raft 8000 < /dev/null &` runs in the background.
                     Err(_) => {
                         stdin_open = false;
@@ -153,8 +160,10 @@ impl Node {
     }
 
     /// Ctrl+C on a leader: hand leadership to the most up-to-date follower
-    /// before exiting (dissertation §3.10), so the cluster does not wait an
-    /// election timeout to notice we are gone. Bounded by `limit`.
+    /// that answers (heard from within the shortest election timeout; how
+    /// long ago each was heard from is in `status`) before exiting
+    /// (dissertation §3.10), so the cluster does not wait an election
+    /// timeout to notice we are gone. Bounded by `limit`.
     pub(super) fn hand_over_leadership(
         &mut self,
         inbound: &Receiver<Inbound>,

@@ -38,7 +38,7 @@ pub use join::{JOIN_RETRY_INTERVAL, JOIN_TIMEOUT};
 pub use requests::{MAX_PENDING_REQUESTS, MAX_PENDING_WRITE_BYTES};
 
 use join::{ask_to_join, join_seeds};
-use narration::{human_bytes, list, Watch};
+use narration::{heard_ago, human_bytes, list, Watch};
 use requests::{PendingWrites, Waiter};
 
 use crate::client;
@@ -80,8 +80,8 @@ pub const MAX_BATCH: usize = 1024;
 /// How long a follower waits for the leader when forwarding a `set`.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs a node until Ctrl+C. Errors are for a person: what went wrong and
-/// what to do.
+/// Runs a node until Ctrl+C (or, with `--stop-when-stdin-closes`, the end
+/// of stdin). Errors are for a person: what went wrong and what to do.
 pub fn run(opts: NodeOptions) -> Result<(), String> {
     let listener = transport::bind(&opts.listen_addr)?;
     // The members the cluster starts with. A node that joins an existing
@@ -171,6 +171,7 @@ pub fn run(opts: NodeOptions) -> Result<(), String> {
             Duration::from_millis(opts.election_timeout_ms.1),
         ),
         watch: Watch::new(),
+        stop_when_stdin_closes: opts.stop_when_stdin_closes,
     };
     node.sync_membership();
     if let Some(cluster) = &opts.join {
@@ -317,4 +318,6 @@ struct Node {
     election_timeout: (Duration, Duration),
     /// What the console has said about peers and leaders.
     watch: Watch,
+    /// `--stop-when-stdin-closes`: the end of stdin stops the node.
+    stop_when_stdin_closes: bool,
 }

@@ -40,6 +40,23 @@ impl Watch {
     pub(super) fn heard_within(&self, peer: &NodeId, window: Duration) -> bool {
         self.heard.get(peer).is_some_and(|t| t.elapsed() <= window)
     }
+
+    /// How long ago each of `members` was last heard from, in milliseconds
+    /// (`None`: not since this node started), for `status`.
+    pub(super) fn last_heard_ms<'a>(
+        &self,
+        members: impl Iterator<Item = &'a NodeId>,
+    ) -> BTreeMap<NodeId, Option<u64>> {
+        members
+            .map(|m| {
+                let ago = self
+                    .heard
+                    .get(m)
+                    .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX));
+                (m.clone(), ago)
+            })
+            .collect()
+    }
 }
 
 impl Node {
@@ -183,6 +200,16 @@ pub(super) fn list<'a>(ids: impl Iterator<Item = &'a NodeId>) -> String {
     }
 }
 
+/// "12 ms ago", "4.2 s ago", "never": how long ago a peer was heard from.
+pub(super) fn heard_ago(ms: Option<u64>) -> String {
+    match ms {
+        None => "never".to_string(),
+        Some(ms @ 0..1000) => format!("{ms} ms ago"),
+        Some(ms @ 1000..100_000) => format!("{}.{} s ago", ms / 1000, ms % 1000 / 100),
+        Some(ms) => format!("{} s ago", ms / 1000),
+    }
+}
+
 /// "3 KiB".
 pub(super) fn human_bytes(bytes: u64) -> String {
     match bytes {
@@ -247,5 +274,14 @@ mod tests {
         }
         let line = lost_entries_line(&NodeId::new("8000"), &NodeId::new("8001"), 57, 40, None);
         assert!(line.contains("lost the end of its log"), "{line}");
+    }
+
+    #[test]
+    fn heard_ago_reads_as_a_person_would_say_it() {
+        assert_eq!(heard_ago(None), "never");
+        assert_eq!(heard_ago(Some(12)), "12 ms ago");
+        assert_eq!(heard_ago(Some(999)), "999 ms ago");
+        assert_eq!(heard_ago(Some(4_270)), "4.2 s ago");
+        assert_eq!(heard_ago(Some(3_600_000)), "3600 s ago");
     }
 }

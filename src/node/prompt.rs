@@ -155,6 +155,14 @@ impl Node {
             s.last_log_index,
             self.value_for_person()
         );
+        if !s.last_heard_ms.is_empty() {
+            let heard: Vec<String> = s
+                .last_heard_ms
+                .iter()
+                .map(|(peer, ms)| format!("{peer} {}", heard_ago(*ms)))
+                .collect();
+            say!("  last heard from {}", heard.join(", "));
+        }
         if self.partition.is_cut() {
             say!(
                 "  partitioned from {} (heal to end it)",

@@ -292,7 +292,19 @@ impl Node {
             members: self.raft.membership().voters.keys().cloned().collect(),
             learners: self.raft.membership().learners.keys().cloned().collect(),
             snapshot_index: self.raft.snapshot_index(),
+            last_heard_ms: self.watch.last_heard_ms(self.other_members()),
         }
+    }
+
+    /// Every member but this node: voters, then learners.
+    fn other_members(&self) -> impl Iterator<Item = &NodeId> {
+        let membership = self.raft.membership();
+        let id = self.raft.id();
+        membership
+            .voters
+            .keys()
+            .chain(membership.learners.keys())
+            .filter(move |m| *m != id)
     }
 
     /// This node's counters, for `metrics` (see [`crate::metrics`]).

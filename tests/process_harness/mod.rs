@@ -761,6 +761,17 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("cannot write to node {}'s stdin: {e}", node.id));
     }
 
+    /// Closes node `i`'s stdin, as Ctrl+D at its prompt would.
+    pub fn close_stdin(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let proc = node.proc.as_mut().expect("node is running");
+        assert!(
+            proc.stdin.take().is_some(),
+            "node {}'s stdin is already closed",
+            node.id
+        );
+    }
+
     /// kill -9 of several nodes at once (all signalled before any is
     /// reaped).
     pub fn kill9_all(&mut self, which: &[usize]) {
