@@ -148,6 +148,9 @@ pub const CLUSTER_ID_BYTES: usize = 8;
 /// Hex digits of a frame's MAC (the whole HMAC-SHA256: 32 bytes).
 pub const MAC_HEX_LEN: usize = 64;
 
+/// What sealing adds to a frame's JSON: a space, the MAC and the newline.
+pub const SEAL_BYTES: usize = 1 + MAC_HEX_LEN + 1;
+
 /// The longest a handshake may take, each way. Long enough for a loaded
 /// machine; short enough that a connection that never says hello gives
 /// its slot back soon.
@@ -502,19 +505,35 @@ impl Sealer {
     /// newline included: `JSON HEXMAC\n`, or just `JSON\n` without
     /// authentication.
     pub fn seal(&mut self, json: &[u8]) -> Result<Vec<u8>, FrameAuthError> {
-        let mut line = Vec::with_capacity(json.len() + MAC_HEX_LEN + 2);
+        let mut line = Vec::with_capacity(json.len() + SEAL_BYTES);
         line.extend_from_slice(json);
+        self.seal_in_place(&mut line, 0)?;
+        Ok(line)
+    }
+
+    /// [`Sealer::seal`] without a line of its own: the frame's JSON is
+    /// `buffer[json_start..]`, and its MAC and newline are appended there
+    /// (saving an allocation and a copy of the frame; a batch of frames
+    /// is sealed one after another in one buffer). On an error, `buffer` is
+    /// left as it was.
+    pub fn seal_in_place(
+        &mut self,
+        buffer: &mut Vec<u8>,
+        json_start: usize,
+    ) -> Result<(), FrameAuthError> {
         if let Some(key) = &mut self.0 {
-            let tag = key.mac(json).finalize().into_bytes();
+            let tag = key.mac(&buffer[json_start..]).finalize().into_bytes();
             key.seq = key
                 .seq
                 .checked_add(1)
                 .ok_or(FrameAuthError::SequenceExhausted)?;
-            line.push(b' ');
-            line.extend_from_slice(hex(&tag).as_bytes());
+            let mut digits = [0u8; MAC_HEX_LEN];
+            hex_into(&tag, &mut digits);
+            buffer.push(b' ');
+            buffer.extend_from_slice(&digits);
         }
-        line.push(b'\n');
-        Ok(line)
+        buffer.push(b'\n');
+        Ok(())
     }
 
     /// Takes back the last sequence number, for a frame sealed but never
@@ -548,9 +567,10 @@ impl Opener {
         if tag.len() != MAC_HEX_LEN {
             return Err(FrameAuthError::MissingMac);
         }
-        let tag = unhex(tag).ok_or(FrameAuthError::MissingMac)?;
+        let mut tag_bytes = [0u8; MAC_HEX_LEN / 2];
+        unhex_into(tag, &mut tag_bytes).ok_or(FrameAuthError::MissingMac)?;
         key.mac(json.as_bytes())
-            .verify_slice(&tag)
+            .verify_slice(&tag_bytes)
             .map_err(|_| FrameAuthError::BadMac { seq: key.seq })?;
         key.seq = key
             .seq
@@ -1032,24 +1052,48 @@ fn random_nonce() -> io::Result<[u8; NONCE_BYTES]> {
 }
 
 fn hex(bytes: &[u8]) -> String {
+    let mut digits = vec![0; 2 * bytes.len()];
+    hex_into(bytes, &mut digits);
+    digits.into_iter().map(char::from).collect()
+}
+
+/// Writes `bytes` into `out`, twice as long, as lowercase hex digits. Into
+/// a buffer the caller owns: every frame sent has its MAC encoded here.
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    debug_assert_eq!(out.len(), 2 * bytes.len());
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
-    s
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
-    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    s.as_bytes()
-        .chunks(2)
-        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
-        .collect()
+    let mut bytes = vec![0; s.len() / 2];
+    unhex_into(s, &mut bytes)?;
+    Some(bytes)
+}
+
+/// Decodes `s`, exactly twice as many hex digits (either case) as `out`
+/// has bytes, into `out`; `None` if it is not that. Into a buffer the
+/// caller owns: every frame received has its MAC decoded here.
+fn unhex_into(s: &str, out: &mut [u8]) -> Option<()> {
+    if s.len() != 2 * out.len() {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    for (byte, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
+        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(())
 }
 
 // ---------------------------------------------------------------------------
@@ -1428,9 +1472,19 @@ mod tests {
     #[test]
     fn hex_round_trips() {
         assert_eq!(hex(&[0, 0xab, 0xff]), "00abff");
+        let mut digits = [0u8; 4];
+        hex_into(&[0x0a, 0xff], &mut digits);
+        assert_eq!(&digits, b"0aff");
         assert_eq!(unhex("00abFF"), Some(vec![0, 0xab, 0xff]));
         assert_eq!(unhex("0"), None);
         assert_eq!(unhex("zz"), None);
+        let mut two = [0u8; 2];
+        assert_eq!(unhex_into("0aFf", &mut two), Some(()));
+        assert_eq!(two, [0x0a, 0xff]);
+        assert_eq!(unhex_into("0aF", &mut two), None);
+        assert_eq!(unhex_into("0aFf00", &mut two), None);
+        assert_eq!(unhex_into("0g00", &mut two), None);
+        assert_eq!(unhex_into("+1+1", &mut two), None);
     }
 
     /// Not a test of correctness: the cost of the MAC on a typical frame.

@@ -1,10 +1,14 @@
 //! Framing: one JSON [`Frame`] per line, with a limit on every line.
 
-use super::auth::{FrameAuthError, Opener, Sealer, MAC_HEX_LEN};
+use super::auth::{FrameAuthError, Opener, Sealer, MAC_HEX_LEN, SEAL_BYTES};
 use super::MAX_LINE_BYTES;
 use crate::message::Frame;
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
+
+/// The JSON of a typical frame fits in this many bytes (a longer one
+/// grows its buffer as it is written).
+const SMALL_FRAME_BYTES: usize = 128;
 
 /// Why a line could not be read as a [`Frame`].
 #[derive(Debug)]
@@ -77,7 +81,10 @@ pub fn encode_frame(frame: &Frame) -> io::Result<Vec<u8>> {
 /// A frame's JSON, without the newline (and without a MAC: see
 /// [`seal_frame`]), refused if its line would be over the limit.
 pub fn encode_json(frame: &Frame) -> io::Result<Vec<u8>> {
-    let line = serde_json::to_vec(frame).map_err(io::Error::other)?;
+    // Room for a small frame and what sealing adds (most frames are small:
+    // a request, an answer, an acknowledgement), so neither reallocates.
+    let mut line = Vec::with_capacity(SMALL_FRAME_BYTES + SEAL_BYTES);
+    serde_json::to_writer(&mut line, frame).map_err(io::Error::other)?;
     // Room for the MAC that follows it: " " and the hex digits.
     if line.len() + 1 + MAC_HEX_LEN > MAX_LINE_BYTES {
         return Err(io::Error::new(
@@ -93,10 +100,11 @@ pub fn encode_json(frame: &Frame) -> io::Result<Vec<u8>> {
 
 /// A frame as its authenticated line, newline included.
 pub fn seal_frame(frame: &Frame, sealer: &mut Sealer) -> io::Result<Vec<u8>> {
-    let json = encode_json(frame)?;
+    let mut line = encode_json(frame)?;
     sealer
-        .seal(&json)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+        .seal_in_place(&mut line, 0)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    Ok(line)
 }
 
 /// Writes one frame as one line. Does not flush: a `BufWriter` caller
@@ -159,7 +167,14 @@ pub(super) fn read_line(r: &mut impl BufRead, limit: usize) -> Result<Option<Str
             });
         }
         if let Some(text) = line_text(&line)? {
-            return Ok(Some(text.to_string()));
+            // The line's own buffer becomes the string, without a copy.
+            let len = text.len();
+            line.truncate(len);
+            return String::from_utf8(line)
+                .map(Some)
+                .map_err(|e| FrameError::NotUtf8 {
+                    valid_up_to: e.utf8_error().valid_up_to(),
+                });
         }
     }
 }

@@ -7,7 +7,7 @@
 use super::{log_sent, Connection, Counters, Job, Link, IDLE_CHECK_AFTER};
 use crate::message::{Frame, NodeId};
 use crate::throttle::Throttle;
-use crate::transport::auth::{self, Credentials, Opener, Role, Sealer};
+use crate::transport::auth::{self, Credentials, Opener, Role, Sealer, SEAL_BYTES};
 use crate::transport::frame::encode_json;
 use crate::transport::{
     connect, PEER_QUEUE_LEN, RECONNECT_BACKOFF_MAX, RECONNECT_BACKOFF_MIN, WRITER_BUFFER_BYTES,
@@ -21,12 +21,13 @@ use std::time::{Duration, Instant};
 
 /// The lines of a batch, sealed for one connection, in one buffer.
 fn seal_batch(sealer: &mut Sealer, batch: &Batch) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::with_capacity(batch.bytes + batch.jsons.len() * 66);
+    let mut bytes = Vec::with_capacity(batch.bytes + batch.jsons.len() * SEAL_BYTES);
     for json in &batch.jsons {
-        let line = sealer
-            .seal(json)
+        let start = bytes.len();
+        bytes.extend_from_slice(json);
+        sealer
+            .seal_in_place(&mut bytes, start)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        bytes.extend_from_slice(&line);
     }
     Ok(bytes)
 }
