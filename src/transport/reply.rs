@@ -117,18 +117,28 @@ impl Reply {
         } else {
             ReplyState::Unsent(bytes[written..].to_vec())
         };
+        // Unlocked first: the waiter, woken, takes the lock at once instead
+        // of spinning on it while this thread is still in the wake-up call.
+        drop(state);
         self.0.changed.notify_one();
     }
 }
 
 impl Drop for Reply {
     fn drop(&mut self) {
-        if let Ok(mut state) = self.0.state.lock() {
-            if matches!(*state, ReplyState::Waiting) {
+        // A reply that was sent has woken its waiter already; waking it
+        // again would cost a system call for nothing.
+        let unanswered = match self.0.state.lock() {
+            Ok(mut state) if matches!(*state, ReplyState::Waiting) => {
                 *state = ReplyState::Dropped;
+                true
             }
+            Ok(_) => false,
+            Err(_) => true, // poisoned: the waiter, woken, sees it and gives up
+        };
+        if unanswered {
+            self.0.changed.notify_one();
         }
-        self.0.changed.notify_one();
     }
 }
 
