@@ -177,7 +177,10 @@ fn is_unsafe(c: char) -> bool {
 /// `\t`, `\x1b`, `\u{202e}`. Everything else, spaces and backslashes
 /// included, is left as it is.
 pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(is_unsafe) {
+    // Printable ASCII, almost every line, is checked byte by byte, which
+    // costs far less than decoding and classifying each character.
+    let printable_ascii = text.bytes().all(|b| matches!(b, b' '..=b'~'));
+    if printable_ascii || !text.chars().any(is_unsafe) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
