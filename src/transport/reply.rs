@@ -181,6 +181,7 @@ mod tests {
     use crate::transport::test_support::DEADLINE;
     use std::io::{BufReader, Read, Write};
     use std::net::TcpListener;
+    use std::thread;
 
     fn plain() -> Arc<Mutex<Sealer>> {
         Arc::new(Mutex::new(Sealer::plain()))
@@ -240,6 +241,51 @@ mod tests {
         let mut written = Vec::new();
         client.read_to_end(&mut written).expect("read to EOF");
         assert!(written.is_empty(), "{}", String::from_utf8_lossy(&written));
+    }
+
+    /// Starts a connection thread's wait on another thread, and returns
+    /// once that thread is about to sleep on the slot, as it usually is
+    /// when the answer comes. Its outcome is the same if nothing wakes it
+    /// (it looks at the slot again at its timeout), so the tests also check
+    /// it did not wait that long.
+    fn waiting(
+        wait: ReplyWait,
+    ) -> thread::JoinHandle<(Result<Delivery, RecvTimeoutError>, Duration)> {
+        let (started, is_started) = crossbeam_channel::bounded(1);
+        let waiter = thread::spawn(move || {
+            let _ = started.send(());
+            let start = Instant::now();
+            (wait.wait(DEADLINE), start.elapsed())
+        });
+        is_started
+            .recv_timeout(DEADLINE)
+            .expect("the waiter started");
+        waiter
+    }
+
+    #[test]
+    fn a_sleeping_waiter_is_woken_by_the_answer() {
+        let (_client, stream, remote) = connection();
+        let (reply, wait) = Reply::new(stream, remote, plain());
+        let waiter = waiting(wait);
+        reply.send(value(4, "small".into()));
+        let (outcome, waited) = waiter.join().expect("no panic");
+        assert!(matches!(outcome, Ok(Delivery::Written)), "{outcome:?}");
+        assert!(waited < DEADLINE, "woken only by its timeout");
+    }
+
+    #[test]
+    fn a_sleeping_waiter_is_woken_by_a_reply_dropped_unanswered() {
+        let (_client, stream, remote) = connection();
+        let (reply, wait) = Reply::new(stream, remote, plain());
+        let waiter = waiting(wait);
+        drop(reply);
+        let (outcome, waited) = waiter.join().expect("no panic");
+        assert!(
+            matches!(outcome, Err(RecvTimeoutError::Disconnected)),
+            "{outcome:?}"
+        );
+        assert!(waited < DEADLINE, "woken only by its timeout");
     }
 
     #[test]
