@@ -250,6 +250,9 @@ mod tests {
         );
         assert_eq!(escape("a\r\tb\u{7f}\u{9b}"), "a\\r\\tb\\x7f\\u{9b}");
         assert_eq!(escape("evil\u{202e}txt"), "evil\\u{202e}txt");
+        // One unsafe byte among printable ASCII.
+        assert_eq!(escape("bell\x07"), "bell\\x07");
+        assert_eq!(escape("del\u{7f}"), "del\\x7f");
     }
 
     #[test]
