@@ -1204,6 +1204,28 @@ mod tests {
     }
 
     #[test]
+    fn frames_sealed_one_after_another_in_one_buffer_each_open() {
+        let (mut sealer, mut opener) = session(&key());
+        let frames = [&br#"{"a":1}"#[..], br#"{"b":2}"#, FRAME];
+        let mut buffer = Vec::new();
+        for json in frames {
+            let start = buffer.len();
+            buffer.extend_from_slice(json);
+            sealer.seal_in_place(&mut buffer, start).expect("seal");
+        }
+        let wire = String::from_utf8(buffer).expect("utf8");
+        let opened: Vec<&str> = wire
+            .lines()
+            .map(|line| opener.open(line).expect("each frame opens"))
+            .collect();
+        let sent: Vec<&str> = frames
+            .iter()
+            .map(|json| std::str::from_utf8(json).expect("utf8"))
+            .collect();
+        assert_eq!(opened, sent);
+    }
+
+    #[test]
     fn a_flipped_bit_is_refused() {
         let (mut sealer, mut opener) = session(&key());
         let wire = sealer.seal(FRAME).expect("seal");
