@@ -14,8 +14,8 @@
 //! indexes drawn around that node's own (its term, its snapshot, commit and
 //! last index, and the highest index the transport lets through), entries
 //! of any term and membership, snapshots whose content disagrees with their
-//! header. It checks that nothing panics, and two things the node keeps
-//! whatever it is told:
+//! header. It checks that nothing panics, and three things more, whatever
+//! the nodes are told:
 //!
 //! - an entry it knows is committed never changes (State Machine Safety,
 //!   from where the node stands);
@@ -74,7 +74,6 @@ struct Machine {
     /// Commands applied, in order (reset by a snapshot).
     applied: Vec<String>,
     outbox: Vec<Message>,
-    events: Vec<Event>,
 }
 
 impl Host for Machine {
@@ -111,7 +110,6 @@ impl Host for Machine {
                 self.applied.push(command);
             }
         }
-        self.events.extend(ready.events);
         Ok(())
     }
 }
@@ -133,7 +131,6 @@ impl Machine {
             log: Vec::new(),
             applied: Vec::new(),
             outbox: Vec::new(),
-            events: Vec::new(),
         }
     }
 
@@ -269,11 +266,12 @@ impl Cluster {
     /// it; checks that a leader does not give way to a claim on its term.
     fn forge(&mut self, target: usize, from: usize, term: i64, forged: &Forged) {
         let raft = &self.machines[target].raft;
+        let term = relative_term(raft.current_term(), term);
         let msg = Message {
             from: id(from),
             to: id(target),
-            term: relative_term(raft.current_term(), term),
-            body: forged.body(raft, relative_term(raft.current_term(), term)),
+            term,
+            body: forged.body(raft, term),
         };
         if msg.check_numbers().is_err() {
             return; // the transport refuses it before the core sees it

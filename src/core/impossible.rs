@@ -192,9 +192,14 @@ impl Raft {
     /// Whether a leader of this node's term or a later one, claiming that
     /// its log holds `index@term`, contradicts an entry this node knows is
     /// committed. Figure 3, Leader Completeness: that leader holds every
-    /// committed entry; Log Matching: so its entry at `index` has the
-    /// committed entry's term. Entries a snapshot replaced cannot be
-    /// compared (only its last one).
+    /// committed entry, at the same index and with the same term. Entries a
+    /// snapshot replaced cannot be compared (only its last one).
+    ///
+    /// The node could obey (Figure 2, AppendEntries receiver, rule 3, says
+    /// to delete a conflicting entry), but the committed entry may already
+    /// be applied here, and State Machine Safety says no server ever applies
+    /// another entry at that index. The claim is the false part, so a
+    /// committed entry is never truncated: the message is refused instead.
     fn contradicts_committed(&self, index: Index, term: Term) -> Option<Claim> {
         if index > self.commit_index {
             return None;
