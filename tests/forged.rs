@@ -1051,7 +1051,9 @@ fn a_leader_ignores_an_acknowledgement_past_the_end_of_its_log() {
 
 /// Found by the property test as a panic ("a compacted log without a
 /// snapshot"): an answer to a snapshot chunk made a leader that holds no
-/// snapshot send the next chunk.
+/// snapshot send the next chunk. (Since the leader keeps a replication
+/// state per follower, it sends a chunk only to a follower it is sending a
+/// snapshot to; the answer is still one no follower can give.)
 #[test]
 fn a_leader_without_a_snapshot_ignores_an_answer_about_one() {
     let mut r = node(3, 1, &[1]);
