@@ -109,7 +109,10 @@
 //!    hints, and the commit rule of §5.4.2.
 //! 6. [`core::read`]: linearizable reads without the log (ReadIndex).
 //! 7. [`core::snapshot`]: log compaction and InstallSnapshot (§7).
-//! 8. [`core::membership`]: adding and removing servers, one at a time.
+//! 8. [`core::membership`]: adding and removing servers, one at a time;
+//!    [`core::impossible`]: messages Raft rules out (a second leader in a
+//!    term, an entry contradicting a committed one), which a buggy or
+//!    compromised member could send, refused before any rule acts on them.
 //! 9. [`state_machine`]: what committed commands are applied to.
 //! 10. [`storage`]: how term, vote, log and snapshot survive a crash.
 //! 11. [`driver`]: the driver step, the one order (persist, send, apply) in
@@ -138,6 +141,7 @@
 //! `tests/extensions.rs` (PreVote, CheckQuorum, leadership transfer),
 //! `tests/simulation.rs` (whole clusters under faults, deterministic),
 //! `tests/disk_loss.rs` (a member that lost its disk),
+//! `tests/forged.rs` (messages a member could forge),
 //! `tests/storage.rs`, and `tests/cluster.rs` and `tests/membership.rs`
 //! (real processes).
 //!

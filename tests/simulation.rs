@@ -58,7 +58,12 @@ fn random_faults(test: &str, size: usize) {
     let (mut slowest_leader, mut slowest_clients, mut largest_segment) = (0, 0, 0);
     let (mut snapshots_taken, mut snapshots_installed) = (0, 0);
     for &seed in &seeds {
-        match simulator::catch_panic(|| random::run(&run, seed)) {
+        let checked_run = || {
+            let report = random::run(&run, seed)?;
+            random::only_possible_messages(&report)?;
+            Ok(report)
+        };
+        match simulator::catch_panic(checked_run) {
             Ok(report) => {
                 operations += report.operations;
                 checked += report.history.operations;

@@ -23,7 +23,9 @@
 //! transfer), [`replication`] (AppendEntries, the
 //! commit rule), [`read`] (ReadIndex reads), [`log`] (the log itself),
 //! [`snapshot`] (compaction, InstallSnapshot), [`membership`]; what the core
-//! hands out is in [`ready`], how it is configured in [`config`].
+//! hands out is in [`ready`], how it is configured in [`config`]; the
+//! messages Raft rules out, refused before any rule sees them, in
+//! [`impossible`].
 
 // The deliberate bugs of `BugSwitches` stay out of the lines that state a
 // rule. A rule's condition is written as the paper says it, inside
@@ -54,6 +56,7 @@ macro_rules! bug {
 
 pub mod config;
 pub mod election;
+pub mod impossible;
 pub mod log;
 pub mod membership;
 pub mod read;
@@ -74,6 +77,7 @@ pub use self::config::{
     MAX_INFLIGHT_BYTES, MAX_INFLIGHT_ENTRIES, MAX_RETIRED_INCARNATIONS,
 };
 pub use self::election::TransferError;
+pub use self::impossible::Claim;
 pub use self::log::Log;
 pub use self::membership::MembershipError;
 pub use self::read::ReadOutcome;
@@ -326,6 +330,16 @@ impl Raft {
         if !well_formed(&msg) {
             return; // malformed: it could only corrupt the log
         }
+        if let Some(claim) = self.impossible_claim(&msg) {
+            // Only a bug or a compromised member sends this: see
+            // `impossible`. Nothing here acts on it.
+            self.events.push(Event::ImpossibleMessage {
+                from: msg.from,
+                term: msg.term,
+                claim,
+            });
+            return;
+        }
         if self.ignore_vote_request(&msg) {
             return;
         }
@@ -364,6 +378,7 @@ impl Raft {
                 // The sender leads the newer term: follow it at once.
                 MessageBody::AppendEntries { .. } => {
                     self.leave_role(msg.term, StepDownReason::HigherTerm);
+                    self.role = Role::Follower { leader: None };
                     self.follow(msg.from.clone());
                 }
                 _ => self.step_down(msg.term, StepDownReason::HigherTerm),
@@ -713,13 +728,16 @@ impl Raft {
     /// AppendEntries RPC received from new leader: convert to follower";
     /// Followers, hearing from the current leader resets the election
     /// timer.
+    ///
+    /// Never reached while this node leads: a leader of a newer term is
+    /// followed once `check_term` has ended this node's leadership, and a
+    /// message claiming to lead this node's own term is refused in `step`
+    /// (Election Safety; see `impossible`).
     fn follow(&mut self, leader: NodeId) {
-        if let Role::Leader(_) = self.role {
-            // Two leaders in one term cannot happen (Election Safety); were
-            // a forged message to claim it, the reads waiting here are
-            // failed rather than lost.
-            self.leave_role(self.current_term, StepDownReason::HigherTerm);
-        }
+        debug_assert!(
+            !matches!(self.role, Role::Leader(_)),
+            "two leaders in one term"
+        );
         self.role = Role::Follower {
             leader: Some(leader),
         };

@@ -2,7 +2,7 @@
 //! person would want to hear of, and the answer to a request sent to a node
 //! that does not lead.
 
-use super::ReadOutcome;
+use super::{Claim, ReadOutcome};
 use crate::message::{Entry, HardState, Incarnation, Index, Message, NodeId, Snapshot, Term};
 
 /// Something a person watching the node would want to know; the driver
@@ -40,6 +40,14 @@ pub enum Event {
     /// "Leader 8000 making node 8001 a learner until it catches up": a
     /// voter that lost its disk may have lost its votes too.
     MemberDemoted { id: NodeId },
+    /// A message from `from`, of term `term`, made a claim that Raft rules
+    /// out, and was ignored: `from` has a bug, or its cluster key is in the
+    /// wrong hands (see [`impossible`](super::impossible)).
+    ImpossibleMessage {
+        from: NodeId,
+        term: Term,
+        claim: Claim,
+    },
 }
 
 /// Why a leader stopped leading.
@@ -93,6 +101,12 @@ impl std::fmt::Display for Event {
             }
             Event::MemberDemoted { id } => {
                 write!(f, "made {id} a learner until it catches up")
+            }
+            Event::ImpossibleMessage { from, term, claim } => {
+                write!(
+                    f,
+                    "ignored a message of term {term} from {from} that Raft rules out: {claim}"
+                )
             }
         }
     }

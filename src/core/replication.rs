@@ -477,6 +477,8 @@ impl Raft {
     /// Figure 2, AppendEntries RPC, receiver implementation. Rule 1 (reply
     /// false if term < currentTerm) is applied in `check_term` before we get here.
     pub(super) fn on_append_entries(&mut self, leader: NodeId, request: AppendRequest) {
+        // Election Safety; a message claiming otherwise never gets here
+        // (`impossible`).
         debug_assert!(
             !matches!(self.role, Role::Leader(_)),
             "two leaders in one term"
@@ -569,6 +571,8 @@ impl Raft {
             match self.log.term_at(entry.index) {
                 Some(term) if term == entry.term => continue,
                 Some(_) => {
+                    // State Machine Safety; a message claiming otherwise
+                    // never gets here (`impossible`).
                     debug_assert!(
                         entry.index > self.commit_index,
                         "truncating a committed entry"

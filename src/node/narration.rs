@@ -4,6 +4,9 @@
 //! typed at the prompt is in `prompt.rs`.)
 
 use super::*;
+use crate::core::Claim;
+use crate::message::Term;
+use crate::throttle::Throttle;
 
 /// What the node has seen of its peers and leaders, for the lines that tell
 /// a person what is happening ("following leader", "waiting for", "cannot
@@ -186,8 +189,26 @@ impl Node {
             Event::TransferAborted { target, .. } => {
                 say!("Leader {id} gave up transferring leadership to {target}: it did not take over in time");
             }
+            Event::ImpossibleMessage { from, term, claim } => {
+                // A member can send these as fast as it likes.
+                static IMPOSSIBLE: Throttle = Throttle::new();
+                if let Some(note) = IMPOSSIBLE.allow() {
+                    log::warn!("{}{note}", impossible_line(&id, from, *term, claim));
+                }
+            }
         }
     }
+}
+
+/// The warning for a message that Raft rules out: who sent it, what it
+/// claimed, what that means and what to do.
+fn impossible_line(id: &NodeId, from: &NodeId, term: Term, claim: &Claim) -> String {
+    format!(
+        "node {id} ignored a message of term {term} from member {from}: {claim}. Correct \
+         nodes never send this: {from}, or a member this node heard from earlier, has a bug \
+         or its cluster key is in the wrong hands. Check the version and the log of {from}; \
+         if you cannot account for it, stop the cluster and make a new one with a new key"
+    )
 }
 
 /// "8000, 8001" or "none".
@@ -283,5 +304,25 @@ mod tests {
         assert_eq!(heard_ago(Some(999)), "999 ms ago");
         assert_eq!(heard_ago(Some(4_270)), "4.2 s ago");
         assert_eq!(heard_ago(Some(3_600_000)), "3600 s ago");
+    }
+
+    #[test]
+    fn the_impossible_message_line_says_who_what_and_what_to_do() {
+        let claim = Claim::SecondLeader {
+            term: 3,
+            leader: NodeId::new("8000"),
+        };
+        let line = impossible_line(&NodeId::new("8000"), &NodeId::new("8002"), 3, &claim);
+        for part in [
+            "node 8000 ignored",
+            "from member 8002",
+            "claims to lead term 3, whose leader is 8000",
+            "Election Safety",
+            "has a bug",
+            "cluster key is in the wrong hands",
+            "Check the version and the log of 8002",
+        ] {
+            assert!(line.contains(part), "{part:?} not in {line:?}");
+        }
     }
 }

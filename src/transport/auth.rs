@@ -99,7 +99,8 @@
 //!   member: protect the file, and to change it, stop the cluster, make a new
 //!   cluster and its data anew); a malicious member (Raft is not
 //!   Byzantine-tolerant: a node with the key that lies breaks it, exactly as
-//!   a buggy one would); denial of service (anyone who can reach the port can
+//!   a buggy one would; but it cannot crash a node, and a message Raft rules
+//!   out is ignored with a warning: see [`impossible`](crate::core::impossible)); denial of service (anyone who can reach the port can
 //!   open connections, up to `--max-clients`, with slots kept for peers, and
 //!   each costs a handshake; see the limits in [`transport`](super)).
 //! - *Across untrusted networks:* copy the key file over a secure channel

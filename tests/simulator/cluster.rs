@@ -189,6 +189,10 @@ pub struct Stats {
     pub disks_lost: u64,
     /// Losses leaders reported (`Event::LostEntries`).
     pub losses_reported: u64,
+    /// Messages refused as ones Raft rules out (`Event::ImpossibleMessage`):
+    /// correct nodes never send them, so a run with no bug switch and no
+    /// disk loss has none.
+    pub impossible_messages: u64,
     /// Messages sent on each directed link `(from, to)`.
     pub link_messages: std::collections::BTreeMap<(usize, usize), u64>,
 }
@@ -572,6 +576,11 @@ impl Cluster {
             .events
             .iter()
             .filter(|e| matches!(e, CoreEvent::LostEntries { .. }))
+            .count() as u64;
+        self.stats.impossible_messages += ready
+            .events
+            .iter()
+            .filter(|e| matches!(e, CoreEvent::ImpossibleMessage { .. }))
             .count() as u64;
         if !self.trace.is_on() {
             return;

@@ -175,6 +175,25 @@ pub struct Report {
     /// Disks lost, and losses the leaders reported.
     pub disks_lost: u64,
     pub losses_reported: u64,
+    /// Messages refused as ones Raft rules out.
+    pub impossible_messages: u64,
+}
+
+/// Fails a run of correct nodes (no bug switch, no disk loss) in which a
+/// message was refused as one Raft rules out (see `raft::core::impossible`):
+/// correct nodes never send one, so the refusal itself would be the bug.
+pub fn only_possible_messages(report: &Report) -> Result<(), Failure> {
+    if report.impossible_messages == 0 {
+        return Ok(());
+    }
+    Err(Failure::new(
+        FailureKind::Scenario,
+        0,
+        format!(
+            "{} messages from correct nodes were refused as ones Raft rules out",
+            report.impossible_messages
+        ),
+    ))
 }
 
 /// Runs one seed.
@@ -240,6 +259,7 @@ pub fn run(options: &RandomRun, seed: u64) -> Result<Report, Failure> {
         leaders_removed_themselves: plan.as_ref().map_or(0, |p| p.leaders_removed_themselves),
         disks_lost: cluster.stats.disks_lost,
         losses_reported: cluster.stats.losses_reported,
+        impossible_messages: cluster.stats.impossible_messages,
     })
 }
 

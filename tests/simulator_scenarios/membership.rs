@@ -33,7 +33,12 @@ fn plan_runs(test: &str, size: usize, plan: Plan, seeds: u64) {
     let seeds = simulator::seeds(seeds);
     let (mut changes, mut self_removals, mut operations, mut installed) = (0, 0, 0, 0);
     for &seed in &seeds {
-        match simulator::catch_panic(|| random::run(&run, seed)) {
+        let checked_run = || {
+            let report = random::run(&run, seed)?;
+            random::only_possible_messages(&report)?;
+            Ok(report)
+        };
+        match simulator::catch_panic(checked_run) {
             Ok(report) => {
                 changes += report.membership_changes;
                 self_removals += report.leaders_removed_themselves;
