@@ -329,6 +329,9 @@ fn ctrl_c_at_a_leader_hands_over_only_to_a_follower_that_answers() {
         "{}",
         heard.text
     );
+    // And how the leader sends to the follower that answers.
+    let sending = format!("  sending to {alive_id}: Replicate");
+    c.wait_for_line_since(leader, mark, |l| l.starts_with(&sending), LONG);
     let mark = c.mark(leader);
     c.signal(leader, "INT");
     let lid = c.nodes[leader].id.clone();

@@ -377,6 +377,10 @@ impl Cluster {
                         ),
                     };
                     self.out.push(line);
+                    let leading = machine.raft.as_ref().and_then(|raft| raft.progress());
+                    for (follower, progress) in leading.into_iter().flatten() {
+                        self.out.push(format!("  {follower}: {progress}"));
+                    }
                 }
             }
             other => return Err(format!("unknown step {other:?}")),

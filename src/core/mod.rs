@@ -665,6 +665,18 @@ impl Raft {
         }
     }
 
+    /// For a leader: what it knows of each follower and how it sends to it
+    /// (Figure 2, "Volatile state on leaders", and its [`Replication`]
+    /// state).
+    ///
+    /// [`Replication`]: replication::Replication
+    pub fn progress(&self) -> Option<&BTreeMap<NodeId, Progress>> {
+        match &self.role {
+            Role::Leader(leader) => Some(&leader.progress),
+            _ => None,
+        }
+    }
+
     // ----- shared helpers -----------------------------------------------
 
     /// A request from an older term is answered with a refusal that carries

@@ -325,6 +325,26 @@ impl Progress {
     }
 }
 
+impl std::fmt::Display for Progress {
+    /// `Replicate, next_index 7, match_index 6`: what the leader knows of
+    /// one follower and how it sends to it, as traces and `status` show it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.state {
+            Replication::Probe => f.write_str("Probe")?,
+            Replication::Replicate(in_flight) => match in_flight.messages.len() {
+                0 => f.write_str("Replicate")?,
+                n => write!(f, "Replicate ({n} in flight)")?,
+            },
+            Replication::Snapshot { offset } => write!(f, "Snapshot (at byte {offset})")?,
+        }
+        write!(
+            f,
+            ", next_index {}, match_index {}",
+            self.next_index, self.match_index
+        )
+    }
+}
+
 /// One AppendEntries' worth of entries from `from` on, or none.
 fn batch(log: &Log, from: Index, carry: bool) -> Vec<Entry> {
     if !carry {

@@ -163,6 +163,11 @@ impl Node {
                 .collect();
             say!("  last heard from {}", heard.join(", "));
         }
+        // A leader: how it sends to each follower (Probe, Replicate or
+        // Snapshot) and how far each has got.
+        for (follower, progress) in self.raft.progress().into_iter().flatten() {
+            say!("  sending to {follower}: {progress}");
+        }
         if self.partition.is_cut() {
             say!(
                 "  partitioned from {} (heal to end it)",
