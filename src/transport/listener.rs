@@ -965,21 +965,23 @@ mod tests {
         assert!(closed_by_server(&mut r));
     }
 
+    /// A connection to `addr` that has finished the handshake as 8001, in
+    /// `role`, with the test key.
+    fn handshaken(addr: &str, role: Role) -> (TcpStream, BufReader<TcpStream>, auth::Sealer) {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let (sealer, _) =
+            auth::connect_handshake(&keyed(test_key()), "8001", role, &mut reader, &mut &stream)
+                .expect("handshake");
+        (stream, reader, sealer)
+    }
+
     #[test]
     fn a_client_cannot_send_peer_messages() {
         let node = start_node_with("8000", &["8001"], keyed(test_key()));
         let peer_msgs = fake_driver(node.inbound);
-        let stream = TcpStream::connect(&node.addr).expect("connect");
-        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-        let (mut sealer, _) = auth::connect_handshake(
-            &keyed(test_key()),
-            "8001",
-            Role::Client,
-            &mut reader,
-            &mut &stream,
-        )
-        .expect("handshake");
+        let (stream, mut reader, mut sealer) = handshaken(&node.addr, Role::Client);
         let line = seal_frame(&Frame::Peer(vote("8001", "8000")), &mut sealer).expect("seal");
         (&stream).write_all(&line).expect("send");
         assert!(closed_by_server(&mut reader));
@@ -990,17 +992,7 @@ mod tests {
     fn a_peer_speaks_only_for_itself() {
         let node = start_node_with("8000", &["8001", "8002"], keyed(test_key()));
         let peer_msgs = fake_driver(node.inbound);
-        let stream = TcpStream::connect(&node.addr).expect("connect");
-        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-        let (mut sealer, _) = auth::connect_handshake(
-            &keyed(test_key()),
-            "8001",
-            Role::Peer,
-            &mut reader,
-            &mut &stream,
-        )
-        .expect("handshake");
+        let (stream, mut reader, mut sealer) = handshaken(&node.addr, Role::Peer);
         for (msg, delivered) in [(vote("8001", "8000"), true), (vote("8002", "8000"), false)] {
             let line = seal_frame(&Frame::Peer(msg.clone()), &mut sealer).expect("seal");
             (&stream).write_all(&line).expect("send");

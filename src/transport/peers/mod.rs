@@ -331,8 +331,9 @@ mod tests {
         assert_eq!(peers.messages_dropped(), 1);
     }
 
-    #[test]
-    fn writers_stop_when_peers_is_dropped() {
+    /// `Peers` of node 8000, whose one peer 8001 listens (and reads
+    /// nothing until the test says so) on the returned listener.
+    fn peers_of_8000_with_8001_listening() -> (TcpListener, Peers) {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let peers = Peers::start(
@@ -340,6 +341,12 @@ mod tests {
             Credentials::insecure(),
             &BTreeMap::from([(NodeId::new("8001"), addr)]),
         );
+        (listener, peers)
+    }
+
+    #[test]
+    fn writers_stop_when_peers_is_dropped() {
+        let (listener, peers) = peers_of_8000_with_8001_listening();
         peers.send(vote("8000", "8001"));
         let (conn, _) = listener.accept().expect("writer connects");
         conn.set_read_timeout(Some(DEADLINE)).expect("timeout");
@@ -352,8 +359,7 @@ mod tests {
 
     #[test]
     fn writer_reconnects_after_losing_its_connection() {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
+        let (listener, peers) = peers_of_8000_with_8001_listening();
         let (accepted_tx, accepted) = crossbeam_channel::unbounded();
         thread::spawn(move || {
             for conn in listener.incoming().flatten() {
@@ -362,11 +368,6 @@ mod tests {
                 }
             }
         });
-        let peers = Peers::start(
-            NodeId::new("8000"),
-            Credentials::insecure(),
-            &BTreeMap::from([(NodeId::new("8001"), addr)]),
-        );
         peers.send(vote("8000", "8001"));
         let first = accepted.recv_timeout(DEADLINE).expect("first connection");
         drop(first);
@@ -412,13 +413,7 @@ mod tests {
         // its socket fills: writes on the state-machine thread come back
         // partial or empty, the rest waits in the queue, and the writer
         // finishes both. Every message must arrive whole, once, in order.
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
-        let peers = Peers::start(
-            NodeId::new("8000"),
-            Credentials::insecure(),
-            &BTreeMap::from([(NodeId::new("8001"), addr)]),
-        );
+        let (listener, peers) = peers_of_8000_with_8001_listening();
         peers.send(append_entries("8000", "8001", 0, "first"));
         let (conn, _) = listener.accept().expect("the writer connects");
         conn.set_read_timeout(Some(DEADLINE)).expect("timeout");
